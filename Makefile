@@ -1,0 +1,35 @@
+# Everything the project needs is installed here; `make demo` and `make test`
+# are the only set-up a fresh clone needs (see README).
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+# The pinned torch is a local CPU wheel on these machines; installing it first
+# keeps pip from resolving a multi-GB CUDA build for the `torch>=` requirement.
+TORCH_PIN ?= torch==2.13.0
+
+.PHONY: venv demo test bench gpu-check clean
+
+venv: $(STAMP)
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet $(TORCH_PIN)
+	$(PY) -m pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(PY) scripts/demo.py
+
+test: $(STAMP)
+	$(PY) -m pytest -q tests
+
+bench: $(STAMP)
+	$(PY) bench/run.py
+
+gpu-check: $(STAMP)
+	$(PY) bench/gpu_check.py
+
+clean:
+	rm -rf $(VENV) out .pytest_cache

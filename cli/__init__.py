@@ -1,0 +1,1 @@
+"""The ``faceblit`` command line (Typer). Thin: parses, calls one library function, prints."""

@@ -1,0 +1,120 @@
+"""All tunables of faceblit in one validated dataclass.
+
+Like ebsynth's header, every field documents its unit, range and default. The
+CLI options of ``faceblit stylize`` map one to one onto these fields (dashes for
+underscores); a Python user passes the same object to
+:func:`faceblit_core.pipeline.stylize_video`.
+
+Units: "8-bit guide units" are the units of FaceBlit's 8-bit guides — the
+positional guide quantised to 256 steps across the style width/height, the
+appearance guide as stored (0–255). Pixel sizes are in pixels of the image
+they apply to (style px or frame px as stated).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass, field, fields
+from typing import Any
+
+from faceblit_core.errors import ConfigError
+
+#: Choices of ``device``: ``auto`` picks CUDA when available, else the CPU.
+DEVICE_CHOICES = ("auto", "cpu", "cuda")
+
+
+def _f(default: Any, lo: float | None = None, hi: float | None = None, *, doc: str, choices: tuple | None = None):
+    return field(default=default, metadata={"lo": lo, "hi": hi, "doc": doc, "choices": choices})
+
+
+@dataclass(frozen=True)
+class StylizeConfig:
+    """Tunables of the whole pipeline (FaceBlit, Texler et al. 2021; StyleBlit, Sýkora et al. 2019).
+
+    Every field is keyword-settable; :meth:`validate` (called by ``__post_init__``)
+    raises :class:`~faceblit_core.errors.ConfigError` naming the field, its
+    range and the value given. ``dataclasses.replace(cfg, field=value)`` makes
+    a changed copy.
+    """
+
+    # --- StyleBlit synthesis (DESIGN §6) -------------------------------------------------
+    threshold: float = _f(50.0, 0.0, 100000.0, doc="StyleBlit acceptance threshold on the guide error, 8-bit guide units (FaceBlit CPU: 50, GPU: 40)")
+    lambda_pos: float = _f(10.0, 0.0, 1000.0, doc="weight of the positional guide, per 8-bit unit of |dx|+|dy| (lookup table and StyleBlit error; FaceBlit: 10)")
+    lambda_app: float = _f(2.0, 0.0, 1000.0, doc="weight of the appearance guide, per 8-bit unit (lookup table and StyleBlit error; FaceBlit: 2)")
+    lambda_temp: float = _f(1.0, 0.0, 1000.0, doc="weight of the temporal guide, per 8-bit unit of mean |dR|,|dG|,|dB| (FaceStyle); 0 disables it")
+    levels: int = _f(6, 0, 9, doc="coarsest seed level L; seed spacing 2^l px for l = L..0 (StyleBlit/FaceBlit: 6)")
+    seed: int = _f(0, 0, 2**31 - 1, doc="seed of the jitter table; same seed and input give the same output")
+    boil: float = _f(0.0, 0.0, 120.0, doc="re-seed the jitter table this many times per second of video (hand-drawn 'boil'); 0 = fixed chunks")
+    # --- voting (DESIGN §6, Blending/voting) -----------------------------------------------
+    blend_radius: int = _f(1, 0, 8, doc="voting window radius r, (2r+1)^2 votes per pixel (StyleBlit demo: 1)")
+    denoise_nnf: bool = _f(True, doc="replace each NNF offset by the most frequent offset in the voting window before voting (FaceBlit)")
+    # --- lookup table (DESIGN §5) ------------------------------------------------------------
+    lut_radius: float = _f(30.0, 1.0, 512.0, doc="search radius of the lookup table around the positional-guide position, style px (FaceBlit: 30)")
+    # --- guides (DESIGN §4) ------------------------------------------------------------------
+    mls_alpha: float = _f(1.0, 0.1, 4.0, doc="MLS weight exponent alpha, w_i = 1/|p_i - v|^(2 alpha) (Schaefer et al. 2006)")
+    mls_grid: int = _f(10, 1, 64, doc="spacing of the grid on which MLS is evaluated exactly, frame px (FaceBlit: 10)")
+    temporal_blur: float = _f(6.0, 0.5, 64.0, doc="Gaussian sigma of the temporal-guide blur, style px (same kernel on style and previous output)")
+    mask_feather: int = _f(20, 0, 200, doc="box-blur size feathering the face mask, frame px (FaceBlit: 20)")
+    margin: float = _f(0.25, 0.0, 2.0, doc="margin added around the face box for the synthesis region, fraction of the box size")
+    background: bool = _f(False, doc="also stylize the rest of the frame from the positional guide (FaceBlit's background mode)")
+    # --- faces (DESIGN §3) -------------------------------------------------------------------
+    landmarks: str = _f("dlib", doc="landmark backend name (see faceblit_core.faces.BACKENDS) or a per-frame JSON file")
+    max_faces: int = _f(8, 1, 64, doc="at most this many faces per frame (largest first)")
+    detect_every: int = _f(10, 1, 10000, doc="re-run the full face detector every N frames while tracking")
+    smooth_min_cutoff: float = _f(1.0, 0.0, 100.0, doc="One Euro filter min cutoff, Hz (lower = steadier, more lag); 0 disables smoothing")
+    smooth_beta: float = _f(0.5, 0.0, 100.0, doc="One Euro filter speed coefficient beta (higher = less lag on fast motion)")
+    scene_cut: float = _f(40.0, 0.0, 255.0, doc="mean |frame - previous| of 64x64 thumbnails, 8-bit units, above which a scene cut resets tracking and the temporal guide; 0 disables")
+    # --- compute -------------------------------------------------------------------------------
+    device: str = _f("auto", doc="auto | cpu | cuda | cuda:N; auto uses CUDA when available")
+    # --- encoding (DESIGN §7) ----------------------------------------------------------------
+    codec: str = _f("libx264", doc="ffmpeg video encoder")
+    crf: int = _f(18, 0, 63, doc="constant rate factor of the encoder (lower = better, bigger)")
+    preset: str = _f("medium", doc="encoder preset (libx264: ultrafast … veryslow)")
+
+    def __post_init__(self) -> None:
+        self.validate()
+
+    def validate(self) -> None:
+        """Check every field against its documented type and range.
+
+        Raises
+        ------
+        ConfigError
+            ``"<field>: expected <range>, got <value>"`` for the first bad field.
+        """
+        for f in fields(self):
+            value = getattr(self, f.name)
+            meta = f.metadata
+            if isinstance(f.default, bool):
+                if not isinstance(value, bool):
+                    raise ConfigError(f"{f.name}: expected true or false, got {value!r}")
+                continue
+            if isinstance(f.default, (int, float)):
+                kind = int if isinstance(f.default, int) else (int, float)
+                if isinstance(value, bool) or not isinstance(value, kind) or not math.isfinite(value):
+                    want = "an integer" if kind is int else "a number"
+                    raise ConfigError(f"{f.name}: expected {want}, got {value!r}")
+                lo, hi = meta.get("lo"), meta.get("hi")
+                if (lo is not None and value < lo) or (hi is not None and value > hi):
+                    raise ConfigError(f"{f.name}: expected a value in [{lo}, {hi}], got {value!r}")
+            elif isinstance(f.default, str):
+                if not isinstance(value, str) or not value:
+                    raise ConfigError(f"{f.name}: expected a non-empty string, got {value!r}")
+        dev = self.device
+        if not (dev in DEVICE_CHOICES or (dev.startswith("cuda:") and dev[5:].isdigit())):
+            raise ConfigError(f"device: expected one of auto, cpu, cuda, cuda:N, got {dev!r}")
+
+    def replace(self, **changes: Any) -> "StylizeConfig":
+        """Return a validated copy with ``changes`` applied."""
+        return dataclasses.replace(self, **changes)
+
+    @classmethod
+    def describe(cls) -> dict[str, str]:
+        """Field name → one-line documentation (unit, range, default), for ``--help`` texts."""
+        out = {}
+        for f in fields(cls):
+            m = f.metadata
+            rng = f" [{m['lo']}, {m['hi']}]" if m.get("lo") is not None else ""
+            out[f.name] = f"{m['doc']}{rng}; default {f.default!r}"
+        return out

@@ -1,0 +1,688 @@
+"""The whole job: decode → landmarks → guides → StyleBlit → voting → composite → encode.
+
+:func:`stylize_video` and :func:`stylize_image` are what the CLI's ``stylize``
+calls; :func:`stylize_batch` adds the several-inputs behaviour (continue past a
+bad file, report it, fail at the end). Frames stream through: memory does not
+grow with the clip's length. Decoding and encoding run in their own threads (and
+ffmpeg processes), so they overlap the synthesis of the current frame.
+
+References
+----------
+Texler et al. 2021, "FaceBlit: Instant Real-time Example-based Style Transfer to Facial Videos".
+Sýkora et al. 2019, "StyleBlit: Fast Example-Based Stylization with Local Guidance".
+Fišer et al. 2017, "Example-Based Synthesis of Stylized Facial Animations" (temporal guide).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+import queue
+import signal
+import threading
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable, Iterable, Iterator, Sequence
+
+import numpy as np
+
+from faceblit_core.config import StylizeConfig
+from faceblit_core.errors import ConfigError, EnvironmentProblem, FaceblitError, Interrupted, OutputError
+
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff")
+
+
+@dataclass
+class RunSummary:
+    """What one ``stylize`` run did (printed by the CLI, ``--json`` gives :meth:`to_dict`)."""
+
+    input: str
+    output: str
+    frames: int = 0
+    frames_with_face: int = 0
+    frames_without_face: int = 0
+    max_faces: int = 0
+    scene_cuts: int = 0
+    fps_in: float = 0.0
+    seconds: float = 0.0
+    device: str = "cpu"
+    stage_ms: dict = field(default_factory=dict)
+
+    @property
+    def fps(self) -> float:
+        """End-to-end frames per second of the run."""
+        return self.frames / self.seconds if self.seconds > 0 else 0.0
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["fps"] = round(self.fps, 3)
+        d["stage_ms"] = {k: round(v, 3) for k, v in self.stage_ms.items()}
+        return d
+
+    def describe(self) -> str:
+        return (
+            f"{self.output}: {self.frames} frame(s), face on {self.frames_with_face}, "
+            f"no face on {self.frames_without_face} (written unchanged), {self.seconds:.1f} s, {self.fps:.1f} fps on {self.device}"
+        )
+
+
+def parse_frame_range(text: str) -> tuple[int, int | None]:
+    """Parse ``START:END`` (0-based, END exclusive, either may be empty) into ``(start, end)``.
+
+    Raises
+    ------
+    ConfigError
+        When the text is not two non-negative integers with START < END.
+    """
+    parts = text.split(":")
+    try:
+        if len(parts) != 2:
+            raise ValueError
+        start = int(parts[0]) if parts[0].strip() else 0
+        end = int(parts[1]) if parts[1].strip() else None
+    except ValueError:
+        raise ConfigError(f"frames: expected START:END with integers (e.g. 0:50), got {text!r}") from None
+    if start < 0 or (end is not None and end <= start):
+        raise ConfigError(f"frames: expected 0 <= START < END, got {text!r}")
+    return start, end
+
+
+def resolve_device(name: str) -> str:
+    """Map ``auto | cpu | cuda | cuda:N`` to a torch device string.
+
+    Raises
+    ------
+    EnvironmentProblem
+        ``cuda`` was asked for and torch sees no CUDA device (``auto`` falls back to the CPU).
+    """
+    import torch
+
+    if name == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if name.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise EnvironmentProblem(f"--device {name}: torch sees no CUDA device on this machine; use --device cpu or --device auto")
+        index = int(name.split(":")[1]) if ":" in name else 0
+        if index >= torch.cuda.device_count():
+            raise EnvironmentProblem(f"--device {name}: only {torch.cuda.device_count()} CUDA device(s) present")
+    return name
+
+
+def default_output_path(input_path: str | os.PathLike, style_path: str | os.PathLike, *, out_dir: str | os.PathLike | None = None) -> Path:
+    """``NAME-STYLE.EXT`` next to the input (or in ``out_dir``); videos become ``.mp4``."""
+    src = Path(input_path)
+    ext = src.suffix.lower() if src.suffix.lower() in IMAGE_EXTENSIONS else ".mp4"
+    name = f"{src.stem}-{Path(style_path).stem}{ext}"
+    return (Path(out_dir) if out_dir is not None else src.parent) / name
+
+
+# ------------------------------------------------------------------------- frame stylizer
+class FrameStylizer:
+    """Per-frame part of the pipeline, holding the state that lives across frames.
+
+    State: the style asset on the device, the landmark tracker, the previous output
+    (for the temporal guide) and which face ids it showed. Use one instance per clip.
+
+    Parameters
+    ----------
+    style : StyleAsset
+        The exemplar with its guides and lookup table (:func:`faceblit_core.style.prepare_style`).
+    config : StylizeConfig
+        All tunables.
+    fps : float
+        Frame rate of the clip (One Euro filter timing, ``boil`` timing).
+    backend : LandmarkBackend
+        Landmark detector/fitter (:func:`faceblit_core.faces.get_backend`).
+    device : str
+        torch device of the synthesis.
+    save_guides : Path, optional
+        Folder receiving each frame's guides as PNGs.
+    """
+
+    def __init__(self, style, config: StylizeConfig, *, fps: float, backend, device: str, save_guides: Path | None = None) -> None:
+        import torch
+
+        from faceblit_core.faces import FaceTracker
+        from faceblit_core.guides.temporal import temporal_guide
+        from faceblit_core.synthesis import make_jitter
+
+        self.style = style
+        self.config = config
+        self.fps = float(fps) if fps and fps > 0 else 25.0
+        self.device = device
+        self.save_guides = Path(save_guides) if save_guides is not None else None
+        self.tracker = FaceTracker(
+            backend,
+            detect_every=config.detect_every,
+            max_faces=config.max_faces,
+            min_cutoff=config.smooth_min_cutoff,
+            beta=config.smooth_beta,
+            scene_cut=config.scene_cut,
+            fps=self.fps,
+        )
+        self._make_jitter = make_jitter
+        self._jitter_seed = None
+        self._jitter = None
+        dev = torch.device(device)
+        self.style_app_t = torch.from_numpy(np.ascontiguousarray(style.app)).to(dev)
+        self.style_temp_t = torch.from_numpy(np.ascontiguousarray(style.temp)).to(dev)
+        self.style_image_t = torch.from_numpy(np.ascontiguousarray(style.image)).to(dev)
+        self.lut_t = torch.from_numpy(np.ascontiguousarray(style.lut)).to(dev)
+        self.style_iod = _inter_ocular(style.landmarks)
+        self.prev_output: np.ndarray | None = None
+        self.prev_ids: set[int] = set()
+        self.stage_ms: dict[str, float] = {}
+        self.index = 0
+        self.scene_cuts = 0
+        self._temporal_guide = temporal_guide
+
+    def _tick(self, stage: str, t0: float) -> float:
+        t1 = time.perf_counter()
+        self.stage_ms[stage] = self.stage_ms.get(stage, 0.0) + (t1 - t0) * 1000.0
+        return t1
+
+    def _jitter_for_frame(self):
+        cfg = self.config
+        seed = cfg.seed
+        if cfg.boil > 0:
+            seed = cfg.seed + int(math.floor(self.index / self.fps * cfg.boil))
+        if seed != self._jitter_seed:
+            self._jitter = self._make_jitter(seed, cfg.levels).to(self.device)
+            self._jitter_seed = seed
+        return self._jitter
+
+    def __call__(self, frame: np.ndarray) -> tuple[np.ndarray, list]:
+        """Stylize one frame.
+
+        Parameters
+        ----------
+        frame : (H, W, 3) uint8 RGB
+
+        Returns
+        -------
+        out : (H, W, 3) uint8 RGB
+            The frame with every face stylized (or the frame unchanged when no face
+            was found and ``background`` is off).
+        faces : list of Face
+            The (tracked, smoothed) faces used; empty when none was found.
+        """
+        from faceblit_core.compositing import composite
+        from faceblit_core.geometry import Region
+
+        cfg = self.config
+        t = time.perf_counter()
+        faces = self.tracker.update(frame)
+        t = self._tick("landmarks", t)
+        if self.tracker.scene_cut_detected:
+            self.scene_cuts += 1
+            self.prev_output = None
+        H, W = frame.shape[:2]
+        out = frame.copy()
+        faces_sorted = sorted(faces, key=lambda f: -float((f.box[2] - f.box[0]) * (f.box[3] - f.box[1])))
+        if cfg.background:
+            main = faces_sorted[0] if faces_sorted else None
+            stylized, _ = self._synthesize(frame, main, Region.full(W, H), background=True)
+            out[...] = stylized
+            faces_sorted = faces_sorted[1:]
+        for face in faces_sorted:
+            region = Region.around(face.points, margin=cfg.margin, frame_size=(W, H))
+            if region.width < 2 or region.height < 2:
+                continue
+            stylized, mask = self._synthesize(frame, face, region, background=False)
+            t = time.perf_counter()
+            composite(out, stylized, mask, region)
+            self._tick("composite", t)
+        self.prev_output = out
+        self.prev_ids = {f.id for f in faces}
+        self.index += 1
+        return out, faces
+
+    def _synthesize(self, frame: np.ndarray, face, region, *, background: bool):
+        """Guides → StyleBlit → voting for one region; returns (stylized (h,w,3) uint8, mask (h,w) float32 or None)."""
+        from faceblit_core.guides import appearance_guide, background_anchors, face_mask, match_histogram, positional_guide
+        from faceblit_core.synthesis import denoise_nnf, styleblit, vote
+
+        cfg, style = self.config, self.style
+        H, W = frame.shape[:2]
+        crop = frame[region.y0 : region.y1, region.x0 : region.x1]
+        t = time.perf_counter()
+        if face is None:
+            # No landmarks to steer by: map the frame onto the exemplar by scaling alone.
+            ys, xs = np.mgrid[region.y0 : region.y1, region.x0 : region.x1].astype(np.float32)
+            g_pos = np.stack([xs * (style.width / W), ys * (style.height / H)], axis=-1)
+        else:
+            anchors = background_anchors(W, H, face.points, style.landmarks, style.width, style.height) if background else None
+            g_pos = positional_guide(face.points, style.landmarks, region=region, alpha=cfg.mls_alpha, grid=cfg.mls_grid, anchors=anchors)
+        t = self._tick("guide_pos", t)
+        mask = None
+        if face is not None and not background:
+            mask = face_mask(frame, face.points, region=region, feather=cfg.mask_feather)
+        t = self._tick("mask", t)
+        g_app = match_histogram(appearance_guide(crop), style.app_cdf, mask=(mask > 0.5) if mask is not None else None)
+        t = self._tick("guide_app", t)
+        g_temp = None
+        use_temp = cfg.lambda_temp > 0 and self.prev_output is not None and (face is None or face.id in self.prev_ids)
+        if use_temp:
+            prev_crop = self.prev_output[region.y0 : region.y1, region.x0 : region.x1]
+            scale = _inter_ocular(face.points) / self.style_iod if face is not None and self.style_iod > 0 else W / style.width
+            g_temp = self._temporal_guide(prev_crop, sigma=max(0.5, cfg.temporal_blur * scale))
+        t = self._tick("guide_temp", t)
+        nnf = styleblit(
+            g_pos,
+            g_app,
+            self.style_app_t,
+            self.lut_t,
+            origin=(region.x0, region.y0),
+            jitter=self._jitter_for_frame(),
+            threshold=cfg.threshold,
+            lambda_pos=cfg.lambda_pos,
+            lambda_app=cfg.lambda_app,
+            lambda_temp=cfg.lambda_temp if g_temp is not None else 0.0,
+            g_temp=g_temp,
+            style_temp=self.style_temp_t if g_temp is not None else None,
+            levels=cfg.levels,
+        )
+        t = self._tick("styleblit", t)
+        if cfg.denoise_nnf and cfg.blend_radius > 0:
+            nnf = denoise_nnf(nnf, radius=cfg.blend_radius)
+        rgb = vote(nnf, self.style_image_t, radius=cfg.blend_radius)
+        stylized = rgb.cpu().numpy() if hasattr(rgb, "cpu") else np.asarray(rgb)
+        t = self._tick("voting", t)
+        if self.save_guides is not None:
+            self._write_guides(region, face, g_pos, g_app, g_temp, mask, stylized)
+            self._tick("save_guides", t)
+        return stylized, mask
+
+    def _write_guides(self, region, face, g_pos, g_app, g_temp, mask, stylized) -> None:
+        from faceblit_core.guides import mask_to_gray, positional_to_rgb
+        from faceblit_core.media import write_image
+
+        self.save_guides.mkdir(parents=True, exist_ok=True)
+        tag = f"frame{self.index:06d}_face{face.id if face is not None else 'bg'}"
+        write_image(self.save_guides / f"{tag}_pos.png", positional_to_rgb(g_pos, self.style.width, self.style.height))
+        write_image(self.save_guides / f"{tag}_app.png", np.repeat(g_app[..., None], 3, axis=2))
+        if g_temp is not None:
+            write_image(self.save_guides / f"{tag}_temp.png", g_temp)
+        if mask is not None:
+            write_image(self.save_guides / f"{tag}_mask.png", np.repeat(mask_to_gray(mask)[..., None], 3, axis=2))
+        write_image(self.save_guides / f"{tag}_stylized.png", stylized)
+
+
+def _inter_ocular(points: np.ndarray) -> float:
+    """Distance between the eye centres (mean of iBUG points 36–41 and 42–47), px."""
+    pts = np.asarray(points, dtype=np.float64)
+    return float(np.linalg.norm(pts[36:42].mean(0) - pts[42:48].mean(0)))
+
+
+# ------------------------------------------------------------------------------ threading
+class _Pump:
+    """Run an iterator in a thread, handing its items over through a bounded queue.
+
+    Exceptions raised in the thread are re-raised in the consumer, so nothing is lost.
+    """
+
+    _END = object()
+
+    def __init__(self, items: Iterable, *, depth: int = 4) -> None:
+        self._q: queue.Queue = queue.Queue(maxsize=depth)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, args=(items,), daemon=True)
+        self._thread.start()
+
+    def _run(self, items: Iterable) -> None:
+        try:
+            for item in items:
+                while not self._stop.is_set():
+                    try:
+                        self._q.put(item, timeout=0.1)
+                        break
+                    except queue.Full:
+                        continue
+                if self._stop.is_set():
+                    break
+            self._put_end(self._END)
+        except BaseException as exc:  # noqa: BLE001 - handed to the consumer, re-raised there
+            self._put_end(exc)
+        finally:
+            close = getattr(items, "close", None)
+            if close is not None:
+                close()
+
+    def _put_end(self, item) -> None:
+        while not self._stop.is_set():
+            try:
+                self._q.put(item, timeout=0.1)
+                return
+            except queue.Full:
+                continue
+
+    def __iter__(self) -> Iterator:
+        while True:
+            item = self._q.get()
+            if item is self._END:
+                return
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=10)
+
+
+class _Sink:
+    """Feed frames to a writer from a thread (the encoder then overlaps the synthesis)."""
+
+    def __init__(self, write: Callable[[np.ndarray], None], *, depth: int = 4) -> None:
+        self._q: queue.Queue = queue.Queue(maxsize=depth)
+        self._write = write
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while True:
+            item = self._q.get()
+            if item is None:
+                return
+            if self._error is None:
+                try:
+                    self._write(item)
+                except BaseException as exc:  # noqa: BLE001 - re-raised in the producer
+                    self._error = exc
+
+    def put(self, frame: np.ndarray) -> None:
+        if self._error is not None:
+            raise self._error
+        self._q.put(frame)
+
+    def finish(self) -> None:
+        self._q.put(None)
+        self._thread.join()
+        if self._error is not None:
+            raise self._error
+
+
+@contextlib.contextmanager
+def _signals_as_exceptions() -> Iterator[None]:
+    """Turn SIGTERM into :class:`Interrupted` (SIGINT already raises KeyboardInterrupt) so cleanup runs."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum, _frame):
+        raise Interrupted(signum)
+
+    old = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    except KeyboardInterrupt:
+        raise Interrupted(signal.SIGINT) from None
+    finally:
+        signal.signal(signal.SIGTERM, old)
+
+
+# ------------------------------------------------------------------------------ public API
+def _load_style(style, *, config, style_landmarks, cache_dir):
+    from faceblit_core.style import StyleAsset, prepare_style
+
+    if isinstance(style, StyleAsset):
+        return style
+    return prepare_style(
+        style,
+        landmarks=style_landmarks,
+        lambda_pos=config.lambda_pos,
+        lambda_app=config.lambda_app,
+        lut_radius=config.lut_radius,
+        temporal_blur=config.temporal_blur,
+        cache_dir=cache_dir,
+    )
+
+
+def _make_backend(config: StylizeConfig, fan_weights, device: str):
+    from faceblit_core.faces import get_backend
+
+    options = {}
+    if config.landmarks == "fan":
+        options = {"weights": fan_weights, "device": device}
+    return get_backend(config.landmarks, **options)
+
+
+def stylize_video(
+    input: str | os.PathLike,
+    style,
+    output: str | os.PathLike | None = None,
+    *,
+    config: StylizeConfig | None = None,
+    style_landmarks=None,
+    fan_weights: str | os.PathLike | None = None,
+    frames: tuple[int, int | None] | None = None,
+    side_by_side: bool = False,
+    save_guides: str | os.PathLike | None = None,
+    cache_dir: str | os.PathLike | None = None,
+    overwrite: bool = False,
+    progress: bool = True,
+) -> RunSummary:
+    """Stylize every face of a video with one style exemplar; keep every frame, the rate and the audio.
+
+    Parameters
+    ----------
+    input : path
+        Input video (anything ffmpeg reads; ``-`` = standard input).
+    style : path or StyleAsset
+        The style exemplar (or an asset from :func:`faceblit_core.style.prepare_style`).
+    output : path, optional
+        Output video; ``-`` = standard output (fragmented MP4); default
+        ``NAME-STYLE.mp4`` next to the input.
+    config : StylizeConfig, keyword-only
+        All tunables (default: ``StylizeConfig()``).
+    style_landmarks : path or (68, 2) float32, keyword-only
+        Landmarks of the exemplar; default ``NAME.lm.txt`` beside it, else detected.
+    fan_weights : path, keyword-only
+        Weights of the ``fan`` landmark backend.
+    frames : (start, end), keyword-only
+        Only frames ``start <= i < end`` (0-based; ``end`` None = to the end); the
+        audio is cut to match.
+    side_by_side : bool, keyword-only
+        Write ``input | output`` in one frame (twice the width).
+    save_guides : path, keyword-only
+        Folder for each frame's guide PNGs.
+    cache_dir : path, keyword-only
+        Style cache folder.
+    overwrite : bool, keyword-only
+        Replace an existing output.
+    progress : bool, keyword-only
+        Show a progress bar (tqdm, on stderr).
+
+    Returns
+    -------
+    RunSummary
+        Frames written, frames with/without a face, timings per stage (ms, summed).
+
+    Raises
+    ------
+    InputError, StyleError, OutputError, EnvironmentProblem, ProcessingError, Interrupted
+        With a one-line message; no output file is left behind on any error.
+    """
+    from faceblit_core import media
+
+    config = config or StylizeConfig()
+    if str(input) == "-":
+        with media.spool_stdin() as spooled:
+            return stylize_video(
+                spooled, style, output if output is not None else "-", config=config, style_landmarks=style_landmarks,
+                fan_weights=fan_weights, frames=frames, side_by_side=side_by_side, save_guides=save_guides,
+                cache_dir=cache_dir, overwrite=overwrite, progress=progress,
+            )
+    started = time.perf_counter()
+    info = media.probe(input)
+    if info.is_image:
+        return stylize_image(
+            input, style, output, config=config, style_landmarks=style_landmarks, fan_weights=fan_weights,
+            side_by_side=side_by_side, save_guides=save_guides, cache_dir=cache_dir, overwrite=overwrite,
+        )
+    out_path = str(output) if output is not None else str(default_output_path(input, style if not hasattr(style, "path") else style.path or "style"))
+    device = resolve_device(config.device)
+    start, end = frames if frames is not None else (0, None)
+    n_total = info.n_frames if info.n_frames else None
+    n_frames = (min(end, n_total) if end is not None and n_total else (end if end is not None else n_total))
+    if n_frames is not None:
+        n_frames = max(0, n_frames - start)
+    writer_w = info.width * (2 if side_by_side else 1)
+    asset = _load_style(style, config=config, style_landmarks=style_landmarks, cache_dir=cache_dir)
+    backend = _make_backend(config, fan_weights, device)
+    _set_threads()
+    stylizer = FrameStylizer(asset, config, fps=float(info.fps), backend=backend, device=device, save_guides=Path(save_guides) if save_guides else None)
+    summary = RunSummary(input=str(input), output=out_path, fps_in=float(info.fps), device=device)
+    audio_span = (start / float(info.fps), (end - start) / float(info.fps) if end is not None else None) if frames else None
+
+    with _signals_as_exceptions():
+        writer = media.VideoWriter(
+            out_path, width=writer_w, height=info.height, fps=info.fps, audio_from=input if info.has_audio else None,
+            audio_span=audio_span, codec=config.codec, crf=config.crf, preset=config.preset, overwrite=overwrite,
+        )
+        reader = _Pump(media.iter_frames(info, start=start, end=end))
+        bar = _progress_bar(n_frames, progress, Path(str(input)).name)
+        try:
+            with writer:
+                sink = _Sink(writer.write)
+                try:
+                    for frame in reader:
+                        out, faces = stylizer(frame)
+                        summary.frames += 1
+                        if faces:
+                            summary.frames_with_face += 1
+                            summary.max_faces = max(summary.max_faces, len(faces))
+                        else:
+                            summary.frames_without_face += 1
+                        sink.put(np.concatenate([frame, out], axis=1) if side_by_side else out)
+                        if bar is not None:
+                            bar.update(1)
+                finally:
+                    sink.finish()
+                if summary.frames == 0:
+                    raise FaceblitError(f"{input}: no frame in the range {start}:{'' if end is None else end}")
+        finally:
+            reader.close()
+            if bar is not None:
+                bar.close()
+    summary.seconds = time.perf_counter() - started
+    summary.scene_cuts = stylizer.scene_cuts
+    summary.stage_ms = {k: v / max(1, summary.frames) for k, v in stylizer.stage_ms.items()}
+    return summary
+
+
+def stylize_image(
+    input: str | os.PathLike,
+    style,
+    output: str | os.PathLike | None = None,
+    *,
+    config: StylizeConfig | None = None,
+    style_landmarks=None,
+    fan_weights: str | os.PathLike | None = None,
+    side_by_side: bool = False,
+    save_guides: str | os.PathLike | None = None,
+    cache_dir: str | os.PathLike | None = None,
+    overwrite: bool = False,
+) -> RunSummary:
+    """Stylize every face of one still image; same parameters as :func:`stylize_video`.
+
+    Returns
+    -------
+    RunSummary
+        With ``frames == 1``.
+
+    Raises
+    ------
+    InputError, StyleError, OutputError, EnvironmentProblem
+        With a one-line message; nothing is written on error.
+    """
+    from faceblit_core import media
+
+    config = config or StylizeConfig()
+    started = time.perf_counter()
+    frame = media.read_image(input)
+    out_path = Path(output) if output is not None else default_output_path(input, style if not hasattr(style, "path") else style.path or "style")
+    if str(out_path) != "-" and out_path.suffix.lower() not in IMAGE_EXTENSIONS:
+        raise OutputError(f"{out_path}: an image input needs an image output (.png, .jpg, .webp)")
+    media.check_output_path(out_path, input_path=input, overwrite=overwrite)
+    device = resolve_device(config.device)
+    asset = _load_style(style, config=config, style_landmarks=style_landmarks, cache_dir=cache_dir)
+    backend = _make_backend(config, fan_weights, device)
+    _set_threads()
+    stylizer = FrameStylizer(asset, config, fps=25.0, backend=backend, device=device, save_guides=Path(save_guides) if save_guides else None)
+    out, faces = stylizer(frame)
+    if side_by_side:
+        out = np.concatenate([frame, out], axis=1)
+    media.write_image(out_path, out, overwrite=overwrite)
+    return RunSummary(
+        input=str(input), output=str(out_path), frames=1, frames_with_face=int(bool(faces)), frames_without_face=int(not faces),
+        max_faces=len(faces), seconds=time.perf_counter() - started, device=device, stage_ms=dict(stylizer.stage_ms),
+    )
+
+
+def stylize_batch(
+    inputs: Sequence[str],
+    style,
+    *,
+    output: str | None = None,
+    out_dir: str | os.PathLike | None = None,
+    config: StylizeConfig | None = None,
+    on_error: Callable[[str, FaceblitError], None] | None = None,
+    **options,
+) -> tuple[list[RunSummary], list[FaceblitError]]:
+    """Stylize several inputs with one style; continue past a failing input.
+
+    The style is prepared once. ``output`` is allowed with a single input only;
+    otherwise outputs go to ``out_dir`` (or next to each input) as ``NAME-STYLE.EXT``.
+
+    Returns
+    -------
+    (summaries, failures)
+        A summary per written output and the error of each failed input (after
+        ``on_error(path, error)`` was called for it). Interruption and problems of
+        the style or the machine stop the whole batch (they would fail every input).
+
+    Raises
+    ------
+    OutputError
+        ``output`` given with several inputs, or ``out_dir`` is not a folder.
+    StyleError, EnvironmentProblem, Interrupted
+        Stop the batch.
+    """
+    from faceblit_core.errors import StyleError
+
+    config = config or StylizeConfig()
+    if output is not None and len(inputs) > 1:
+        raise OutputError("-o/--output takes one input; use --out-dir for several")
+    if out_dir is not None and not Path(out_dir).is_dir():
+        raise OutputError(f"{out_dir}: --out-dir is not an existing folder")
+    asset = _load_style(style, config=config, style_landmarks=options.pop("style_landmarks", None), cache_dir=options.get("cache_dir"))
+    summaries, failures = [], []
+    for path in inputs:
+        target = output if output is not None else (None if path == "-" else str(default_output_path(path, style, out_dir=out_dir)))
+        try:
+            summaries.append(stylize_video(path, asset, target if path != "-" or target else "-", config=config, **options))
+        except (StyleError, EnvironmentProblem, Interrupted, ConfigError):
+            raise
+        except FaceblitError as exc:
+            failures.append(exc)
+            if on_error is not None:
+                on_error(path, exc)
+    return summaries, failures
+
+
+def _progress_bar(total: int | None, enabled: bool, label: str):
+    if not enabled:
+        return None
+    from tqdm import tqdm
+
+    return tqdm(total=total, desc=label, unit="frame", dynamic_ncols=True, leave=False, file=__import__("sys").stderr)
+
+
+def _set_threads() -> None:
+    import torch
+
+    torch.set_num_threads(max(1, os.cpu_count() or 1))
