@@ -62,8 +62,8 @@ class StylizeConfig:
     landmarks: str = _f("dlib", doc="landmark backend name (see faceblit_core.faces.BACKENDS) or a per-frame JSON file")
     max_faces: int = _f(8, 1, 64, doc="at most this many faces per frame (largest first)")
     detect_every: int = _f(10, 1, 10000, doc="re-run the full face detector every N frames while tracking")
-    smooth_min_cutoff: float = _f(1.0, 0.0, 100.0, doc="One Euro filter min cutoff, Hz (lower = steadier, more lag); 0 disables smoothing")
-    smooth_beta: float = _f(0.5, 0.0, 100.0, doc="One Euro filter speed coefficient beta (higher = less lag on fast motion)")
+    smooth_min_cutoff: float = _f(0.2, 0.0, 100.0, doc="One Euro filter min cutoff of the landmarks' face shape (head pose: 20 Hz), Hz (lower = steadier, more lag); 0 disables smoothing")
+    smooth_beta: float = _f(0.2, 0.0, 100.0, doc="One Euro filter speed coefficient beta, Hz per inter-ocular distance per second (higher = less lag on fast motion)")
     scene_cut: float = _f(40.0, 0.0, 255.0, doc="mean |frame - previous| of 64x64 thumbnails, 8-bit units, above which a scene cut resets tracking and the temporal guide; 0 disables")
     # --- compute -------------------------------------------------------------------------------
     device: str = _f("auto", doc="auto | cpu | cuda | cuda:N; auto uses CUDA when available")

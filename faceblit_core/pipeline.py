@@ -210,6 +210,7 @@ class FrameStylizer:
         """
         from faceblit_core.compositing import composite
         from faceblit_core.geometry import Region
+        from faceblit_core.guides.mask import face_mask_outline
 
         cfg = self.config
         t = time.perf_counter()
@@ -227,7 +228,8 @@ class FrameStylizer:
             out[...] = stylized
             faces_sorted = faces_sorted[1:]
         for face in faces_sorted:
-            region = Region.around(face.points, margin=cfg.margin, frame_size=(W, H))
+            # The mask reaches well above the brows (forehead ellipse): grow the region from its outline.
+            region = Region.around(face_mask_outline(face.points), margin=cfg.margin, frame_size=(W, H))
             if region.width < 2 or region.height < 2:
                 continue
             stylized, mask = self._synthesize(frame, face, region, background=False)
@@ -286,7 +288,7 @@ class FrameStylizer:
         )
         t = self._tick("styleblit", t)
         if cfg.denoise_nnf and cfg.blend_radius > 0:
-            nnf = denoise_nnf(nnf, radius=cfg.blend_radius)
+            nnf = denoise_nnf(nnf, style_shape=(style.height, style.width), radius=cfg.blend_radius)
         rgb = vote(nnf, self.style_image_t, radius=cfg.blend_radius)
         stylized = rgb.cpu().numpy() if hasattr(rgb, "cpu") else np.asarray(rgb)
         t = self._tick("voting", t)
@@ -510,7 +512,7 @@ def stylize_video(
 
     config = config or StylizeConfig()
     if str(input) == "-":
-        with media.spool_stdin() as spooled:
+        with media.spooled_stdin() as spooled:
             return stylize_video(
                 spooled, style, output if output is not None else "-", config=config, style_landmarks=style_landmarks,
                 fan_weights=fan_weights, frames=frames, side_by_side=side_by_side, save_guides=save_guides,
@@ -542,6 +544,7 @@ def stylize_video(
         writer = media.VideoWriter(
             out_path, width=writer_w, height=info.height, fps=info.fps, audio_from=input if info.has_audio else None,
             audio_span=audio_span, codec=config.codec, crf=config.crf, preset=config.preset, overwrite=overwrite,
+            inputs=[input],
         )
         reader = _Pump(media.iter_frames(info, start=start, end=end))
         bar = _progress_bar(n_frames, progress, Path(str(input)).name)
@@ -607,16 +610,18 @@ def stylize_image(
     out_path = Path(output) if output is not None else default_output_path(input, style if not hasattr(style, "path") else style.path or "style")
     if str(out_path) != "-" and out_path.suffix.lower() not in IMAGE_EXTENSIONS:
         raise OutputError(f"{out_path}: an image input needs an image output (.png, .jpg, .webp)")
-    media.check_output_path(out_path, input_path=input, overwrite=overwrite)
-    device = resolve_device(config.device)
-    asset = _load_style(style, config=config, style_landmarks=style_landmarks, cache_dir=cache_dir)
-    backend = _make_backend(config, fan_weights, device)
-    _set_threads()
-    stylizer = FrameStylizer(asset, config, fps=25.0, backend=backend, device=device, save_guides=Path(save_guides) if save_guides else None)
-    out, faces = stylizer(frame)
-    if side_by_side:
-        out = np.concatenate([frame, out], axis=1)
-    media.write_image(out_path, out, overwrite=overwrite)
+    with contextlib.ExitStack() as stack:
+        # Claim the output first: a bad output path fails before any expensive work.
+        target = out_path if str(out_path) == "-" else stack.enter_context(media.atomic_output(out_path, overwrite=overwrite, inputs=[input]))
+        device = resolve_device(config.device)
+        asset = _load_style(style, config=config, style_landmarks=style_landmarks, cache_dir=cache_dir)
+        backend = _make_backend(config, fan_weights, device)
+        _set_threads()
+        stylizer = FrameStylizer(asset, config, fps=25.0, backend=backend, device=device, save_guides=Path(save_guides) if save_guides else None)
+        out, faces = stylizer(frame)
+        if side_by_side:
+            out = np.concatenate([frame, out], axis=1)
+        media.write_image(target, out, overwrite=True)
     return RunSummary(
         input=str(input), output=str(out_path), frames=1, frames_with_face=int(bool(faces)), frames_without_face=int(not faces),
         max_faces=len(faces), seconds=time.perf_counter() - started, device=device, stage_ms=dict(stylizer.stage_ms),

@@ -1,0 +1,76 @@
+"""Peak memory of a 1920×1080 render at two clip lengths (issue: memory stays bounded).
+
+Makes a synthetic 1080p clip with a real face (../shared/data/images/target2.png,
+moving slowly) of N frames, stylizes it in a fresh Python process and reports
+that process's peak RSS (``ru_maxrss``) and the largest ffmpeg child's, as
+``key=value`` lines. Peak RSS must not grow with the clip's length.
+
+    python bench/memory.py [--lengths 150 600]
+"""
+
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+DATA = REPO.parent / "shared" / "data"
+
+CHILD = r"""
+import resource, sys
+sys.path.insert(0, {repo!r})
+from faceblit_core.pipeline import stylize_video
+s = stylize_video({clip!r}, {style!r}, {out!r}, overwrite=True, progress=False, cache_dir={cache!r})
+me = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+kids = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+print(f"{{s.frames}} {{me}} {{kids}} {{s.fps:.2f}}")
+"""
+
+
+def make_clip(path: Path, frames: int) -> None:
+    import cv2
+    import numpy as np
+
+    from faceblit_core.media import VideoWriter, read_image
+
+    face = read_image(DATA / "images" / "target2.png")
+    face = cv2.resize(face, (face.shape[1] * 3 // 4, face.shape[0] * 3 // 4))
+    h, w = face.shape[:2]
+    with VideoWriter(str(path), width=1920, height=1080, fps=30, preset="ultrafast", crf=23, overwrite=True) as writer:
+        for i in range(frames):
+            canvas = np.full((1080, 1920, 3), 90, np.uint8)
+            x = 600 + int(200 * np.sin(i / 40))
+            y = max(0, min(1080 - h, 140))
+            canvas[y : y + min(h, 1080 - y), x : x + w] = face[: min(h, 1080 - y)]
+            writer.write(canvas)
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--lengths", type=int, nargs="+", default=[150, 600])
+    args = ap.parse_args()
+    if not (DATA / "images" / "target2.png").exists():
+        print(f"# skipped: {DATA} not found (the team's data set)", file=sys.stderr)
+        return 0
+    sys.path.insert(0, str(REPO))
+    style = str(DATA / "styles" / "watercolorgirl.png")
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        for n in args.lengths:
+            clip = tmp / f"clip{n}.mp4"
+            make_clip(clip, n)
+            code = CHILD.format(repo=str(REPO), clip=str(clip), style=style, out=str(tmp / "out.mp4"), cache=str(tmp / "cache"))
+            out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
+            frames, me_kb, kids_kb, fps = int(out[0]), int(out[1]), int(out[2]), out[3]
+            print(f"frames_{n}={frames}")
+            print(f"peak_rss_mb_{n}={me_kb / 1024:.0f}")
+            print(f"peak_rss_ffmpeg_child_mb_{n}={kids_kb / 1024:.0f}")
+            print(f"fps_1080p_{n}={fps}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

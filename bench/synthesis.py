@@ -1,0 +1,272 @@
+"""Benchmark of StyleBlit + NNF denoising + voting (faceblit_core.synthesis) on real guides.
+
+Prints ``key=value`` lines: the median megapixels per second of the whole
+synthesis step (StyleBlit + denoise + vote) on one region, the per-step split in
+ms, and the acceptance rate of each seed level.
+
+Guides are the real thing: target2.png with dlib landmarks, the watercolorgirl
+exemplar with its hand-corrected landmarks, MLS positional guide (with
+FaceBlit's background anchors, so the whole frame is a sensible warp),
+histogram-matched appearance guide and the exemplar's exact lookup table. When a
+project module or the shared data is missing, it falls back to crude guides
+(affine warp, high-pass of the image, a nearest-cell table) and says so.
+
+Usage::
+
+    .venv/bin/python bench/synthesis.py [--size 1024x768] [--repeat 7] [--threads N]
+        [--device cpu] [--levels 6] [--threshold 50] [--radius 1] [--style watercolorgirl]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from faceblit_core import synthesis as syn  # noqa: E402
+
+DATA = Path(os.environ.get("FACEBLIT_SHARED_DATA", REPO.parent / "shared" / "data"))
+
+
+# ------------------------------------------------------------------------------ guides
+def _read_rgb(path: Path) -> np.ndarray:
+    import cv2
+
+    bgr = cv2.imread(str(path), cv2.IMREAD_COLOR)
+    if bgr is None:
+        raise SystemExit(f"cannot read {path}")
+    return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+
+
+def _crude_lut(style_app: np.ndarray, *, lambda_pos: float = 10.0, lambda_app: float = 2.0,
+               radius: int = 6) -> np.ndarray:
+    """Stand-in lookup table: best pixel within a small square around each cell centre.
+
+    Same cost as the real table (λ_pos on 8-bit positions, λ_app on appearance),
+    smaller search square, solved per cell as a 1-D L1 distance transform over a.
+    """
+    Hs, Ws = style_app.shape
+    cx = np.clip(np.round((np.arange(256) + 0.5) * Ws / 256 - 0.5).astype(np.int64), 0, Ws - 1)
+    cy = np.clip(np.round((np.arange(256) + 0.5) * Hs / 256 - 0.5).astype(np.int64), 0, Hs - 1)
+    out = np.empty((256, 256, 256), dtype=np.int32)
+    a = np.arange(256)
+    big = np.float32(1e30)
+    for y8 in range(256):
+        cost = np.full((256, 256), big, dtype=np.float32)   # [x8, a(s)] best cost
+        arg = np.zeros((256, 256), dtype=np.int64)
+        for dy in range(-radius, radius + 1):
+            sy = np.clip(cy[y8] + dy, 0, Hs - 1)
+            qy = (sy * 256) // Hs
+            for dx in range(-radius, radius + 1):
+                sx = np.clip(cx + dx, 0, Ws - 1)
+                qx = (sx * 256) // Ws
+                c = lambda_pos * (np.abs(qx - np.arange(256)) + abs(int(qy) - y8)).astype(np.float32)
+                av = style_app[sy, sx].astype(np.int64)
+                cur = cost[np.arange(256), av]
+                better = c < cur
+                cost[np.arange(256)[better], av[better]] = c[better]
+                arg[np.arange(256)[better], av[better]] = (sy * Ws + sx[better])
+        # L1 distance transform along a (forward and backward passes).
+        for i in range(1, 256):
+            cand = cost[:, i - 1] + lambda_app
+            m = cand < cost[:, i]
+            cost[m, i] = cand[m]
+            arg[m, i] = arg[m, i - 1]
+        for i in range(254, -1, -1):
+            cand = cost[:, i + 1] + lambda_app
+            m = cand < cost[:, i]
+            cost[m, i] = cand[m]
+            arg[m, i] = arg[m, i + 1]
+        out[y8] = arg[:, a]
+    return out
+
+
+def build_guides(style: str = "watercolorgirl", *, log=print) -> dict:
+    """Guides of target2.png for ``style``: dict with g_pos, g_app, style_app, style_image, lut, notes."""
+    import cv2
+
+    notes = []
+    target = _read_rgb(DATA / "images" / "target2.png")
+    simg = _read_rgb(DATA / "styles" / f"{style}.png")
+    H, W = target.shape[:2]
+    Hs, Ws = simg.shape[:2]
+    try:
+        from faceblit_core.guides.appearance import app_cdf, appearance_guide, match_histogram, stretch_contrast
+
+        s_app = stretch_contrast(appearance_guide(simg))
+        t_app = match_histogram(appearance_guide(target), app_cdf(s_app))
+    except ImportError:
+        notes.append("crude appearance guides")
+        def hp(rgb):
+            g = cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY).astype(np.float32)
+            low = cv2.GaussianBlur(g, (0, 0), 8)
+            return np.clip((g - low) / 2 + 128, 0, 255).astype(np.uint8)
+        s_app, t_app = hp(simg), hp(target)
+    g_pos = None
+    try:
+        from faceblit_core.faces import DlibBackend
+        from faceblit_core.geometry import Region
+        from faceblit_core.guides.positional import background_anchors, positional_guide
+        from faceblit_core.landmarks_io import load_landmarks
+
+        s_lm = load_landmarks(DATA / "styles" / f"{style}.lm.txt")
+        faces = DlibBackend().detect(target)
+        if faces:
+            t_lm = faces[0].points
+            anchors = background_anchors(W, H, t_lm, s_lm, Ws, Hs)
+            g_pos = positional_guide(t_lm, s_lm, region=Region(0, 0, W, H), anchors=anchors)
+        else:
+            notes.append("no face found in target2: affine positional guide")
+    except ImportError as e:
+        notes.append(f"crude positional guide ({e})")
+    if g_pos is None:
+        yy, xx = np.mgrid[0:H, 0:W].astype(np.float32)
+        g_pos = np.stack([xx * Ws / W + 4 * np.sin(yy / 60), yy * Hs / H + 4 * np.cos(xx / 70)], -1).astype(np.float32)
+    t0 = time.perf_counter()
+    try:
+        from faceblit_core.lut import build_lookup_table
+
+        lut = build_lookup_table(s_app)
+    except ImportError:
+        notes.append("crude lookup table")
+        lut = _crude_lut(s_app)
+    log(f"lut_build_s={time.perf_counter() - t0:.2f}")
+    return dict(g_pos=g_pos.astype(np.float32), g_app=t_app, style_app=s_app, style_image=simg, lut=lut,
+                target=target, notes=notes)
+
+
+def resize_guides(g: dict, w: int, h: int) -> tuple[np.ndarray, np.ndarray]:
+    """Positional and appearance guides resampled to ``w × h`` (for other frame sizes)."""
+    import cv2
+
+    H, W = g["g_app"].shape
+    if (w, h) == (W, H):
+        return g["g_pos"], g["g_app"]
+    gp = cv2.resize(g["g_pos"], (w, h), interpolation=cv2.INTER_LINEAR)
+    ga = cv2.resize(g["g_app"], (w, h), interpolation=cv2.INTER_LINEAR)
+    return gp.astype(np.float32), ga
+
+
+# ------------------------------------------------------------------------------- bench
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def run(args: argparse.Namespace) -> None:
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    device = torch.device(args.device)
+    w, h = (int(v) for v in args.size.lower().split("x"))
+    print(f"device={device} threads={torch.get_num_threads()} size={w}x{h} levels={args.levels} "
+          f"threshold={args.threshold} radius={args.radius} style={args.style}")
+    g = build_guides(args.style)
+    for n in g["notes"]:
+        print(f"note={n.replace(' ', '_')}")
+    gp, ga = resize_guides(g, w, h)
+    gp_t = torch.from_numpy(gp).to(device)
+    ga_t = torch.from_numpy(ga).to(device)
+    sapp = torch.from_numpy(g["style_app"]).to(device)
+    simg = torch.from_numpy(g["style_image"]).to(device)
+    lut = torch.from_numpy(g["lut"]).to(device)
+    jt = syn.JitterTable.create(0, args.levels)
+    kw = dict(jitter=jt, threshold=args.threshold, levels=args.levels, origin=(0, 0))
+    hs, ws = sapp.shape
+
+    # Cold seed maps: a region never seen (new window), then a moved box (window reused).
+    syn.clear_caches()
+    _sync(device)
+    t0 = time.perf_counter()
+    syn._region_levels(jt, args.levels, 0, 0, h, w, device)
+    _sync(device)
+    cold = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    syn._region_levels(jt, args.levels, 5, 3, h - 8, w - 10, device)
+    _sync(device)
+    moved = time.perf_counter() - t0
+    print(f"seed_maps_cold_ms={cold * 1e3:.1f}")
+    print(f"seed_maps_moved_box_ms={moved * 1e3:.1f}")
+
+    syn.styleblit(gp_t, ga_t, sapp, lut, **kw)   # warm caches (style tables, seed maps)
+    steps = {"styleblit": [], "denoise": [], "vote": [], "total": []}
+    for _ in range(args.repeat):
+        _sync(device)
+        t0 = time.perf_counter()
+        nnf = syn.styleblit(gp_t, ga_t, sapp, lut, **kw)
+        _sync(device)
+        t1 = time.perf_counter()
+        den = syn.denoise_nnf(nnf, style_shape=(hs, ws), radius=args.radius)
+        _sync(device)
+        t2 = time.perf_counter()
+        syn.vote(den, simg, radius=args.radius)
+        _sync(device)
+        t3 = time.perf_counter()
+        steps["styleblit"].append(t1 - t0)
+        steps["denoise"].append(t2 - t1)
+        steps["vote"].append(t3 - t2)
+        steps["total"].append(t3 - t0)
+    med = {k: statistics.median(v) for k, v in steps.items()}
+    print(f"mpx_per_s={w * h / med['total'] / 1e6:.2f}")
+    for k in ("styleblit", "denoise", "vote", "total"):
+        print(f"{k}_ms={med[k] * 1e3:.1f}")
+    _split(gp_t, ga_t, sapp, lut, kw, device, args)
+    nnf, lv = syn.styleblit(gp_t, ga_t, sapp, lut, return_levels=True, **kw)
+    counts = torch.bincount((lv.reshape(-1).long() + 1), minlength=args.levels + 2).cpu().numpy()
+    total = counts.sum()
+    print(f"accept_fallback={counts[0] / total:.4f}")
+    for level in range(args.levels, -1, -1):
+        print(f"accept_level{level}={counts[level + 1] / total:.4f}")
+    den = syn.denoise_nnf(nnf, style_shape=(hs, ws), radius=args.radius)
+    changed = (den != nnf).any(-1).float().mean().item()
+    print(f"denoise_changed_fraction={changed:.4f}")
+
+
+def _split(gp_t, ga_t, sapp, lut, kw, device, args) -> None:
+    """Per-step split of styleblit itself (seed-map lookup, prep, levels) by timing partial runs."""
+    reps = max(3, args.repeat)
+
+    def med(f) -> float:
+        ts = []
+        for _ in range(reps):
+            _sync(device)
+            t0 = time.perf_counter()
+            f()
+            _sync(device)
+            ts.append(time.perf_counter() - t0)
+        return statistics.median(ts) * 1e3
+
+    h, w = ga_t.shape
+    jt = kw["jitter"]
+    t_maps = med(lambda: syn._region_levels(jt, args.levels, 0, 0, h, w, device))
+    t_l0 = med(lambda: syn.styleblit(gp_t, ga_t, sapp, lut, **{**kw, "levels": 0}))
+    t_all = med(lambda: syn.styleblit(gp_t, ga_t, sapp, lut, **kw))
+    print(f"split_seed_maps_cached_ms={t_maps:.2f}")
+    print(f"split_prep_and_fallback_ms={t_l0:.1f}")
+    print(f"split_levels_ms={t_all - t_l0:.1f}")
+    print(f"split_per_level_ms={(t_all - t_l0) / max(1, args.levels):.2f}")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--size", default="768x1024", help="region WxH (guides of target2 resampled)")
+    ap.add_argument("--repeat", type=int, default=7)
+    ap.add_argument("--threads", type=int, default=0, help="torch threads (0 = torch default)")
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--levels", type=int, default=6)
+    ap.add_argument("--threshold", type=float, default=50.0)
+    ap.add_argument("--radius", type=int, default=1)
+    ap.add_argument("--style", default="watercolorgirl")
+    run(ap.parse_args())
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,148 @@
+"""Rectangular regions of a frame: where a face needs synthesis (ARCHITECTURE "Regions").
+
+A :class:`Region` is a half-open box ``[x0, x1) × [y0, y1)`` in frame pixels.
+Every per-face stage (guides, StyleBlit, voting, compositing) works on the crop
+``frame[region.slice]`` so the cost follows the face size, not the frame size.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from faceblit_core.checks import check, check_array
+
+
+@dataclass(frozen=True)
+class Region:
+    """A half-open box of frame pixels: columns ``x0 … x1 − 1``, rows ``y0 … y1 − 1``.
+
+    Parameters
+    ----------
+    x0, y0 : int
+        First column / row inside the region, frame px.
+    x1, y1 : int
+        One past the last column / row, frame px; ``x1 ≥ x0`` and ``y1 ≥ y0``
+        (equal means empty).
+
+    Raises
+    ------
+    TypeError
+        When a coordinate is not an integer.
+    ValueError
+        When ``x1 < x0`` or ``y1 < y0``.
+    """
+
+    x0: int
+    y0: int
+    x1: int
+    y1: int
+
+    def __post_init__(self) -> None:
+        for name in ("x0", "y0", "x1", "y1"):
+            value = getattr(self, name)
+            check(isinstance(value, (int, np.integer)) and not isinstance(value, bool),
+                  f"Region.{name}", "an integer", repr(value), exc=TypeError)
+            # Normalise numpy integers so equality, hashing and repr behave like ints.
+            object.__setattr__(self, name, int(value))
+        check(self.x1 >= self.x0 and self.y1 >= self.y0, "Region", "x1 >= x0 and y1 >= y0",
+              f"({self.x0}, {self.y0}, {self.x1}, {self.y1})")
+
+    # ------------------------------------------------------------------ sizes
+    @property
+    def width(self) -> int:
+        """Number of columns, px."""
+        return self.x1 - self.x0
+
+    @property
+    def height(self) -> int:
+        """Number of rows, px."""
+        return self.y1 - self.y0
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        """``(height, width)``, the shape of a single-channel crop."""
+        return (self.height, self.width)
+
+    @property
+    def is_empty(self) -> bool:
+        """True when the region holds no pixel."""
+        return self.width == 0 or self.height == 0
+
+    @property
+    def origin(self) -> tuple[int, int]:
+        """``(x0, y0)``: frame position of the crop's pixel (0, 0)."""
+        return (self.x0, self.y0)
+
+    @property
+    def slice(self) -> tuple[slice, slice]:
+        """``(rows, cols)`` slices: ``frame[region.slice]`` is the crop (a view)."""
+        return (slice(self.y0, self.y1), slice(self.x0, self.x1))
+
+    def crop(self, image: np.ndarray) -> np.ndarray:
+        """Return ``image[y0:y1, x0:x1]`` (a view; extra trailing axes are kept)."""
+        return image[self.y0 : self.y1, self.x0 : self.x1]
+
+    def to_local(self, points: np.ndarray) -> np.ndarray:
+        """Frame px → crop px: ``points − (x0, y0)``, ``(..., 2) float32``."""
+        return np.asarray(points, dtype=np.float32) - np.array([self.x0, self.y0], dtype=np.float32)
+
+    def intersect(self, other: "Region") -> "Region":
+        """The common part of two regions (empty, anchored at the clipped corner, when disjoint)."""
+        x0, y0 = max(self.x0, other.x0), max(self.y0, other.y0)
+        x1, y1 = max(x0, min(self.x1, other.x1)), max(y0, min(self.y1, other.y1))
+        return Region(x0, y0, x1, y1)
+
+    # ------------------------------------------------------------ constructors
+    @classmethod
+    def full(cls, width: int, height: int) -> "Region":
+        """The whole ``width × height`` frame: ``Region(0, 0, width, height)``."""
+        return cls(0, 0, int(width), int(height))
+
+    @classmethod
+    def around(cls, points: np.ndarray, margin: float, frame_size: tuple[int, int]) -> "Region":
+        """Bounding box of ``points`` grown by ``margin`` × its size on every side, clipped to the frame.
+
+        Parameters
+        ----------
+        points : (N, 2) float array, N ≥ 1
+            Points (x, y) in frame px, e.g. the 68 landmarks of a face. Points
+            outside the frame are allowed.
+        margin : float, ≥ 0
+            Fraction of the box width added left and right, and of the box height
+            added above and below (``StylizeConfig.margin``).
+        frame_size : (int, int)
+            ``(width, height)`` of the frame, px.
+
+        Returns
+        -------
+        Region
+            Pixel box covering every grown point's pixel (pixel (x, y) covers
+            [x − 0.5, x + 0.5) × [y − 0.5, y + 0.5)), clipped to
+            ``[0, width) × [0, height)``; empty when the face lies entirely outside.
+
+        Raises
+        ------
+        ValueError
+            When ``points`` is not ``(N, 2)`` with N ≥ 1 and finite values, or
+            ``margin`` is negative.
+        """
+        pts = np.asarray(points, dtype=np.float64)
+        check_array(pts, "points", shape=(None, 2))
+        check(pts.shape[0] >= 1 and bool(np.isfinite(pts).all()), "points", "at least one finite point",
+              f"{pts.shape[0]} points, finite={bool(np.isfinite(pts).all())}")
+        check(margin >= 0, "margin", ">= 0", margin)
+        fw, fh = int(frame_size[0]), int(frame_size[1])
+        lo, hi = pts.min(axis=0), pts.max(axis=0)
+        grow = (hi - lo) * float(margin)
+        lo, hi = lo - grow, hi + grow
+        # Pixel indices whose cells touch [lo, hi]: round to the nearest pixel centre.
+        x0 = math.floor(lo[0] + 0.5)
+        y0 = math.floor(lo[1] + 0.5)
+        x1 = math.floor(hi[0] + 0.5) + 1
+        y1 = math.floor(hi[1] + 0.5) + 1
+        x0, x1 = min(max(x0, 0), fw), min(max(x1, 0), fw)
+        y0, y1 = min(max(y0, 0), fh), min(max(y1, 0), fh)
+        return cls(x0, y0, max(x0, x1), max(y0, y1))

@@ -1,0 +1,482 @@
+"""The style exemplar's assets — guides and lookup table — built once and cached on disk.
+
+Everything the synthesis needs from the exemplar depends only on the image, its
+68 landmarks and four tunables, so it is computed once per combination
+(DESIGN §2 "Per style") and stored in a cache folder:
+
+* ``image`` — the exemplar, RGB;
+* ``landmarks`` — its 68 points: a file given by the user, else a sibling file
+  ``NAME.lm.txt`` next to ``NAME.png`` (same folder, same stem), else detected
+  (:func:`faceblit_core.faces.detect_style_landmarks`);
+* ``app`` — appearance guide, contrast-stretched, and ``app_cdf``, its CDF for
+  histogram-matching the targets;
+* ``temp`` — temporal guide (the exemplar blurred with ``temporal_blur``);
+* ``lut`` — the 256³ lookup table (:mod:`faceblit_core.lut`).
+
+Cache
+-----
+Folder: ``cache_dir`` if given, else ``$FACEBLIT_CACHE_DIR``, else
+``$XDG_CACHE_HOME/faceblit``, else ``~/.cache/faceblit``. One uncompressed
+``.npz`` per entry (~66 MiB for a 768×1024 exemplar, most of it the table),
+named ``<key>.npz`` (a renamed copy of a style finds its entry). The key is a SHA-256 over a format
+version, the faceblit version, the style file's BYTES, the landmark VALUES (or
+"detected"), and every parameter (``lambda_pos``, ``lambda_app``, ``lut_radius``,
+``temporal_blur``): any change makes a new entry, never a stale hit. An entry is
+written to a temporary file in the same folder and renamed with
+:func:`os.replace`, so concurrent runs never see half a file (the last writer
+wins; both wrote the same content). An unreadable, truncated or inconsistent
+entry is rebuilt. Entries are never deleted automatically: ``rm -r`` the folder
+to reclaim space.
+
+References
+----------
+Texler et al. 2021, "FaceBlit: Instant Real-time Example-based Style Transfer to
+Facial Videos", §3–4 (guides and lookup table of the exemplar). Fišer et al.
+2017, "Example-Based Synthesis of Stylized Facial Animations" (temporal guide).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from faceblit_core import lut as _lut
+from faceblit_core._version import __version__
+from faceblit_core.checks import check, check_array
+from faceblit_core.errors import InputError, StyleError
+
+__all__ = ["StyleAsset", "PrepareReport", "prepare_style", "prepare_style_report", "default_cache_dir", "style_key", "FORMAT_VERSION"]
+
+#: Version of the cached file's layout and of the recipe; bump it when either changes.
+FORMAT_VERSION = 1
+#: Suffix of the landmark file looked up next to a style image (``NAME.png`` → ``NAME.lm.txt``).
+SIBLING_LANDMARKS_SUFFIX = ".lm.txt"
+
+_DEFAULTS = {"lambda_pos": 10.0, "lambda_app": 2.0, "lut_radius": 30.0, "temporal_blur": 6.0}
+_ARRAYS = ("image", "landmarks", "app", "app_cdf", "temp", "lut")
+
+
+@dataclass(frozen=True, eq=False)
+class StyleAsset:
+    """Everything the synthesis needs from one style exemplar (treat the arrays as read-only).
+
+    Attributes
+    ----------
+    image : (Hs, Ws, 3) uint8 RGB
+        The exemplar.
+    landmarks : (68, 2) float32
+        Its 68 iBUG/dlib points (x, y), style px.
+    app : (Hs, Ws) uint8
+        Appearance guide, contrast-stretched about 128.
+    app_cdf : (256,) float64
+        CDF of ``app`` (reference for histogram-matching a target's guide).
+    temp : (Hs, Ws, 3) uint8 RGB
+        Temporal guide: ``image`` blurred with sigma ``temporal_blur`` style px.
+    lut : (256, 256, 256) int32
+        Lookup table ``[y8, x8, a]`` → linear style index ``y·Ws + x``.
+    key : str
+        SHA-256 (hex) of everything the asset was built from (the cache key).
+    path : str or None
+        The style file, or None for an asset made in memory.
+    params : dict
+        The parameters it was built with (``lambda_pos``, ``lambda_app``,
+        ``lut_radius``, ``temporal_blur``).
+
+    Raises
+    ------
+    ValueError
+        On construction with inconsistent shapes or dtypes.
+
+    References
+    ----------
+    Texler et al. 2021, §3–4.
+    """
+
+    image: np.ndarray
+    landmarks: np.ndarray
+    app: np.ndarray
+    app_cdf: np.ndarray
+    temp: np.ndarray
+    lut: np.ndarray
+    key: str
+    path: str | None = None
+    params: dict = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        check_array(self.image, "style image", shape=(None, None, 3), dtype=np.uint8)
+        h, w = self.image.shape[:2]
+        check_array(self.landmarks, "style landmarks", shape=(68, 2), dtype=np.float32)
+        check_array(self.app, "style app", shape=(h, w), dtype=np.uint8)
+        check_array(self.app_cdf, "style app_cdf", shape=(256,), dtype=np.float64)
+        check_array(self.temp, "style temp", shape=(h, w, 3), dtype=np.uint8)
+        check_array(self.lut, "style lut", shape=(256, 256, 256), dtype=np.int32)
+
+    @property
+    def width(self) -> int:
+        """Style width ``Ws`` in px."""
+        return int(self.image.shape[1])
+
+    @property
+    def height(self) -> int:
+        """Style height ``Hs`` in px."""
+        return int(self.image.shape[0])
+
+
+@dataclass(frozen=True)
+class PrepareReport:
+    """What :func:`prepare_style_report` did: the asset, where it came from and how long it took.
+
+    Attributes
+    ----------
+    asset : StyleAsset
+    cache_hit : bool
+        Loaded from the cache (nothing was computed).
+    seconds : float
+        Wall time of the whole call, s.
+    stage_s : dict of str to float
+        Wall time per stage, s (``hash``, ``load``, ``read``, ``landmarks``,
+        ``guides``, ``lut``, ``save``; the stages that ran).
+    cache_file : Path or None
+        The entry used or written; None when the cache could not be written.
+    landmarks_source : str
+        ``"file PATH"``, ``"array"``, ``"sibling PATH"``, ``"detected"``, or
+        ``"cache"`` on a hit.
+    note : str
+        Why the cache was not used or written (empty when all went normally).
+    """
+
+    asset: StyleAsset
+    cache_hit: bool
+    seconds: float
+    stage_s: dict
+    cache_file: Path | None
+    landmarks_source: str
+    note: str = ""
+
+    def describe(self) -> str:
+        """One line for ``faceblit prepare-style``."""
+        a = self.asset
+        name = Path(a.path).name if a.path else "style"
+        if self.cache_hit:
+            what = f"loaded from the cache {self.cache_file} in {self.seconds:.2f} s"
+        else:
+            parts = ", ".join(f"{k} {v:.2f} s" for k, v in self.stage_s.items() if k in ("landmarks", "guides", "lut"))
+            what = f"built guides and lookup table in {self.seconds:.2f} s ({parts}); landmarks: {self.landmarks_source}"
+            what += f"; cached as {self.cache_file}" if self.cache_file else "; not cached"
+        note = f" ({self.note})" if self.note else ""
+        return f"{name}: {a.width}x{a.height}, key {a.key[:12]}: {what}{note}"
+
+
+# ------------------------------------------------------------------------------ cache folder
+def default_cache_dir() -> Path:
+    """The style cache folder when none is given.
+
+    Returns
+    -------
+    Path
+        ``$FACEBLIT_CACHE_DIR``, else ``$XDG_CACHE_HOME/faceblit``, else
+        ``~/.cache/faceblit`` (not created here).
+    """
+    env = os.environ.get("FACEBLIT_CACHE_DIR")
+    if env:
+        return Path(env).expanduser()
+    xdg = os.environ.get("XDG_CACHE_HOME")
+    if xdg:
+        return Path(xdg).expanduser() / "faceblit"
+    return Path.home() / ".cache" / "faceblit"
+
+
+def style_key(image_bytes: bytes, landmarks: np.ndarray | None, params: dict) -> str:
+    """Cache key of a style asset: SHA-256 (hex) of everything it is built from.
+
+    Parameters
+    ----------
+    image_bytes : bytes
+        The style file's content.
+    landmarks : (68, 2) float array or None
+        The landmark values used; None when they are to be detected.
+    params : dict
+        ``lambda_pos``, ``lambda_app``, ``lut_radius``, ``temporal_blur`` (floats).
+
+    Returns
+    -------
+    str
+        64 hex digits.
+    """
+    h = hashlib.sha256()
+    h.update(f"faceblit-style format={FORMAT_VERSION} faceblit={__version__}\n".encode())
+    h.update(hashlib.sha256(image_bytes).digest())
+    if landmarks is None:
+        # Detection is a deterministic function of the image (and of the faceblit
+        # version, also hashed), so the detected points need not be known to look up.
+        h.update(b"landmarks=detected\n")
+    else:
+        h.update(b"landmarks=")
+        h.update(np.ascontiguousarray(landmarks, dtype="<f4").tobytes())
+    for name in sorted(_DEFAULTS):
+        h.update(f"\n{name}={float(params[name])!r}".encode())
+    return h.hexdigest()
+
+
+# ------------------------------------------------------------------------------- preparing
+def prepare_style(
+    path: str | os.PathLike,
+    *,
+    landmarks: str | os.PathLike | np.ndarray | None = None,
+    lambda_pos: float | None = None,
+    lambda_app: float | None = None,
+    lut_radius: float | None = None,
+    temporal_blur: float | None = None,
+    cache_dir: str | os.PathLike | None = None,
+    config: Any = None,
+) -> StyleAsset:
+    """Build (or load from the on-disk cache) the guides and lookup table of a style exemplar.
+
+    Same as :func:`prepare_style_report` but returns only the asset.
+
+    Parameters
+    ----------
+    path, landmarks, lambda_pos, lambda_app, lut_radius, temporal_blur, cache_dir, config
+        As :func:`prepare_style_report`.
+
+    Returns
+    -------
+    StyleAsset
+        Image ``(Hs, Ws, 3) uint8``, landmarks ``(68, 2) float32``, guides and the
+        ``(256, 256, 256) int32`` lookup table.
+
+    Raises
+    ------
+    StyleError, ConfigError
+        As :func:`prepare_style_report`.
+
+    References
+    ----------
+    Texler et al. 2021, §3–4; DESIGN §2 "Per style".
+    """
+    return prepare_style_report(
+        path,
+        landmarks=landmarks,
+        lambda_pos=lambda_pos,
+        lambda_app=lambda_app,
+        lut_radius=lut_radius,
+        temporal_blur=temporal_blur,
+        cache_dir=cache_dir,
+        config=config,
+    ).asset
+
+
+def prepare_style_report(
+    path: str | os.PathLike,
+    *,
+    landmarks: str | os.PathLike | np.ndarray | None = None,
+    lambda_pos: float | None = None,
+    lambda_app: float | None = None,
+    lut_radius: float | None = None,
+    temporal_blur: float | None = None,
+    cache_dir: str | os.PathLike | None = None,
+    config: Any = None,
+) -> PrepareReport:
+    """Build (or load from the on-disk cache) a style asset and say what was done and how long it took.
+
+    Parameters
+    ----------
+    path : str or path-like
+        The style exemplar: any image OpenCV decodes, any size up to 2^24 pixels
+        (e.g. 200×260 to 3000×4000); it need not match the video's size.
+    landmarks : path, (68, 2) float array, or None, keyword-only
+        The exemplar's 68 points (style px): a FaceBlit text / JSON file, or the
+        values. None: use ``NAME.lm.txt`` next to ``NAME.ext`` if it exists,
+        else detect them.
+    lambda_pos, lambda_app : float, keyword-only
+        Lookup-table weights (8-bit guide units); default from ``config``, else 10 and 2.
+    lut_radius : float, keyword-only
+        Lookup-table search radius, style px; default from ``config``, else 30.
+    temporal_blur : float, keyword-only
+        Gaussian sigma of the temporal guide, style px; default from ``config``, else 6.
+    cache_dir : str or path-like, keyword-only
+        Cache folder; default :func:`default_cache_dir`. Created when missing. If
+        it cannot be written the asset is still returned (``cache_file`` None).
+    config : StylizeConfig, optional, keyword-only
+        Source of the four parameters not given explicitly.
+
+    Returns
+    -------
+    PrepareReport
+        ``asset``, ``cache_hit``, ``seconds``, ``stage_s``, ``cache_file``, ...
+
+    Raises
+    ------
+    StyleError
+        The style file is missing, unreadable, not an image, or over 2^24
+        pixels; the landmark file is missing or bad; landmarks lie outside the
+        image; no face is found when detecting.
+    ConfigError
+        A parameter is outside its range (see :class:`faceblit_core.config.StylizeConfig`).
+
+    References
+    ----------
+    Texler et al. 2021, §3–4; DESIGN §2 "Per style", §5.
+    """
+    t_start = time.perf_counter()
+    stages: dict[str, float] = {}
+    params = _resolve_params(config, lambda_pos=lambda_pos, lambda_app=lambda_app, lut_radius=lut_radius, temporal_blur=temporal_blur)
+    style_path = Path(os.fspath(path))
+    name = os.fspath(path)
+
+    t = time.perf_counter()
+    data = _read_style_bytes(style_path, name)
+    points, lm_source = _given_landmarks(landmarks, style_path)
+    key = style_key(data, points, params)
+    stages["hash"] = time.perf_counter() - t
+
+    folder = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir()
+    entry = folder / f"{key}.npz"
+    note = ""
+    if entry.exists():
+        t = time.perf_counter()
+        try:
+            asset = _load_entry(entry, key, path=name, params=params)
+        except Exception as exc:  # noqa: BLE001 - any unreadable entry is rebuilt, never fatal
+            note = f"cache entry unreadable ({type(exc).__name__}), rebuilt"
+        else:
+            stages["load"] = time.perf_counter() - t
+            return PrepareReport(asset, True, time.perf_counter() - t_start, stages, entry, "cache")
+
+    asset = _build(data, style_path, name, points, lm_source, key, params, stages)
+    t = time.perf_counter()
+    try:
+        _save_entry(entry, asset)
+    except OSError as exc:
+        entry = None
+        note = f"cache not written: {exc.strerror or exc}"
+    stages["save"] = time.perf_counter() - t
+    return PrepareReport(asset, False, time.perf_counter() - t_start, stages, entry, lm_source, note)
+
+
+def _resolve_params(config: Any, **given: float | None) -> dict:
+    from faceblit_core.config import StylizeConfig
+
+    values = {}
+    for name, value in given.items():
+        if value is None:
+            value = getattr(config, name) if config is not None else _DEFAULTS[name]
+        values[name] = value
+    # Validates type and range with the same messages as the CLI options.
+    cfg = StylizeConfig(**values)
+    return {name: float(getattr(cfg, name)) for name in _DEFAULTS}
+
+
+def _read_style_bytes(p: Path, name: str) -> bytes:
+    if not p.exists():
+        raise StyleError(f"style image {name}: no such file")
+    if p.is_dir():
+        raise StyleError(f"style image {name}: is a directory, not an image")
+    try:
+        return p.read_bytes()
+    except OSError as exc:
+        raise StyleError(f"style image {name}: cannot read ({exc.strerror or exc})") from None
+
+
+def _given_landmarks(landmarks: Any, style_path: Path) -> tuple[np.ndarray | None, str]:
+    """Landmarks known before decoding the image: explicit file/array, else the sibling file."""
+    from faceblit_core.landmarks_io import load_landmarks
+
+    if landmarks is None:
+        sibling = style_path.with_name(style_path.stem + SIBLING_LANDMARKS_SUFFIX)
+        if not sibling.is_file():
+            return None, "detected"
+        landmarks, source = sibling, f"sibling {sibling}"
+    elif isinstance(landmarks, np.ndarray) or (isinstance(landmarks, (list, tuple)) and len(landmarks) == 68):
+        pts = np.asarray(landmarks, dtype=np.float32)
+        check_array(pts, "style landmarks", shape=(68, 2))
+        if not np.isfinite(pts).all():
+            raise StyleError("style landmarks: NaN or infinite values")
+        return pts, "array"
+    else:
+        source = f"file {os.fspath(landmarks)}"
+    try:
+        return load_landmarks(landmarks), source
+    except InputError as exc:  # a missing/unreadable landmark file is a style problem (exit 4)
+        raise StyleError(f"style landmarks {exc.message}") from None
+
+
+def _build(data: bytes, style_path: Path, name: str, points, lm_source: str, key: str, params: dict, stages: dict) -> StyleAsset:
+    from faceblit_core import faces, media
+    from faceblit_core.guides.appearance import app_cdf, appearance_guide, stretch_contrast
+    from faceblit_core.guides.temporal import temporal_guide
+    from faceblit_core.landmarks_io import check_points_inside
+
+    t = time.perf_counter()
+    try:
+        image = media.read_image(style_path)
+    except InputError as exc:
+        raise StyleError(f"style image {exc.message}") from None
+    # The key hashes the bytes read before decoding; make sure they are what was decoded.
+    if _read_style_bytes(style_path, name) != data:
+        raise StyleError(f"style image {name}: the file changed while it was being read; run again")
+    h, w = image.shape[:2]
+    if h * w > _lut.MAX_STYLE_PIXELS:
+        raise StyleError(
+            f"style image {name}: {w}x{h} = {h * w} px is over the {_lut.MAX_STYLE_PIXELS} px (2^24) the lookup table addresses; downscale it"
+        )
+    stages["read"] = time.perf_counter() - t
+
+    t = time.perf_counter()
+    if points is None:
+        points = faces.detect_style_landmarks(image)
+    points = np.ascontiguousarray(points, dtype=np.float32)
+    check_points_inside(points, (w, h), source=f"style landmarks ({lm_source})")
+    stages["landmarks"] = time.perf_counter() - t
+
+    t = time.perf_counter()
+    app = stretch_contrast(appearance_guide(image))
+    cdf = app_cdf(app)
+    temp = temporal_guide(image, sigma=params["temporal_blur"])
+    stages["guides"] = time.perf_counter() - t
+
+    t = time.perf_counter()
+    table = _lut.build_lookup_table(app, lambda_pos=params["lambda_pos"], lambda_app=params["lambda_app"], radius=params["lut_radius"])
+    stages["lut"] = time.perf_counter() - t
+    return StyleAsset(image=image, landmarks=points, app=app, app_cdf=cdf, temp=temp, lut=table, key=key, path=name, params=dict(params))
+
+
+# ------------------------------------------------------------------------------- cache files
+def _save_entry(entry: Path, asset: StyleAsset) -> None:
+    """Write an entry atomically: temporary file in the same folder, then ``os.replace``."""
+    entry.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{entry.stem}.", suffix=".tmp", dir=entry.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            np.savez(
+                f,
+                format_version=np.int64(FORMAT_VERSION),
+                key=np.array(asset.key),
+                **{k: getattr(asset, k) for k in _ARRAYS},
+            )
+        os.replace(tmp, entry)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+
+
+def _load_entry(entry: Path, key: str, *, path: str, params: dict) -> StyleAsset:
+    """Read and verify an entry; raises on anything missing, truncated or inconsistent."""
+    with np.load(entry, allow_pickle=False) as z:
+        if int(z["format_version"]) != FORMAT_VERSION or str(z["key"]) != key:
+            raise ValueError("entry of another key or format")
+        arrays = {k: z[k] for k in _ARRAYS}
+    asset = StyleAsset(key=key, path=path, params=dict(params), **arrays)  # checks shapes and dtypes
+    lo, hi = int(asset.lut.min()), int(asset.lut.max())
+    check(0 <= lo and hi < asset.width * asset.height, "cached lut values", f"in [0, {asset.width * asset.height})", (lo, hi))
+    return asset

@@ -1,0 +1,1501 @@
+"""StyleBlit synthesis and voting as vectorized torch (DESIGN §6), one code path for CPU and CUDA.
+
+Every target pixel is decided independently (the parallel form of StyleBlit), so a
+frame is a few dozen tensor operations per seed level on any device:
+
+* :func:`styleblit` — guides → nearest-neighbour field (NNF), style pixel per target pixel;
+* :func:`denoise_nnf` — FaceBlit's NNF denoising (most frequent relative offset in a window);
+* :func:`vote` — colour = rounded mean of the window's votes ``style[NNF(p + d) − d]``;
+* ``*_reference`` — the same definitions as plain per-pixel Python loops, for tests.
+
+Exactness (binding, docs/ARCHITECTURE.md "synthesis")
+-----------------------------------------------------
+The vectorized functions equal their references bit for bit, and CPU equals CUDA:
+
+* Seeds use integers only: ``seed = h·b + floor(h·j)``, which is exactly
+  ``floor(h·(b + j))`` because ``h = 2^l`` makes ``h·j`` exact in float32.
+* The error is evaluated in float32, in the documented order::
+
+      e = λ_pos·(|Gx(p) − o.x|·(256/Ws) + |Gy(p) − o.y|·(256/Hs))
+          + λ_app·|Ga(p) − Sa(o)| + λ_temp·(|ΔR| + |ΔG| + |ΔB|)/3
+
+  with ``λ``, ``256/W`` and the threshold rounded to float32 once. Only IEEE
+  add/sub/mul/abs/compare run on the device; the one division (``/3`` of the
+  temporal term) is tabulated on the host for the 766 possible sums, because
+  CUDA divides by a host scalar as a multiplication by its reciprocal.
+* Positions are quantised exactly, ``x8 = clip(floor(x·256/W), 0, 255)`` of the
+  real quotient (as :func:`faceblit_core.lut.quantize_position`, float64):
+  an estimate is corrected with exact integer-valued float32 comparisons.
+* Voting sums colours in integers and rounds half up.
+
+Speed notes
+-----------
+* Level 0 is never evaluated for the NNF: its seed is ``p`` itself, so its
+  candidate is ``LUT(p)`` — the fallback — whether it is accepted or not.
+* Levels are visited fine → coarse and each accepted candidate overwrites the
+  previous one (``torch.where``): the coarsest accepted level wins without a
+  "done" mask and without host syncs inside the level loop.
+* "o inside the style" costs nothing: the style's appearance guide is stored
+  with a NaN border wide enough for every candidate, so an outside candidate
+  has a NaN error and fails ``e < threshold``.
+* Nearest-seed maps depend only on frame coordinates and the jitter table. They
+  are computed unconstrained over a cached *window* of the frame that grows to
+  cover every region asked for, then cropped to the region; only pixels within
+  ``2h − 1`` px of the region border can have an out-of-region nearest seed,
+  and only those are re-checked (a moving face box reuses the window).
+* On the CPU rows are processed in tiles of ~2^17 pixels so temporaries stay in
+  the L2 cache; on CUDA the whole region is one tile. Same operations either way.
+
+References
+----------
+Sýkora et al. 2019, "StyleBlit: Fast Example-Based Stylization with Local
+Guidance", §3–4 (seeds on jittered grids of spacing 2^l, chunk copy u + (p − q),
+acceptance threshold, blending by voting). Texler et al. 2021, "FaceBlit: Instant
+Real-time Example-based Style Transfer to Facial Videos", §4 (lookup table,
+λ_pos = 10, λ_app = 2, threshold 50, NNF denoising by the most frequent offset).
+Fišer et al. 2017, "Example-Based Synthesis of Stylized Facial Animations", §3.3
+(temporal guide).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import threading
+import weakref
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import numpy as np
+import torch
+
+from faceblit_core.checks import check, check_array
+
+__all__ = [
+    "JitterTable",
+    "make_jitter",
+    "quantize_position_torch",
+    "styleblit",
+    "styleblit_reference",
+    "denoise_nnf",
+    "denoise_nnf_reference",
+    "vote",
+    "vote_reference",
+    "clear_caches",
+]
+
+#: Steps of the quantised guides (each lookup-table axis).
+LUT_LEVELS = 256
+#: Largest seed level supported (``StylizeConfig.levels`` range).
+MAX_LEVELS = 9
+#: Largest voting radius supported (``StylizeConfig.blend_radius`` range).
+MAX_RADIUS = 8
+#: Pixels per CPU tile of the level loop (temporaries of one tile stay in L2).
+CPU_TILE_PIXELS = 1 << 17
+
+_INT32_MIN = -(2**31)
+
+
+# =============================================================================== jitter
+@dataclass(frozen=True, eq=False)
+class JitterTable:
+    """Fixed random sub-cell jitter of the StyleBlit seeds, one table per seed level.
+
+    Attributes
+    ----------
+    seed : int
+        Seed of ``numpy.random.default_rng`` (``StylizeConfig.seed``); −1 for a
+        table given as a tensor (:meth:`from_tensor`).
+    levels : int
+        Coarsest level L; the table has rows for levels 0..L.
+    table : (L + 1, 256, 256, 2) float32 CPU tensor in [0, 1)
+        ``table[l, b_y mod 256, b_x mod 256] = (j_x, j_y)``; do not modify it.
+    key : tuple
+        Identity of the table's content, used by the seed-map caches.
+
+    Notes
+    -----
+    The table is generated on the host (``default_rng(seed).random(..., float32)``)
+    so every device sees the same values. Seeds at level ``l`` (spacing
+    ``h = 2^l``) of the cell ``b = floor(p / h)`` (frame px) lie at
+    ``floor(h·(b + j_l(b mod 256)))``.
+
+    References
+    ----------
+    Sýkora et al. 2019, §3 (jittered seed grids); DESIGN §6 step 1.
+    """
+
+    seed: int
+    levels: int
+    table: torch.Tensor
+    key: tuple
+    _offsets: dict = field(default_factory=dict, repr=False)
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    @classmethod
+    def create(cls, seed: int, levels: int) -> "JitterTable":
+        """The (cached) table for ``seed`` and ``levels``.
+
+        Parameters
+        ----------
+        seed : int
+            Seed in [0, 2^63).
+        levels : int
+            Coarsest level L in [0, 9].
+
+        Returns
+        -------
+        JitterTable
+            The same object for the same arguments while it is in the cache.
+
+        Raises
+        ------
+        ValueError
+            Negative seed or levels outside [0, 9].
+        """
+        check(isinstance(seed, (int, np.integer)) and not isinstance(seed, bool) and seed >= 0,
+              "jitter seed", "an integer >= 0", repr(seed))
+        check(isinstance(levels, (int, np.integer)) and 0 <= levels <= MAX_LEVELS,
+              "levels", f"an integer in [0, {MAX_LEVELS}]", repr(levels))
+        return _jitter_cached(int(seed), int(levels))
+
+    @classmethod
+    def from_tensor(cls, table: Any) -> "JitterTable":
+        """Wrap a caller-made table (content-hashed, so equal tables share caches).
+
+        Parameters
+        ----------
+        table : (L + 1, 256, 256, 2) float32 tensor or numpy array in [0, 1)
+
+        Returns
+        -------
+        JitterTable
+
+        Raises
+        ------
+        ValueError
+            Wrong shape/dtype or values outside [0, 1).
+        """
+        t = torch.as_tensor(table).detach().to("cpu").contiguous()
+        check_array(t, "jitter table", shape=(None, LUT_LEVELS, LUT_LEVELS, 2), dtype=torch.float32)
+        check(1 <= t.shape[0] <= MAX_LEVELS + 1, "jitter table levels", f"1..{MAX_LEVELS + 1} rows", t.shape[0])
+        check(bool(((t >= 0) & (t < 1)).all()), "jitter table values", "in [0, 1)", "values outside")
+        digest = hashlib.sha1(t.numpy().tobytes()).hexdigest()
+        return cls(seed=-1, levels=t.shape[0] - 1, table=t, key=("sha1", digest))
+
+    def offsets(self, level: int, device: torch.device) -> torch.Tensor:
+        """``floor(2^level · j)`` of every cell, ``(256, 256, 2) int32`` on ``device`` (cached)."""
+        k = (level, str(device))
+        with self._lock:
+            hit = self._offsets.get(k)
+        if hit is None:
+            h = float(1 << level)
+            # h = 2^l: the product is exact, so floor(h·j) is the exact integer part.
+            hit = torch.floor(self.table[level] * h).to(torch.int32).to(device)
+            with self._lock:
+                self._offsets[k] = hit
+        return hit
+
+
+def _jitter_cached(seed: int, levels: int) -> JitterTable:
+    key = ("rng", seed, levels)
+    with _JITTER_LOCK:
+        hit = _JITTERS.get(key)
+        if hit is not None:
+            _JITTERS.move_to_end(key)
+            return hit
+    rng = np.random.default_rng(seed)
+    arr = rng.random((levels + 1, LUT_LEVELS, LUT_LEVELS, 2), dtype=np.float32)
+    jt = JitterTable(seed=seed, levels=levels, table=torch.from_numpy(arr), key=key)
+    with _JITTER_LOCK:
+        _JITTERS[key] = jt
+        while len(_JITTERS) > 16:
+            _JITTERS.popitem(last=False)
+    return jt
+
+
+_JITTERS: OrderedDict = OrderedDict()
+_JITTER_LOCK = threading.Lock()
+
+
+def make_jitter(seed: int, levels: int) -> torch.Tensor:
+    """Jitter table of the StyleBlit seeds: ``(levels + 1, 256, 256, 2) float32`` in [0, 1).
+
+    Parameters
+    ----------
+    seed : int
+        Seed of ``numpy.random.default_rng`` (``StylizeConfig.seed``), ≥ 0.
+    levels : int
+        Coarsest level L in [0, 9].
+
+    Returns
+    -------
+    (levels + 1, 256, 256, 2) float32 CPU tensor
+        A copy of the cached table of :meth:`JitterTable.create` (``[l, b_y mod 256,
+        b_x mod 256] = (j_x, j_y)``); generated on the host so all devices agree.
+
+    Raises
+    ------
+    ValueError
+        Negative seed or levels outside [0, 9].
+
+    References
+    ----------
+    Sýkora et al. 2019, §3; DESIGN §6 step 1.
+    """
+    return JitterTable.create(seed, levels).table.clone()
+
+
+def _as_jitter(jitter: Any, levels: int) -> JitterTable:
+    if isinstance(jitter, JitterTable):
+        jt = jitter
+    elif isinstance(jitter, (int, np.integer)) and not isinstance(jitter, bool):
+        jt = JitterTable.create(int(jitter), levels)
+    else:
+        jt = JitterTable.from_tensor(jitter)
+    check(jt.levels >= levels, "jitter table levels", f">= levels ({levels})", jt.levels)
+    return jt
+
+
+# ====================================================================== small helpers
+def _f32(v: float) -> float:
+    """``v`` rounded to float32, as a Python float (exact as a device scalar)."""
+    return float(np.float32(v))
+
+
+def _device_of(*objs: Any) -> torch.device:
+    devs = {o.device for o in objs if isinstance(o, torch.Tensor)}
+    check(len(devs) <= 1, "input devices", "all tensors on one device", sorted(map(str, devs)))
+    return devs.pop() if devs else torch.device("cpu")
+
+
+def _check_arr(x: Any, what: str, shape: tuple, dtype: torch.dtype) -> None:
+    """Shape and dtype check for a numpy array or tensor (dtype given as a torch dtype)."""
+    check(isinstance(x, (torch.Tensor, np.ndarray)), what, "a torch tensor or numpy array", type(x).__name__,
+          exc=TypeError)
+    check_array(x, what, shape=shape)
+    name = str(x.dtype).replace("torch.", "")
+    want = str(dtype).replace("torch.", "")
+    check(name == want, f"{what} dtype", want, name)
+
+
+def _to(x: Any, device: torch.device) -> torch.Tensor:
+    if isinstance(x, torch.Tensor):
+        return x.to(device)
+    a = np.ascontiguousarray(x)
+    if not a.flags.writeable:      # torch.from_numpy cannot share read-only memory
+        a = a.copy()
+    return torch.from_numpy(a).to(device)
+
+
+class _IdentityCache:
+    """Small LRU of values derived from input objects, keyed by their identity.
+
+    A hit needs the same live objects (weak references) and, for tensors, an
+    unchanged in-place version counter. numpy arrays have no version counter:
+    they are treated as immutable (style assets are).
+    """
+
+    def __init__(self, maxsize: int) -> None:
+        self._d: OrderedDict = OrderedDict()
+        self._maxsize = maxsize
+        self._lock = threading.Lock()
+
+    @staticmethod
+    def _versions(objs: tuple) -> tuple:
+        return tuple(o._version if isinstance(o, torch.Tensor) else None for o in objs)
+
+    def get(self, objs: tuple, extra: tuple, build: Callable[[], Any]) -> Any:
+        key = (tuple(id(o) for o in objs), extra)
+        with self._lock:
+            hit = self._d.get(key)
+            if hit is not None:
+                refs, versions, value = hit
+                if all(r() is o for r, o in zip(refs, objs)) and versions == self._versions(objs):
+                    self._d.move_to_end(key)
+                    return value
+        value = build()
+        try:
+            refs = tuple(weakref.ref(o) for o in objs)
+        except TypeError:  # not weak-referenceable: do not cache
+            return value
+        with self._lock:
+            self._d[key] = (refs, self._versions(objs), value)
+            while len(self._d) > self._maxsize:
+                self._d.popitem(last=False)
+        return value
+
+    def clear(self) -> None:
+        with self._lock:
+            self._d.clear()
+
+
+_STYLE_CACHE = _IdentityCache(8)
+
+
+def quantize_position_torch(v: torch.Tensor, size: int) -> torch.Tensor:
+    """Exact ``clip(floor(v·256/size), 0, 255)`` of float32 positions, as int32, on any device.
+
+    Parameters
+    ----------
+    v : (...) float32 tensor
+        Style-pixel x (with ``size = W``) or y (with ``size = H``); finite.
+    size : int
+        Style width or height, px, in [1, 65535].
+
+    Returns
+    -------
+    (...) int32 tensor in [0, 255]
+        Equal to :func:`faceblit_core.lut.quantize_position` (float64) for finite input.
+
+    Notes
+    -----
+    ``k = floor(t·f32(1/size))`` with ``t = v·256`` (exact) is within one of the
+    true quotient; it is corrected by the signs of ``t − k·size`` and
+    ``t − (k + 1)·size``. A float subtraction is zero only for equal operands and
+    never flips the sign of its exact result, so these signs are exact, and they
+    are read from the sign bit (bool tensors are slow on the CPU). No device
+    division is involved, so CPU and CUDA agree.
+
+    References
+    ----------
+    Texler et al. 2021, §4 (8-bit positional guide x·256/W).
+    """
+    size = int(size)
+    t = (v * 256.0).add_(0.0)           # + 0.0 turns −0 into +0 (sign bits are read below)
+    k = torch.floor(t * _f32(1.0 / size)).clamp_(-1.0, 256.0)
+    d = k * float(size)
+    lo = torch.sub(t, d).view(torch.int32)                 # < 0 ⇔ t < k·size
+    hi = torch.sub(t, d.add_(float(size))).view(torch.int32)   # < 0 ⇔ t < (k + 1)·size
+    q = k.to(torch.int32)
+    # q + [t ≥ (k+1)·size] − [t < k·size] = q + 1 + sign(hi) + sign(lo), signs in {−1, 0}.
+    q += lo.bitwise_right_shift_(31)
+    q += hi.bitwise_right_shift_(31)
+    return q.add_(1).clamp_(0, 255)
+
+
+# ============================================================ per-style device tables
+@dataclass
+class _StyleTables:
+    Hs: int
+    Ws: int
+    P: int          # border of the padded style space, style px (≥ every |p − q|)
+    s: int          # log2 of the padded row stride
+    Wp: int         # padded row stride (power of two)
+    lutpad: torch.Tensor   # (256³,) int32: LUT entries as padded linear indices
+    sa: torch.Tensor       # ((Hs + 2P)·Wp,) float32, NaN outside the style
+    n_pad: int
+
+
+def _style_tables(style_app: Any, lut: Any, levels: int, device: torch.device) -> _StyleTables:
+    def build() -> _StyleTables:
+        app = _to(style_app, device)
+        Hs, Ws = app.shape
+        P = 1 << (levels + 1)
+        s = max(1, (Ws + 2 * P - 1).bit_length())
+        Wp = 1 << s
+        rows = Hs + 2 * P
+        check(rows * Wp < 2**31, "padded style size", "< 2^31 entries", rows * Wp)
+        lt = _to(lut, device).reshape(-1)
+        lo, hi = torch.aminmax(lt)
+        lo, hi = int(lo), int(hi)
+        check(lo >= 0 and hi < Hs * Ws, "lookup table values", f"linear style indices in [0, {Hs * Ws})",
+              f"[{lo}, {hi}]")
+        # linear index y·Ws + x → padded index ((y + P) << s) + x + P, via a small table
+        i32 = dict(dtype=torch.int32, device=device)
+        padmap = ((torch.arange(Hs, **i32) + P) << s)[:, None] + (torch.arange(Ws, **i32) + P)[None, :]
+        lutpad = padmap.reshape(-1).index_select(0, lt)
+        sa = torch.full((rows, Wp), float("nan"), dtype=torch.float32, device=device)
+        sa[P:P + Hs, P:P + Ws] = app.to(torch.float32)
+        return _StyleTables(Hs=Hs, Ws=Ws, P=P, s=s, Wp=Wp, lutpad=lutpad,
+                            sa=sa.reshape(-1), n_pad=rows * Wp)
+
+    return _STYLE_CACHE.get((style_app, lut), ("blit", levels, str(device)), build)
+
+
+def _temp_tables(style_temp: Any, st: _StyleTables, device: torch.device) -> torch.Tensor:
+    def build() -> torch.Tensor:
+        t = _to(style_temp, device).to(torch.int32)
+        rows = st.n_pad // st.Wp
+        out = torch.zeros((3, rows, st.Wp), dtype=torch.int32, device=device)
+        out[:, st.P:st.P + st.Hs, st.P:st.P + st.Ws] = t.permute(2, 0, 1)
+        return out.reshape(3, -1)
+
+    return _STYLE_CACHE.get((style_temp,), ("temp", st.P, st.s, st.Hs, st.Ws, str(device)), build)
+
+
+def _temp_term_table(lambda_temp: float, device: torch.device) -> torch.Tensor:
+    """``(λ_temp·S)/3`` in float32 for every channel-sum S in 0..765, computed on the host."""
+    s = np.arange(766, dtype=np.float32)
+    tab = (np.float32(lambda_temp) * s) / np.float32(3.0)
+    return torch.from_numpy(tab.astype(np.float32)).to(device)
+
+
+# ================================================================ nearest-seed maps
+def _seed_grid(jt: JitterTable, level: int, bx: torch.Tensor, by: torch.Tensor,
+               device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """Seeds (frame px, int32) of the cells ``by[:, None] × bx[None, :]`` at ``level``."""
+    off = jt.offsets(level, device)
+    iy = (by & 255).long()[:, None]
+    ix = (bx & 255).long()[None, :]
+    sx = (bx << level)[None, :] + off[iy, ix, 0]
+    sy = (by << level)[:, None] + off[iy, ix, 1]
+    return sx, sy
+
+
+@dataclass
+class _WindowLevel:
+    ids: torch.Tensor   # (canvas h, canvas w) int32: ring-grid id of the nearest seed
+    cx0: int            # canvas origin, frame px (cell aligned)
+    cy0: int
+    bx0: int            # ring grid: first cell column / row (= first window cell − 1)
+    by0: int
+    nwx: int            # ring grid width / height in cells
+    nwy: int
+
+
+@dataclass
+class _Window:
+    x0: int
+    y0: int
+    x1: int
+    y1: int
+    levels: dict        # level → _WindowLevel
+
+
+def _window_level(jt: JitterTable, level: int, x0: int, y0: int, x1: int, y1: int,
+                  device: torch.device) -> _WindowLevel:
+    """Unconstrained nearest seed (3×3 cells, squared distance, first in raster order) per pixel."""
+    h = 1 << level
+    c0x, c1x = x0 >> level, (x1 - 1) >> level
+    c0y, c1y = y0 >> level, (y1 - 1) >> level
+    ncx, ncy = c1x - c0x + 1, c1y - c0y + 1
+    i32 = dict(dtype=torch.int32, device=device)
+    bx = torch.arange(c0x - 1, c1x + 2, **i32)
+    by = torch.arange(c0y - 1, c1y + 2, **i32)
+    sx, sy = _seed_grid(jt, level, bx, by, device)
+    nwx, nwy = ncx + 2, ncy + 2
+    ii = torch.arange(h, **i32)
+    cellx = (bx[1:-1] << level)          # left pixel of each window cell
+    celly = (by[1:-1] << level)
+    base = (torch.arange(1, ncy + 1, **i32)[:, None] * nwx + torch.arange(1, ncx + 1, **i32)[None, :])
+    best = ids = None
+    for ky in (-1, 0, 1):
+        for kx in (-1, 0, 1):
+            skx = sx[1 + ky:1 + ky + ncy, 1 + kx:1 + kx + ncx]
+            sky = sy[1 + ky:1 + ky + ncy, 1 + kx:1 + kx + ncx]
+            dx = (cellx[None, :] - skx)[:, None, :, None] + ii[None, None, None, :]   # (ncy,1,ncx,h)
+            dy = (celly[:, None] - sky)[:, None, :, None] + ii[None, :, None, None]   # (ncy,h,ncx,1)
+            d = dx * dx + dy * dy
+            idk = (base + (ky * nwx + kx))[:, None, :, None]
+            if best is None:
+                best = d.expand(ncy, h, ncx, h).clone()
+                ids = idk.expand(ncy, h, ncx, h).clone()
+            else:
+                # Strict "<": on equal distances the first candidate in raster order stays.
+                better = d < best
+                best = torch.where(better, d, best)
+                ids = torch.where(better, idk, ids)
+    return _WindowLevel(ids=ids.reshape(ncy * h, ncx * h), cx0=c0x << level, cy0=c0y << level,
+                        bx0=c0x - 1, by0=c0y - 1, nwx=nwx, nwy=nwy)
+
+
+_WINDOWS: OrderedDict = OrderedDict()
+_REGIONS: OrderedDict = OrderedDict()
+_SEED_LOCK = threading.Lock()
+_WINDOW_MAX_PIXELS = 1 << 23
+
+
+def _window_for(jt: JitterTable, levels: int, x0: int, y0: int, x1: int, y1: int,
+                device: torch.device) -> _Window:
+    key = (jt.key, str(device))
+    with _SEED_LOCK:
+        win = _WINDOWS.get(key)
+        if win is not None:
+            _WINDOWS.move_to_end(key)
+    if (win is not None and win.x0 <= x0 and win.y0 <= y0 and x1 <= win.x1 and y1 <= win.y1
+            and all(l in win.levels for l in range(1, levels + 1))):
+        return win
+    # Grow to the union with some slack, so a face box moving around a frame
+    # settles on one window after a few frames instead of recomputing each time.
+    w, h = x1 - x0, y1 - y0
+    mx, my = max(64, w // 4), max(64, h // 4)
+    nx0, ny0, nx1, ny1 = x0 - mx, y0 - my, x1 + mx, y1 + my
+    if win is not None:
+        ux0, uy0 = min(nx0, win.x0), min(ny0, win.y0)
+        ux1, uy1 = max(nx1, win.x1), max(ny1, win.y1)
+        if (ux1 - ux0) * (uy1 - uy0) <= _WINDOW_MAX_PIXELS:
+            nx0, ny0, nx1, ny1 = ux0, uy0, ux1, uy1
+    lv = {l: _window_level(jt, l, nx0, ny0, nx1, ny1, device) for l in range(1, max(levels, 1) + 1)}
+    win = _Window(nx0, ny0, nx1, ny1, lv)
+    with _SEED_LOCK:
+        _WINDOWS[key] = win
+        while len(_WINDOWS) > 4:
+            _WINDOWS.popitem(last=False)
+    return win
+
+
+@dataclass
+class _RegionLevel:
+    c: torch.Tensor      # (h·w,) int32 window ring id of the nearest in-region seed; dummy = n_ids − 1
+    n_ids: int           # window ring cells + 1 dummy
+    has_dummy: bool      # some pixel has no in-region seed in its 3×3 cells
+    sx: torch.Tensor     # (rny, rnx) int32 frame px, seeds of the region's ring cells
+    sy: torch.Tensor
+    inreg: torch.Tensor  # (rny, rnx) bool
+    gx_off: int          # region ring block offset inside the window ring grid
+    gy_off: int
+    nwx: int
+
+
+def _region_levels(jt: JitterTable, levels: int, x0: int, y0: int, hh: int, ww: int,
+                   device: torch.device) -> list[_RegionLevel]:
+    """Per level 1..L the nearest in-region seed of every region pixel (cached per region)."""
+    key = (jt.key, levels, str(device), x0, y0, hh, ww)
+    with _SEED_LOCK:
+        hit = _REGIONS.get(key)
+        if hit is not None:
+            _REGIONS.move_to_end(key)
+            return hit
+    x1, y1 = x0 + ww, y0 + hh
+    win = _window_for(jt, levels, x0, y0, x1, y1, device)
+    out = []
+    i32 = dict(dtype=torch.int32, device=device)
+    for level in range(1, levels + 1):
+        wl = win.levels[level]
+        crop = wl.ids[y0 - wl.cy0:y1 - wl.cy0, x0 - wl.cx0:x1 - wl.cx0]
+        c = crop.clone(memory_format=torch.contiguous_format).reshape(-1)
+        rcx0, rcx1 = x0 >> level, (x1 - 1) >> level
+        rcy0, rcy1 = y0 >> level, (y1 - 1) >> level
+        bx = torch.arange(rcx0 - 1, rcx1 + 2, **i32)
+        by = torch.arange(rcy0 - 1, rcy1 + 2, **i32)
+        sx, sy = _seed_grid(jt, level, bx, by, device)
+        inreg = (sx >= x0) & (sx < x1) & (sy >= y0) & (sy < y1)
+        gx_off, gy_off = (rcx0 - 1) - wl.bx0, (rcy0 - 1) - wl.by0
+        n_win = wl.nwx * wl.nwy
+        dummy = n_win
+        inreg_w = torch.zeros(n_win + 1, dtype=torch.bool, device=device)
+        inreg_w[:n_win].view(wl.nwy, wl.nwx)[gy_off:gy_off + inreg.shape[0], gx_off:gx_off + inreg.shape[1]] = inreg
+        # Only pixels within 2h − 1 px of the region border can reach a seed outside it.
+        band = _band_indices(hh, ww, (2 << level) - 1, device)
+        bad = band[~inreg_w.index_select(0, c.index_select(0, band))]
+        has_dummy = False
+        if bad.numel():
+            newc = _constrained_nearest(bad, ww, x0, y0, level, sx, sy, inreg, rcx0 - 1, rcy0 - 1,
+                                        gx_off, gy_off, wl.nwx, dummy)
+            c[bad] = newc
+            has_dummy = bool((newc == dummy).any())
+        out.append(_RegionLevel(c=c, n_ids=n_win + 1, has_dummy=has_dummy, sx=sx, sy=sy, inreg=inreg,
+                                gx_off=gx_off, gy_off=gy_off, nwx=wl.nwx))
+    with _SEED_LOCK:
+        _REGIONS[key] = out
+        while len(_REGIONS) > 8:
+            _REGIONS.popitem(last=False)
+    return out
+
+
+def _band_indices(hh: int, ww: int, b: int, device: torch.device) -> torch.Tensor:
+    if 2 * b >= hh or 2 * b >= ww:
+        return torch.arange(hh * ww, dtype=torch.int64, device=device)
+    m = torch.zeros((hh, ww), dtype=torch.bool, device=device)
+    m[:b] = True
+    m[hh - b:] = True
+    m[:, :b] = True
+    m[:, ww - b:] = True
+    return m.reshape(-1).nonzero().squeeze(1)
+
+
+def _constrained_nearest(idx: torch.Tensor, ww: int, x0: int, y0: int, level: int,
+                         sx: torch.Tensor, sy: torch.Tensor, inreg: torch.Tensor,
+                         rbx0: int, rby0: int, gx_off: int, gy_off: int, nwx: int,
+                         dummy: int) -> torch.Tensor:
+    """Nearest IN-REGION seed among the 3×3 cells for the pixels ``idx`` (flat local)."""
+    py = idx // ww
+    px = idx - py * ww
+    fx, fy = px + x0, py + y0
+    cx = (fx >> level) - rbx0
+    cy = (fy >> level) - rby0
+    rnx = sx.shape[1]
+    sxf, syf, inf_ = sx.reshape(-1).long(), sy.reshape(-1).long(), inreg.reshape(-1)
+    big = torch.iinfo(torch.int64).max
+    best = torch.full_like(idx, big)
+    bestid = torch.full_like(idx, dummy)
+    for ky in (-1, 0, 1):
+        for kx in (-1, 0, 1):
+            rid = (cy + ky) * rnx + (cx + kx)
+            ddx = fx - sxf[rid]
+            ddy = fy - syf[rid]
+            d = torch.where(inf_[rid], ddx * ddx + ddy * ddy, big)
+            better = d < best
+            best = torch.where(better, d, best)
+            wid = (cy + ky + gy_off) * nwx + (cx + kx + gx_off)
+            bestid = torch.where(better, wid, bestid)
+    return bestid.to(torch.int32)
+
+
+def clear_caches() -> None:
+    """Drop every cached seed map, jitter table and per-style device table (frees memory)."""
+    with _SEED_LOCK:
+        _WINDOWS.clear()
+        _REGIONS.clear()
+        _CANVASES.clear()
+    with _JITTER_LOCK:
+        _JITTERS.clear()
+    _STYLE_CACHE.clear()
+    _VOTE_CACHE.clear()
+
+
+# ============================================================================ styleblit
+def styleblit(
+    g_pos: Any,
+    g_app: Any,
+    style_app: Any,
+    lut: Any,
+    *,
+    origin: tuple[int, int] = (0, 0),
+    jitter: JitterTable | int | Any,
+    threshold: float = 50.0,
+    lambda_pos: float = 10.0,
+    lambda_app: float = 2.0,
+    lambda_temp: float = 0.0,
+    g_temp: Any = None,
+    style_temp: Any = None,
+    levels: int = 6,
+    return_levels: bool = False,
+    tile_pixels: int | None = None,
+) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+    """StyleBlit in parallel form: the style pixel copied by every pixel of a region.
+
+    For levels ``l = L … 1`` each pixel ``p`` takes its nearest seed ``q`` (jittered
+    grid of spacing ``2^l`` in frame coordinates, 3×3 cells, seeds outside the
+    region ignored), the seed's match ``u = LUT(q)`` and the candidate
+    ``o = u + (p − q)``; the coarsest level whose candidate lies in the style and
+    has error ``e < threshold`` wins, otherwise ``o = LUT(p)``.
+
+    Parameters
+    ----------
+    g_pos : (h, w, 2) float32 tensor or numpy array
+        Positional guide of the region, style px (x, y); finite.
+    g_app : (h, w) uint8
+        Appearance guide of the region (histogram-matched to the style's).
+    style_app : (Hs, Ws) uint8
+        Appearance guide of the style exemplar.
+    lut : (256, 256, 256) int32
+        Lookup table ``[y8, x8, a]`` → linear style index ``y·Ws + x``
+        (:func:`faceblit_core.lut.build_lookup_table`).
+    origin : (int, int), keyword-only
+        Frame position ``(x0, y0)`` of the region's top-left pixel, frame px. Seeds
+        live in frame coordinates, so chunks stay put when the region moves.
+    jitter : JitterTable, int or (L', 256, 256, 2) float32 tensor, keyword-only
+        Seed jitter (:class:`JitterTable`); an int is a seed for
+        :meth:`JitterTable.create`. Needs ``L' ≥ levels``.
+    threshold : float, keyword-only
+        Acceptance threshold on ``e``, 8-bit guide units, ≥ 0 (FaceBlit: 50); rounded
+        to float32. 0 accepts nothing (every pixel gets ``LUT(p)``).
+    lambda_pos, lambda_app, lambda_temp : float, keyword-only
+        Weights of the error terms (≥ 0; rounded to float32). ``lambda_temp`` is
+        used only with a temporal guide.
+    g_temp : (h, w, 3) uint8, optional, keyword-only
+        Temporal guide of the region (blurred previous output); with ``style_temp``.
+    style_temp : (Hs, Ws, 3) uint8, optional, keyword-only
+        Temporal guide of the style (blurred exemplar).
+    levels : int, keyword-only
+        Coarsest seed level L in [0, 9] (FaceBlit: 6).
+    return_levels : bool, keyword-only
+        Also return the accepted level of each pixel (for statistics; evaluates
+        level 0 as well).
+    tile_pixels : int, optional, keyword-only
+        Pixels per tile of the level loop; default 2^17 on the CPU, the whole
+        region on other devices. Tuning only: the result does not depend on it.
+
+    Returns
+    -------
+    nnf : (h, w, 2) int32 tensor on the inputs' device
+        Style pixel (x, y) copied by each region pixel, inside the style.
+    level : (h, w) int8 tensor, only with ``return_levels``
+        Accepted level in [0, L], −1 where ``LUT(p)`` was the fallback.
+
+    Raises
+    ------
+    ValueError
+        Wrong shapes/dtypes, inputs on different devices, an empty region,
+        negative weights/threshold, lookup-table values outside the style, or a
+        jitter table with too few levels.
+
+    Notes
+    -----
+    Inputs may be numpy arrays or tensors on any one device (numpy goes to that
+    device). Per-style tables (padded lookup table, padded style guides) are
+    cached by the identity of ``style_app``/``lut``/``style_temp``: tensors
+    modified in place are noticed, numpy arrays must not be modified. Seed maps
+    are cached per jitter table and device (see module notes). There is no host
+    synchronisation inside the level loop. The result does not depend on the
+    device or on ``tile_pixels``; it equals :func:`styleblit_reference`.
+
+    References
+    ----------
+    Sýkora et al. 2019, §3–4 (StyleBlit); Texler et al. 2021, §4 (FaceBlit,
+    λ_pos = 10, λ_app = 2, threshold 50, L = 6); DESIGN §6; Fišer et al. 2017, §3.3.
+    """
+    device = _device_of(g_pos, g_app, style_app, lut, g_temp, style_temp)
+    _check_arr(g_pos, "g_pos", (None, None, 2), torch.float32)
+    hh, ww = int(g_pos.shape[0]), int(g_pos.shape[1])
+    check(hh >= 1 and ww >= 1, "region size", "at least 1×1", (hh, ww))
+    _check_arr(g_app, "g_app", (hh, ww), torch.uint8)
+    _check_arr(style_app, "style_app", (None, None), torch.uint8)
+    Hs, Ws = int(style_app.shape[0]), int(style_app.shape[1])
+    check(1 <= Hs and 1 <= Ws <= 65535 and Hs <= 65535, "style size", "1..65535 px per side", (Hs, Ws))
+    _check_arr(lut, "lut", (LUT_LEVELS, LUT_LEVELS, LUT_LEVELS), torch.int32)
+    check(isinstance(levels, (int, np.integer)) and 0 <= levels <= MAX_LEVELS, "levels",
+          f"an integer in [0, {MAX_LEVELS}]", repr(levels))
+    levels = int(levels)
+    x0, y0 = (int(v) for v in origin)
+    for name, v in (("threshold", threshold), ("lambda_pos", lambda_pos), ("lambda_app", lambda_app),
+                    ("lambda_temp", lambda_temp)):
+        check(v >= 0 and not math.isnan(v), name, ">= 0", v)
+    check((g_temp is None) == (style_temp is None), "temporal guides", "g_temp and style_temp together",
+          f"g_temp={'set' if g_temp is not None else None}, style_temp={'set' if style_temp is not None else None}")
+    temporal = g_temp is not None and lambda_temp > 0
+    if g_temp is not None:
+        _check_arr(g_temp, "g_temp", (hh, ww, 3), torch.uint8)
+        _check_arr(style_temp, "style_temp", (Hs, Ws, 3), torch.uint8)
+    jt = _as_jitter(jitter, levels)
+
+    st = _style_tables(style_app, lut, levels, device)
+    gxy = _to(g_pos, device).permute(2, 0, 1).contiguous()
+    gxf, gyf = gxy[0].reshape(-1), gxy[1].reshape(-1)
+    ga_u8 = _to(g_app, device).reshape(-1)
+    n = hh * ww
+
+    lam_pos, lam_app, thr = _f32(lambda_pos), _f32(lambda_app), _f32(threshold)
+    sxs, sys_ = _f32(256.0 / Ws), _f32(256.0 / Hs)
+    mask_x = st.Wp - 1
+    i32 = dict(dtype=torch.int32, device=device)
+    px_i = torch.arange(ww, **i32)
+    py_s = torch.arange(hh, **i32) << st.s
+
+    def lut_at(x: torch.Tensor, y: torch.Tensor, a_i: torch.Tensor) -> torch.Tensor:
+        """LUT(x8(x), y8(y), a) as padded linear style indices (int32)."""
+        idx = quantize_position_torch(y, Hs).bitwise_left_shift_(8)
+        idx += quantize_position_torch(x, Ws)
+        idx.bitwise_left_shift_(8).add_(a_i)
+        return st.lutpad.index_select(0, idx)
+
+    if temporal:
+        stemp = _temp_tables(style_temp, st, device)
+        gt = _to(g_temp, device).to(torch.int32).permute(2, 0, 1).reshape(3, -1)
+        ttab = _temp_term_table(_f32(lambda_temp), device)
+
+    if tile_pixels is None:
+        tile_pixels = CPU_TILE_PIXELS if device.type == "cpu" else n
+    rows_per_tile = max(1, min(hh, int(tile_pixels) // ww))
+    # LUT(p) of every pixel (the fallback, and u(q) at the seeds), tile by tile so
+    # the quantisation temporaries stay in cache.
+    ulut = torch.empty(n, **i32)
+    for r0 in range(0, hh, rows_per_tile):
+        a, b = r0 * ww, min(hh, r0 + rows_per_tile) * ww
+        ulut[a:b] = lut_at(gxf[a:b], gyf[a:b], ga_u8[a:b].to(torch.int32))
+
+    # Per-level seed tables: the candidate of pixel p is o = u(q) + (p − q), i.e. in
+    # padded linear style indices bi = bp[c(p)] + ppad(p) with bp = upad(q) − qpad.
+    # Pixels without an in-region seed get bp = n_pad, clamped to the last (NaN) cell.
+    check(st.n_pad + (hh << st.s) + ww < 2**31, "padded index range", "< 2^31", st.n_pad + (hh << st.s) + ww)
+    region = _region_levels(jt, levels, x0, y0, hh, ww, device) if levels >= 1 else []
+    tables = []
+    for level, rl in zip(range(1, levels + 1), region):
+        qx = rl.sx - x0
+        qy = rl.sy - y0
+        qflat = (qy.clamp(0, hh - 1) * ww + qx.clamp(0, ww - 1)).reshape(-1)
+        u = ulut.index_select(0, qflat).view_as(qx)
+        bp_cells = torch.where(rl.inreg, u - ((qy << st.s) + qx), st.n_pad)
+        bp = torch.empty(rl.n_ids, **i32)
+        bp[-1] = st.n_pad
+        nwy = (rl.n_ids - 1) // rl.nwx
+        bp[:-1].view(nwy, rl.nwx)[rl.gy_off:rl.gy_off + qx.shape[0], rl.gx_off:rl.gx_off + qx.shape[1]] = bp_cells
+        tables.append((level, rl, bp))
+
+    res = ulut
+    nnf = torch.empty((n, 2), **i32)
+    lvl = torch.full((n,), -1, dtype=torch.int32, device=device) if return_levels else None
+    # e < thr without bool tensors (slow on the CPU): e ≥ 0 or NaN, and for
+    # non-negative floats the bit patterns order like the values (NaN above +inf),
+    # so ((bits(e) & 0x7FFFFFFF) − bits(thr)) >> 31 is −1 where accepted, else 0.
+    thr_bits = int(np.float32(thr).view(np.int32))
+    cap = rows_per_tile * ww
+    f32 = dict(dtype=torch.float32, device=device)
+    ox_b, oy_b, sa_b = (torch.empty(cap, **f32) for _ in range(3))
+    bi_b, m_b = (torch.empty(cap, **i32) for _ in range(2))
+    if temporal:
+        t_b, s_b = torch.empty(cap, **i32), torch.empty(cap, **i32)
+
+    def accept_mask(a: int, b: int, ox: torch.Tensor, oy: torch.Tensor, bi: torch.Tensor,
+                    m: torch.Tensor, gaf: torch.Tensor) -> torch.Tensor:
+        """−1 where the candidate (float position ox, oy; padded index bi) is accepted, else 0.
+
+        ox and oy are overwritten. The error follows the documented float32 order.
+        """
+        k = b - a
+        torch.sub(gxf[a:b], ox, out=ox)
+        ox.abs_().mul_(sxs)
+        torch.sub(gyf[a:b], oy, out=oy)
+        oy.abs_().mul_(sys_)
+        ox.add_(oy).mul_(lam_pos)
+        sa = torch.index_select(st.sa, 0, bi, out=sa_b[:k])
+        torch.sub(gaf, sa, out=sa)
+        ox.add_(sa.abs_().mul_(lam_app))
+        if temporal:
+            ssum = s_b[:k]
+            for ch in range(3):
+                d = torch.index_select(stemp[ch], 0, bi, out=t_b[:k] if ch else ssum)
+                torch.sub(gt[ch, a:b], d, out=d)
+                d.abs_()
+                if ch:
+                    ssum.add_(d)
+            ox.add_(torch.index_select(ttab, 0, ssum, out=oy))
+        e = ox.view(torch.int32)
+        torch.bitwise_and(e, 0x7FFFFFFF, out=m)
+        return m.sub_(thr_bits).bitwise_right_shift_(31)
+
+    for r0 in range(0, hh, rows_per_tile):
+        r1 = min(hh, r0 + rows_per_tile)
+        a, b = r0 * ww, r1 * ww
+        k, nr = b - a, r1 - r0
+        res_t = res[a:b]
+        ox, oy, bi, m = ox_b[:k], oy_b[:k], bi_b[:k], m_b[:k]
+        ga_t = ga_u8[a:b].to(torch.int32)
+        gaf = ga_t.to(torch.float32)
+        ppad = (py_s[r0:r1, None] + px_i[None, :]).reshape(-1)
+        if return_levels:
+            # Level 0 (seed = p, candidate = LUT(p)) only matters for the statistics.
+            torch.bitwise_and(res_t, mask_x, out=m)
+            ox.copy_(m.sub_(st.P))
+            torch.bitwise_right_shift(res_t, st.s, out=m)
+            oy.copy_(m.sub_(st.P))
+            accept_mask(a, b, ox, oy, res_t, m, gaf)
+            lvl[a:b].bitwise_and_(m.bitwise_not())
+        for level, rl, bp in tables:
+            torch.index_select(bp, 0, rl.c[a:b], out=bi).add_(ppad)
+            if rl.has_dummy:
+                bi.clamp_(max=st.n_pad - 1)
+            torch.bitwise_and(bi, mask_x, out=m)
+            ox.copy_(m.sub_(st.P))
+            torch.bitwise_right_shift(bi, st.s, out=m)
+            oy.copy_(m.sub_(st.P))
+            accept_mask(a, b, ox, oy, bi, m, gaf)
+            # res ← bi where accepted: res ^= (res ^ bi) & m (branch-free select).
+            torch.bitwise_xor(res_t, bi, out=bi).bitwise_and_(m)
+            res_t.bitwise_xor_(bi)
+            if return_levels:
+                lv = lvl[a:b]
+                lv.bitwise_xor_(torch.bitwise_xor(lv, level).bitwise_and_(m))
+
+        torch.stack((torch.bitwise_and(res_t, mask_x, out=bi).sub_(st.P),
+                     torch.bitwise_right_shift(res_t, st.s, out=m).sub_(st.P)), dim=1, out=nnf[a:b])
+
+    nnf = nnf.view(hh, ww, 2)
+    if return_levels:
+        return nnf, lvl.view(hh, ww).to(torch.int8)
+    return nnf
+
+
+# ====================================================================== reference
+def _np(x: Any) -> np.ndarray | None:
+    if x is None:
+        return None
+    if isinstance(x, torch.Tensor):
+        return x.detach().cpu().numpy()
+    return np.asarray(x)
+
+
+def _q_ref(v: np.float32, size: int) -> int:
+    return min(max(math.floor(float(v) * 256.0 / size), 0), 255)
+
+
+def styleblit_reference(
+    g_pos: Any,
+    g_app: Any,
+    style_app: Any,
+    lut: Any,
+    *,
+    origin: tuple[int, int] = (0, 0),
+    jitter: JitterTable | int | Any,
+    threshold: float = 50.0,
+    lambda_pos: float = 10.0,
+    lambda_app: float = 2.0,
+    lambda_temp: float = 0.0,
+    g_temp: Any = None,
+    style_temp: Any = None,
+    levels: int = 6,
+    return_levels: bool = False,
+) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
+    """Per-pixel Python loop version of :func:`styleblit` (the definition; small images only).
+
+    Parameters
+    ----------
+    g_pos, g_app, style_app, lut, origin, jitter, threshold, lambda_pos, lambda_app, lambda_temp, g_temp, style_temp, levels, return_levels
+        As :func:`styleblit` (numpy arrays or tensors).
+
+    Returns
+    -------
+    nnf : (h, w, 2) int32 numpy array
+        Style (x, y) per pixel.
+    level : (h, w) int8 numpy array, only with ``return_levels``
+        Accepted level, −1 for the fallback.
+
+    Raises
+    ------
+    ValueError
+        As :func:`styleblit`.
+
+    Notes
+    -----
+    Seeds are evaluated literally, ``floor(h·(b + j))`` in float64 (exact); the
+    error with numpy float32 scalars in the documented order. About 10 µs per
+    pixel per level: use it on images of a few thousand pixels.
+
+    References
+    ----------
+    Sýkora et al. 2019, §3–4; Texler et al. 2021, §4; DESIGN §6.
+    """
+    gp, ga, sa, lt = _np(g_pos), _np(g_app), _np(style_app), _np(lut)
+    gt, stt = _np(g_temp), _np(style_temp)
+    hh, ww = ga.shape
+    Hs, Ws = sa.shape
+    x0, y0 = (int(v) for v in origin)
+    jt = _as_jitter(jitter, levels)
+    jit = jt.table.numpy()
+    f32 = np.float32
+    lam_pos, lam_app, lam_temp = f32(lambda_pos), f32(lambda_app), f32(lambda_temp)
+    thr = f32(threshold)
+    sxs, sys_ = f32(256.0 / Ws), f32(256.0 / Hs)
+    temporal = gt is not None and lambda_temp > 0
+    flat_lut = lt.reshape(-1)
+
+    def lut_at(x: int, y: int) -> tuple[int, int]:
+        v = int(flat_lut[(_q_ref(gp[y, x, 1], Hs) * 256 + _q_ref(gp[y, x, 0], Ws)) * 256 + int(ga[y, x])])
+        return v % Ws, v // Ws
+
+    def err(x: int, y: int, ox: int, oy: int) -> np.float32:
+        dx = np.abs(gp[y, x, 0] - f32(ox)) * sxs
+        dy = np.abs(gp[y, x, 1] - f32(oy)) * sys_
+        e = lam_pos * (dx + dy)
+        e = e + lam_app * f32(abs(int(ga[y, x]) - int(sa[oy, ox])))
+        if temporal:
+            s = sum(abs(int(gt[y, x, c]) - int(stt[oy, ox, c])) for c in range(3))
+            e = e + (lam_temp * f32(s)) / f32(3.0)
+        return e
+
+    nnf = np.empty((hh, ww, 2), dtype=np.int32)
+    lv = np.full((hh, ww), -1, dtype=np.int8)
+    for y in range(hh):
+        for x in range(ww):
+            fx, fy = x + x0, y + y0
+            chosen = None
+            for level in range(levels, -1, -1):
+                h = 1 << level
+                bx, by = fx // h, fy // h
+                best = None
+                for ky in (-1, 0, 1):
+                    for kx in (-1, 0, 1):
+                        cx, cy = bx + kx, by + ky
+                        jx, jy = jit[level, cy % 256, cx % 256]
+                        sx = math.floor(h * (cx + float(jx)))
+                        sy = math.floor(h * (cy + float(jy)))
+                        if not (x0 <= sx < x0 + ww and y0 <= sy < y0 + hh):
+                            continue
+                        d = (fx - sx) ** 2 + (fy - sy) ** 2
+                        if best is None or d < best[0]:
+                            best = (d, sx - x0, sy - y0)
+                if best is None:
+                    continue
+                _, qx, qy = best
+                ux, uy = lut_at(qx, qy)
+                ox, oy = ux + x - qx, uy + y - qy
+                if not (0 <= ox < Ws and 0 <= oy < Hs):
+                    continue
+                if err(x, y, ox, oy) < thr:
+                    chosen = (ox, oy, level)
+                    break
+            if chosen is None:
+                ox, oy = lut_at(x, y)
+                chosen = (ox, oy, -1)
+            nnf[y, x] = chosen[:2]
+            lv[y, x] = chosen[2]
+    if return_levels:
+        return nnf, lv
+    return nnf
+
+
+# ========================================================================= denoising
+def _check_nnf(nnf: Any, what: str = "nnf") -> tuple[int, int]:
+    _check_arr(nnf, what, (None, None, 2), torch.int32)
+    hh, ww = int(nnf.shape[0]), int(nnf.shape[1])
+    check(hh >= 1 and ww >= 1, f"{what} size", "at least 1×1", (hh, ww))
+    return hh, ww
+
+
+def _check_radius(radius: Any) -> int:
+    check(isinstance(radius, (int, np.integer)) and not isinstance(radius, bool) and 0 <= radius <= MAX_RADIUS,
+          "radius", f"an integer in [0, {MAX_RADIUS}]", repr(radius))
+    return int(radius)
+
+
+def _window(radius: int) -> list[tuple[int, int]]:
+    return [(dy, dx) for dy in range(-radius, radius + 1) for dx in range(-radius, radius + 1)]
+
+
+def denoise_nnf(nnf: Any, *, style_shape: tuple[int, int], radius: int = 1,
+                tile_pixels: int | None = None) -> torch.Tensor:
+    """FaceBlit's NNF denoising: each pixel takes the most frequent relative offset of its window.
+
+    The relative offset of pixel q is ``NNF(q) − q``. Within the ``(2r+1)²`` window
+    around p (positions inside the region only) the most frequent offset ``r*``
+    wins; ties go to p's own offset when it is among the most frequent, else to
+    the first in window raster order (dy, then dx, from (−r, −r)). The result
+    ``p + r*`` replaces ``NNF(p)`` unless it falls outside the style.
+
+    Parameters
+    ----------
+    nnf : (h, w, 2) int32 tensor or numpy array
+        Style (x, y) per region pixel.
+    style_shape : (int, int), keyword-only
+        ``(Hs, Ws)`` of the style exemplar, px, each < 32768.
+    radius : int, keyword-only
+        Window radius r in [0, 8] (``StylizeConfig.blend_radius``); 0 returns a copy.
+    tile_pixels : int, optional, keyword-only
+        Pixels per tile; default ~2^16 on the CPU (less for r > 1), the whole
+        region elsewhere. Tuning only: the result does not depend on it.
+
+    Returns
+    -------
+    (h, w, 2) int32 tensor on the input's device
+        Denoised NNF, inside the style.
+
+    Raises
+    ------
+    ValueError
+        Wrong shape/dtype, radius, or a style side ≥ 32768 px.
+
+    Notes
+    -----
+    Counting is done for all pixels at once, with no data-dependent branches:
+    with ``EQ_δ(y) = [key(y) = key(y + δ)]`` for the ``(4r+1)² − 1`` shifts δ, the
+    count of window entry ``d`` of pixel p is ``A_{−d}(p + d)`` where ``A_c`` is
+    the sum of ``EQ_δ`` over the ``(2r+1)²`` shifts around ``c`` (a separable box
+    sum over δ). Positions outside the region carry unique sentinel keys, so
+    they count for nothing and never win. The winner is the maximum of
+    ``(count << b) + priority`` (centre first, then raster order). Work per pixel
+    grows as ``r³``; r = 1 costs ~120 elementwise operations. Equal to
+    :func:`denoise_nnf_reference`, and equal on every device.
+
+    References
+    ----------
+    Texler et al. 2021, §4 (NNF denoising before blending); DESIGN §6 "Blending / voting".
+    """
+    hh, ww = _check_nnf(nnf)
+    r = _check_radius(radius)
+    Hs, Ws = (int(v) for v in style_shape)
+    check(1 <= Hs < 32768 and 1 <= Ws < 32768, "style_shape", "(Hs, Ws) with sides in [1, 32767]", (Hs, Ws))
+    device = nnf.device if isinstance(nnf, torch.Tensor) else torch.device("cpu")
+    t = _to(nnf, device)
+    if r == 0:
+        return t.clone(memory_format=torch.contiguous_format)
+    win = _window(r)
+    K = len(win)
+    cv = _denoise_canvas(hh, ww, r, device)
+    R, wd, row0 = cv.R, cv.wd, cv.row0
+    i32 = dict(dtype=torch.int32, device=device)
+    # NNF packed as ((y + r) << 16) + (x + r), 0 off the region; NNF(p + d) − d is then
+    # one subtraction, and pk(q) − ((q_y << 16) + q_x) is q's relative offset as one
+    # injective int32 key (|r_x| < w + Ws ≤ 2^16). Off the region the canvas adds
+    # unique sentinels instead, which equal nothing and so never win.
+    pk = torch.zeros(cv.n, **i32)
+    pk.view(cv.hd, wd)[row0:row0 + hh, R:R + ww] = (t[..., 1] << 16).add_(t[..., 0]).add_((r << 16) + r)
+    kp = torch.add(pk, cv.key_base)
+
+    b = K.bit_length()             # 2^b > K ≥ every priority
+    prio, rank = {}, K - 1
+    for i, d in enumerate(win):
+        if i == K // 2:
+            prio[d] = K            # the centre wins every tie it is part of
+        else:
+            prio[d] = rank
+            rank -= 1
+    foff = torch.zeros(1 << b, **i32)
+    doff = torch.zeros(1 << b, **i32)
+    for (dy, dx), pv in prio.items():
+        foff[pv] = dy * wd + dx
+        doff[pv] = (dy << 16) + dx
+
+    n_b, n_a = (4 * r + 1) * (2 * r + 1), (2 * r + 1) ** 2
+    n_img = n_b + n_a + (4 * r + 1) + 6
+    if tile_pixels is None:
+        tile_pixels = (1 << 16) // r if device.type == "cpu" else hh * ww
+    budget_rows = max(1, (1 << 26) // (n_img * wd * 4) - 2 * r)   # ≤ 64 MiB of images per tile
+    rows_t = max(1, min(hh, int(tile_pixels) // wd, budget_rows))
+    ld_max = (rows_t + 2 * r) * wd
+    pool = torch.empty((n_b + n_a + 4 * r + 1, ld_max), **i32)
+    eq_buf, b_buf, a_buf = pool[:4 * r + 1], pool[4 * r + 1:4 * r + 1 + n_b], pool[4 * r + 1 + n_b:]
+    out = torch.empty((hh, ww, 2), **i32)
+    vs_full = torch.empty(rows_t * wd, **i32)
+    for t0 in range(0, hh, rows_t):
+        t1 = min(hh, t0 + rows_t)
+        nt = t1 - t0
+        base = (row0 + t0 - r) * wd
+        ld = (nt + 2 * r) * wd
+        dom = kp[base:base + ld]
+        bsum = {}
+        for dy in range(-2 * r, 2 * r + 1):
+            eq = {}
+            for j, dx in enumerate(range(-2 * r, 2 * r + 1)):
+                if dy or dx:
+                    o = base + dy * wd + dx
+                    eq[dx] = torch.eq(dom, kp[o:o + ld], out=eq_buf[j, :ld])
+            for cx in range(-r, r + 1):
+                dst = b_buf[len(bsum), :ld]
+                bsum[(dy, cx)] = _sum_into(dst, [eq[dx] for dx in range(cx - r, cx + r + 1) if dx in eq])
+        a_img = {}
+        for cy in range(-r, r + 1):
+            for cx in range(-r, r + 1):
+                dst = a_buf[len(a_img), :ld]
+                a_img[(cy, cx)] = _sum_into(dst, [bsum[(dy, cx)] for dy in range(cy - r, cy + r + 1)])
+        # Output positions: from column R of row t0 to column R + w − 1 of row t1 − 1.
+        L = (nt - 1) * wd + ww
+        s0 = r * wd + R
+        best = None
+        for dy, dx in win:
+            o = s0 + dy * wd + dx
+            src = a_img[(-dy, -dx)][o:o + L]
+            if best is None:
+                best = torch.bitwise_left_shift(src, b, out=eq_buf[0, :L]).add_(prio[(dy, dx)])
+            else:
+                sc = torch.bitwise_left_shift(src, b, out=eq_buf[1, :L]).add_(prio[(dy, dx)])
+                torch.maximum(best, sc, out=best)
+        pr = best.bitwise_and_((1 << b) - 1)
+        p0 = (row0 + t0) * wd + R
+        fidx = torch.index_select(foff, 0, pr, out=eq_buf[1, :L]).add_(cv.arange[p0:p0 + L])
+        v = torch.index_select(pk, 0, fidx, out=eq_buf[2, :L]).sub_(torch.index_select(doff, 0, pr, out=eq_buf[3, :L]))
+        xq = torch.bitwise_and(v, 0xFFFF, out=eq_buf[0, :L]).sub_(r)
+        yq = torch.bitwise_right_shift(v, 16, out=eq_buf[1, :L]).sub_(r)
+        # −1 where the new position leaves the style (one of four differences negative).
+        outside = torch.neg(xq, out=eq_buf[3, :L]).add_(Ws - 1).bitwise_or_(xq).bitwise_or_(yq)
+        outside.bitwise_or_(torch.neg(yq, out=eq_buf[0, :L]).add_(Hs - 1)).bitwise_right_shift_(31)
+        v0 = pk[p0:p0 + L]
+        # v ← v0 where outside: v ^= (v ^ v0) & outside.
+        v.bitwise_xor_(torch.bitwise_xor(v, v0, out=eq_buf[1, :L]).bitwise_and_(outside))
+        vs_full[:L] = v
+        vs = vs_full[:nt * wd].view(nt, wd)[:, :ww]
+        out[t0:t1, :, 0] = (vs & 0xFFFF) - r
+        out[t0:t1, :, 1] = (vs >> 16) - r
+    return out
+
+
+@dataclass
+class _Canvas:
+    R: int
+    wd: int
+    hd: int
+    row0: int
+    n: int
+    key_base: torch.Tensor   # −((y << 16) + x) inside the region, unique sentinels outside
+    arange: torch.Tensor
+
+
+_CANVASES: OrderedDict = OrderedDict()
+
+
+def _denoise_canvas(hh: int, ww: int, r: int, device: torch.device) -> _Canvas:
+    key = (hh, ww, r, str(device))
+    with _SEED_LOCK:
+        hit = _CANVASES.get(key)
+        if hit is not None:
+            _CANVASES.move_to_end(key)
+            return hit
+    R = 3 * r                      # EQ_δ over A's domain (region ± r) reaches ±3r
+    wd, hd = ww + 2 * R, hh + 2 * R + 2
+    row0 = R + 1                   # one spare row above and below for flat-index slack
+    n = hd * wd
+    # Keys of the region lie in (−h·2^16 − w, 2^31); sentinels below them.
+    check(hh < 32000 and n + (hh << 16) + ww < 2**31 - 1, "region size for denoising", "h < 32000 px",
+          (hh, ww))
+    i32 = dict(dtype=torch.int32, device=device)
+    kb = torch.arange(n, **i32).add_(-(2**31))
+    kb.view(hd, wd)[row0:row0 + hh, R:R + ww] = -(
+        (torch.arange(hh, **i32) << 16)[:, None] + torch.arange(ww, **i32)[None, :])
+    cv = _Canvas(R=R, wd=wd, hd=hd, row0=row0, n=n, key_base=kb, arange=torch.arange(n, **i32))
+    with _SEED_LOCK:
+        _CANVASES[key] = cv
+        while len(_CANVASES) > 4:
+            _CANVASES.popitem(last=False)
+    return cv
+
+
+def _sum_into(dst: torch.Tensor, terms: list) -> torch.Tensor:
+    if len(terms) == 1:
+        return dst.copy_(terms[0])
+    torch.add(terms[0], terms[1], out=dst)
+    for x in terms[2:]:
+        dst.add_(x)
+    return dst
+
+
+def denoise_nnf_reference(nnf: Any, *, style_shape: tuple[int, int], radius: int = 1) -> np.ndarray:
+    """Per-pixel loop version of :func:`denoise_nnf` (the definition; small images only).
+
+    Parameters
+    ----------
+    nnf : (h, w, 2) int32
+    style_shape : (int, int), keyword-only
+        ``(Hs, Ws)``.
+    radius : int, keyword-only
+
+    Returns
+    -------
+    (h, w, 2) int32 numpy array
+
+    Raises
+    ------
+    ValueError
+        Wrong shape/dtype or radius.
+
+    References
+    ----------
+    Texler et al. 2021, §4; DESIGN §6.
+    """
+    hh, ww = _check_nnf(nnf)
+    r = _check_radius(radius)
+    a = _np(nnf)
+    Hs, Ws = (int(v) for v in style_shape)
+    out = a.copy()
+    for y in range(hh):
+        for x in range(ww):
+            offs = []
+            for dy, dx in _window(r):
+                qy, qx = y + dy, x + dx
+                if 0 <= qy < hh and 0 <= qx < ww:
+                    offs.append((int(a[qy, qx, 0]) - qx, int(a[qy, qx, 1]) - qy))
+            counts: dict = {}
+            for o in offs:
+                counts[o] = counts.get(o, 0) + 1
+            best = max(counts.values())
+            own = (int(a[y, x, 0]) - x, int(a[y, x, 1]) - y)
+            pick = own if counts[own] == best else next(o for o in offs if counts[o] == best)
+            nx_, ny_ = x + pick[0], y + pick[1]
+            if 0 <= nx_ < Ws and 0 <= ny_ < Hs:
+                out[y, x] = (nx_, ny_)
+    return out
+
+
+# ============================================================================= voting
+_VOTE_CACHE = _IdentityCache(8)
+
+
+@dataclass(frozen=True)
+class _VotePacking:
+    """How votes are packed so that a window offset costs one gather + one add per table.
+
+    Up to r = 7: two int32 tables with 16-bit fields (sums ≤ 225·255 < 2^16, and
+    int32 adds are fast), ``(R << 16) + G`` and ``(1 << 16) + B`` (the 1 counts the
+    vote). For r = 8: one int64 table with 18-bit fields (sums ≤ 289·255 < 2^18).
+    Every add is exact integer arithmetic: no field ever carries into the next.
+    """
+
+    name: str
+    dtype: torch.dtype
+    fields: tuple   # (table, shift, mask) of R, G, B and of the vote count
+
+
+_PACK16 = _VotePacking("16", torch.int32, ((0, 16, 0xFFFF), (0, 0, 0xFFFF), (1, 0, 0xFFFF), (1, 16, 0xFFFF)))
+_PACK18 = _VotePacking("18", torch.int64, ((0, 36, 0x3FFFF), (0, 18, 0x3FFFF), (0, 0, 0x3FFFF), (0, 54, 0x1FF)))
+
+
+def _vote_tables(style_image: Any, pad: int, pack: _VotePacking, device: torch.device) -> list:
+    def build() -> list:
+        img = _to(style_image, device).to(pack.dtype)
+        Hs, Ws = img.shape[:2]
+        R, G, B = img[..., 0], img[..., 1], img[..., 2]
+        if pack.name == "16":
+            planes = [(R << 16) + G, B + (1 << 16)]
+        else:
+            planes = [(R << 36) + (G << 18) + B + (1 << 54)]
+        out = []
+        for pl in planes:
+            tab = torch.zeros((Hs + 2 * pad, Ws + 2 * pad), dtype=pack.dtype, device=device)
+            tab[pad:pad + Hs, pad:pad + Ws] = pl
+            out.append(tab.reshape(-1))
+        return out
+
+    return _VOTE_CACHE.get((style_image,), ("vote", pad, pack.name, str(device)), build)
+
+
+def _division_table(radius: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """Rounded means ``(2s + c) // (2c)`` for every vote count c ≤ K and sum s ≤ 255·c."""
+    key = ("div", radius, str(device))
+    with _DIV_LOCK:
+        hit = _DIV_TABLES.get(key)
+    if hit is None:
+        K = (2 * radius + 1) ** 2
+        parts, bases, pos = [np.zeros(1, dtype=np.uint8)], [0], 1
+        for c in range(1, K + 1):
+            sums = np.arange(255 * c + 1, dtype=np.int64)
+            parts.append(((2 * sums + c) // (2 * c)).astype(np.uint8))
+            bases.append(pos)
+            pos += 255 * c + 1
+        hit = (torch.from_numpy(np.concatenate(parts)).to(device),
+               torch.tensor(bases, dtype=torch.int32, device=device))
+        with _DIV_LOCK:
+            _DIV_TABLES[key] = hit
+    return hit
+
+
+_DIV_TABLES: dict = {}
+_DIV_LOCK = threading.Lock()
+
+
+def vote(nnf: Any, style_image: Any, *, radius: int = 1, tile_pixels: int | None = None) -> torch.Tensor:
+    """Blend by voting: each pixel's colour is the rounded mean of ``style[NNF(p + d) − d]``.
+
+    Over window offsets ``d`` in ``[−r, r]²`` with ``p + d`` inside the region, the
+    votes ``style[NNF(p + d) − d]`` that fall inside the style are averaged per
+    channel in integers, rounding half up: ``(2·sum + n) // (2·n)``. The centre's
+    own vote ``style[NNF(p)]`` always counts, so ``n ≥ 1``.
+
+    Parameters
+    ----------
+    nnf : (h, w, 2) int32 tensor or numpy array
+        Style (x, y) per region pixel, inside the style.
+    style_image : (Hs, Ws, 3) uint8 RGB
+        The style exemplar.
+    radius : int, keyword-only
+        Window radius r in [0, 8] (``StylizeConfig.blend_radius``; StyleBlit demo: 1).
+    tile_pixels : int, optional, keyword-only
+        Pixels per tile; default 2^16 on the CPU, the whole region elsewhere.
+        Tuning only: the result does not depend on it.
+
+    Returns
+    -------
+    (h, w, 3) uint8 RGB tensor on the NNF's device
+
+    Raises
+    ------
+    ValueError
+        Wrong shapes/dtypes, radius, or NNF entries outside the style.
+
+    Notes
+    -----
+    Colours and a vote count are packed into integer fields (see ``_VotePacking``),
+    so a window offset costs one gather and one add per packed table; positions
+    off the region read a zero entry. The rounded mean comes from a table of
+    ``(2s + c) // (2c)`` (exact integers, no division on the device). Equal to
+    :func:`vote_reference` and equal on every device. The packed style is cached
+    by the identity of ``style_image`` (treat numpy arrays as immutable).
+
+    References
+    ----------
+    Sýkora et al. 2019, §4 (blending by voting); Texler et al. 2021, §4; DESIGN §6.
+    """
+    hh, ww = _check_nnf(nnf)
+    r = _check_radius(radius)
+    _check_arr(style_image, "style_image", (None, None, 3), torch.uint8)
+    Hs, Ws = int(style_image.shape[0]), int(style_image.shape[1])
+    device = _device_of(nnf, style_image)
+    t = _to(nnf, device)
+    lo, hi = torch.aminmax(t.reshape(-1, 2), dim=0)
+    lo_x, lo_y, hi_x, hi_y = int(lo[0]), int(lo[1]), int(hi[0]), int(hi[1])
+    check(lo_x >= 0 and hi_x < Ws and lo_y >= 0 and hi_y < Hs, "nnf values", f"inside the style {Ws}×{Hs}",
+          f"x in [{lo_x}, {hi_x}], y in [{lo_y}, {hi_y}]")
+    pad = 2 * r + 1
+    wpad = Ws + 2 * pad
+    check((Hs + 2 * pad) * wpad < 2**31, "style size", "< 2^31 padded pixels", (Hs, Ws))
+    pack = _PACK16 if r <= 7 else _PACK18
+    tables = _vote_tables(style_image, pad, pack, device)
+    divtab, divbase = _division_table(r, device)
+    b0 = r * wpad + r
+    w2 = ww + 2 * r
+    if tile_pixels is None:
+        tile_pixels = (1 << 16) if device.type == "cpu" else hh * w2
+    rows_t = max(1, min(hh, int(tile_pixels) // w2))
+    i32 = dict(dtype=torch.int32, device=device)
+    out = torch.empty((hh, ww, 3), dtype=torch.uint8, device=device)
+    # Index tile (rows t0 − r … t1 + r, plus a spare row) over a padded canvas whose
+    # rows are contiguous, so each window offset is a plain 1-D slice. Off-region
+    # entries are 0 and read table[(r, r) − d], which lies in the zero border.
+    idx = torch.empty((rows_t + 2 * r + 1, w2), **i32)
+    cap = rows_t * w2
+    accs = [torch.empty(cap, dtype=pack.dtype, device=device) for _ in tables]
+    gbuf = torch.empty(cap, dtype=pack.dtype, device=device)
+    rgb = torch.empty((cap, 3), **i32)
+    col = torch.empty(cap * 3, dtype=torch.uint8, device=device)
+    win = _window(r)
+    for t0 in range(0, hh, rows_t):
+        t1 = min(hh, t0 + rows_t)
+        nt = t1 - t0
+        n = nt * w2
+        s0, s1 = max(0, t0 - r), min(hh, t1 + r)
+        idx.zero_()
+        src = t[s0:s1]
+        idx[s0 - t0 + r:s1 - t0 + r, r:r + ww] = (src[..., 1] * wpad).add_(src[..., 0]).add_(pad * wpad + pad - b0)
+        flat = idx.view(-1)
+        for acc_b, table in zip(accs, tables):
+            acc, g = acc_b[:n], gbuf[:n]
+            for i, (dy, dx) in enumerate(win):
+                start = (r + dy) * w2 + (r + dx)
+                view = table[b0 - (dy * wpad + dx):]
+                torch.index_select(view, 0, flat[start:start + n], out=g if i else acc)
+                if i:
+                    acc.add_(g)
+        sel = rgb[:n]
+        for ch, (ti, sh, mk) in enumerate(pack.fields[:3]):
+            v = torch.bitwise_right_shift(accs[ti][:n], sh) if sh else accs[ti][:n]
+            sel[:, ch] = torch.bitwise_and(v, mk)
+        ti, sh, mk = pack.fields[3]
+        cnt = torch.bitwise_right_shift(accs[ti][:n], sh).bitwise_and_(mk).to(torch.int32)
+        sel.add_(torch.index_select(divbase, 0, cnt)[:, None])
+        cols = torch.index_select(divtab, 0, sel.view(-1), out=col[:3 * n]).view(nt, w2, 3)
+        out[t0:t1] = cols[:, :ww]
+    return out
+
+
+def vote_reference(nnf: Any, style_image: Any, *, radius: int = 1) -> np.ndarray:
+    """Per-pixel loop version of :func:`vote` (the definition; small images only).
+
+    Parameters
+    ----------
+    nnf : (h, w, 2) int32
+    style_image : (Hs, Ws, 3) uint8
+    radius : int, keyword-only
+
+    Returns
+    -------
+    (h, w, 3) uint8 numpy array
+
+    Raises
+    ------
+    ValueError
+        Wrong shapes/dtypes or radius.
+
+    References
+    ----------
+    Sýkora et al. 2019, §4; DESIGN §6.
+    """
+    hh, ww = _check_nnf(nnf)
+    r = _check_radius(radius)
+    a, img = _np(nnf), _np(style_image)
+    Hs, Ws = img.shape[:2]
+    out = np.empty((hh, ww, 3), dtype=np.uint8)
+    for y in range(hh):
+        for x in range(ww):
+            s = [0, 0, 0]
+            n = 0
+            for dy, dx in _window(r):
+                qy, qx = y + dy, x + dx
+                if not (0 <= qy < hh and 0 <= qx < ww):
+                    continue
+                ox, oy = int(a[qy, qx, 0]) - dx, int(a[qy, qx, 1]) - dy
+                if 0 <= ox < Ws and 0 <= oy < Hs:
+                    n += 1
+                    for ch in range(3):
+                        s[ch] += int(img[oy, ox, ch])
+            out[y, x] = [(2 * v + n) // (2 * n) for v in s]
+    return out

@@ -1,0 +1,378 @@
+"""StyleBlit synthesis, NNF denoising and voting (faceblit_core.synthesis).
+
+The vectorized functions must equal the per-pixel reference loops exactly, for
+any tile size, region origin and cache state; these tests check that on random
+but *structured* inputs (smooth positional guide, a lookup table consistent
+with it) so that every seed level accepts some pixels, and on a crop of real
+guides of the team's data.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from faceblit_core import synthesis as syn
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+# ------------------------------------------------------------------------------ inputs
+@functools.lru_cache(maxsize=8)
+def _style(Hs: int, Ws: int, seed: int):
+    """Style appearance/temporal guides and a lookup table consistent with the positions."""
+    rng = np.random.default_rng(seed)
+    app = rng.integers(96, 160, (Hs, Ws), dtype=np.uint8)
+    temp = rng.integers(0, 256, (Hs, Ws, 3), dtype=np.uint8)
+    image = rng.integers(0, 256, (Hs, Ws, 3), dtype=np.uint8)
+    # LUT[y8, x8, a] = pixel near the cell centre, moved by a small a-dependent step,
+    # so neighbouring cells map to neighbouring pixels as a real table does.
+    cx = np.clip(np.round((np.arange(256) + 0.5) * Ws / 256 - 0.5), 0, Ws - 1).astype(np.int64)
+    cy = np.clip(np.round((np.arange(256) + 0.5) * Hs / 256 - 0.5), 0, Hs - 1).astype(np.int64)
+    step = rng.integers(-1, 2, (256, 2))
+    x = np.clip(cx[None, :, None] + step[None, None, :, 0], 0, Ws - 1)
+    y = np.clip(cy[:, None, None] + step[None, None, :, 1], 0, Hs - 1)
+    lut = (y * Ws + x).astype(np.int32)
+    lut = np.broadcast_to(lut, (256, 256, 256)).copy()
+    return app, temp, image, lut
+
+
+def _guides(h: int, w: int, Hs: int, Ws: int, seed: int, *, temporal: bool):
+    rng = np.random.default_rng(seed + 1000)
+    app, temp, image, lut = _style(Hs, Ws, seed % 3)
+    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
+    sx, sy = rng.uniform(0.7, 1.3), rng.uniform(0.7, 1.3)
+    gx = xx * sx + rng.uniform(-3, Ws / 2) + 1.5 * np.sin(yy / 7.0) + rng.normal(0, 0.3, (h, w))
+    gy = yy * sy + rng.uniform(-3, Hs / 2) + 1.5 * np.cos(xx / 9.0) + rng.normal(0, 0.3, (h, w))
+    g_pos = np.stack([gx, gy], -1).astype(np.float32)
+    # Appearance close to the style's at the mapped position: small errors, mixed acceptance.
+    ix = np.clip(np.round(gx), 0, Ws - 1).astype(int)
+    iy = np.clip(np.round(gy), 0, Hs - 1).astype(int)
+    g_app = np.clip(app[iy, ix].astype(int) + rng.integers(-6, 7, (h, w)), 0, 255).astype(np.uint8)
+    kw = {}
+    if temporal:
+        g_temp = np.clip(temp[iy, ix].astype(int) + rng.integers(-20, 21, (h, w, 3)), 0, 255).astype(np.uint8)
+        kw = dict(g_temp=g_temp, style_temp=temp, lambda_temp=0.75)
+    return g_pos, g_app, app, lut, image, kw
+
+
+def _compare(g_pos, g_app, app, lut, *, tile_pixels=None, **kw):
+    got, got_lv = syn.styleblit(g_pos, g_app, app, lut, return_levels=True, tile_pixels=tile_pixels, **kw)
+    want, want_lv = syn.styleblit_reference(g_pos, g_app, app, lut, return_levels=True, **kw)
+    np.testing.assert_array_equal(got.numpy(), want)
+    np.testing.assert_array_equal(got_lv.numpy(), want_lv)
+    # Without return_levels (the level-0 statistics pass off) the NNF is the same.
+    np.testing.assert_array_equal(syn.styleblit(g_pos, g_app, app, lut, tile_pixels=tile_pixels, **kw).numpy(), want)
+    return want, want_lv
+
+
+# ------------------------------------------------------------------------------ jitter
+def test_jitter_table_is_seeded_cached_and_in_range():
+    a = syn.make_jitter(3, 4)
+    assert a.shape == (5, 256, 256, 2) and a.dtype == torch.float32
+    assert float(a.min()) >= 0.0 and float(a.max()) < 1.0
+    np.testing.assert_array_equal(a.numpy(), np.random.default_rng(3).random((5, 256, 256, 2), dtype=np.float32))
+    assert syn.JitterTable.create(3, 4) is syn.JitterTable.create(3, 4)
+    assert not torch.equal(a, syn.make_jitter(4, 4))
+    first = float(a[0, 0, 0, 0])
+    a[0, 0, 0, 0] = 2.0          # callers get a copy; the cached table is untouched
+    assert float(syn.JitterTable.create(3, 4).table[0, 0, 0, 0]) == first
+    wrapped = syn.JitterTable.from_tensor(syn.make_jitter(3, 4))
+    assert wrapped.key == syn.JitterTable.from_tensor(syn.make_jitter(3, 4).numpy()).key
+    with pytest.raises(ValueError, match="levels"):
+        syn.JitterTable.create(0, 12)
+    with pytest.raises(ValueError, match="jitter table values"):
+        syn.JitterTable.from_tensor(torch.ones(2, 256, 256, 2))
+
+
+def test_seeds_are_floor_of_h_times_b_plus_j_in_frame_coordinates():
+    jt = syn.JitterTable.create(11, 7)
+    table = jt.table.numpy().astype(np.float64)
+    for level in (0, 1, 3, 7):
+        h = 1 << level
+        bx = torch.tensor([-3, -1, 0, 5, 255, 256, 700, 40000], dtype=torch.int32)
+        by = torch.tensor([-2, 0, 1, 257, 9999], dtype=torch.int32)
+        sx, sy = syn._seed_grid(jt, level, bx, by, torch.device("cpu"))
+        for i, cy in enumerate(by.tolist()):
+            for j, cx in enumerate(bx.tolist()):
+                jx, jy = table[level, cy % 256, cx % 256]
+                assert sx[i, j] == math.floor(h * (cx + jx)) and sy[i, j] == math.floor(h * (cy + jy))
+
+
+def test_quantize_position_is_exact_floor_like_the_lut_module():
+    lut_mod = pytest.importorskip("faceblit_core.lut")
+    rng = np.random.default_rng(0)
+    for size in (1, 3, 255, 256, 480, 768, 1000, 1024):
+        k = np.arange(-3, 260)
+        exact = (k * size / 256.0).astype(np.float32)          # multiples of size/256 and neighbours
+        v = np.concatenate([exact, np.nextafter(exact, -np.inf), np.nextafter(exact, np.inf),
+                            rng.uniform(-50, size + 50, 5000).astype(np.float32),
+                            np.array([-0.0, 0.0, 1e-30, -1e-30, 1e9, -1e9, size, size - 1e-3], np.float32)])
+        v = v.astype(np.float32)
+        want, _ = lut_mod.quantize_position(v, v, style_w=size, style_h=size)
+        got = syn.quantize_position_torch(torch.from_numpy(v), size)
+        assert got.dtype == torch.int32
+        np.testing.assert_array_equal(got.numpy(), want)
+
+
+# ---------------------------------------------------------------------------- styleblit
+CASES = [
+    # h, w, Hs, Ws, levels, threshold, origin, temporal, seed
+    (17, 23, 40, 30, 3, 50.0, (5, 7), False, 1),
+    (31, 40, 48, 40, 4, 50.0, (130, 3), True, 2),
+    (1, 1, 5, 5, 2, 50.0, (0, 0), False, 3),
+    (9, 33, 12, 50, 0, 50.0, (0, 0), False, 4),
+    (20, 20, 30, 30, 4, 0.0, (3, 3), False, 5),
+    (25, 19, 40, 30, 2, 1e30, (1000, 2000), True, 6),
+    (13, 37, 30, 60, 4, 25.0, (64, 128), False, 7),
+    (40, 3, 64, 20, 3, 80.0, (7, 255), True, 8),
+    (2, 45, 20, 64, 1, 40.0, (511, 1), False, 9),
+    (33, 29, 50, 50, 4, math.inf, (0, 0), False, 10),
+]
+
+
+@pytest.mark.parametrize("h, w, Hs, Ws, levels, threshold, origin, temporal, seed", CASES)
+def test_styleblit_equals_reference(h, w, Hs, Ws, levels, threshold, origin, temporal, seed):
+    g_pos, g_app, app, lut, _, kw = _guides(h, w, Hs, Ws, seed, temporal=temporal)
+    kw.update(origin=origin, jitter=seed, threshold=threshold, levels=levels)
+    _, lv = _compare(g_pos, g_app, app, lut, **kw)
+    _compare(g_pos, g_app, app, lut, tile_pixels=w * 2 + 1, **kw)   # other tiling, same result
+    if threshold == 0.0:
+        assert (lv == -1).all()
+    if threshold >= 1e30 and levels > 0 and h * w > 100:
+        assert (lv == levels).mean() > 0.5
+
+
+def test_styleblit_cases_exercise_every_level():
+    seen = set()
+    for h, w, Hs, Ws, levels, threshold, origin, temporal, seed in CASES:
+        g_pos, g_app, app, lut, _, kw = _guides(h, w, Hs, Ws, seed, temporal=temporal)
+        _, lv = syn.styleblit(g_pos, g_app, app, lut, origin=origin, jitter=seed, threshold=threshold,
+                              levels=levels, return_levels=True, **kw)
+        seen |= set(np.unique(lv.numpy()).tolist())
+    assert {-1, 0, 1, 2, 3, 4} <= seen
+
+
+@settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(h=st.integers(1, 14), w=st.integers(1, 14), levels=st.integers(0, 4),
+       x0=st.integers(0, 600), y0=st.integers(0, 600), seed=st.integers(0, 50),
+       threshold=st.sampled_from([0.0, 10.0, 50.0, 120.0, 1e9]), temporal=st.booleans())
+def test_styleblit_equals_reference_property(h, w, levels, x0, y0, seed, threshold, temporal):
+    g_pos, g_app, app, lut, _, kw = _guides(h, w, 24, 18, seed, temporal=temporal)
+    kw.update(origin=(x0, y0), jitter=seed % 5, threshold=threshold, levels=levels)
+    _compare(g_pos, g_app, app, lut, tile_pixels=1 + seed % 40, **kw)
+
+
+def test_moving_region_reuses_the_seed_window_and_stays_exact():
+    syn.clear_caches()
+    g_pos, g_app, app, lut, _, kw = _guides(24, 30, 40, 40, 3, temporal=False)
+    jt = syn.JitterTable.create(2, 4)
+    # A face box drifting across the frame: the window cache grows, regions reuse it.
+    for origin in [(100, 50), (103, 52), (90, 70), (160, 20), (5, 5)]:
+        _compare(g_pos, g_app, app, lut, origin=origin, jitter=jt, levels=4, threshold=60.0)
+    assert len(syn._WINDOWS) == 1
+
+
+def test_styleblit_accepts_numpy_and_tensors_and_keeps_the_device():
+    g_pos, g_app, app, lut, _, kw = _guides(12, 15, 20, 20, 1, temporal=True)
+    a = syn.styleblit(g_pos, g_app, app, lut, jitter=0, levels=3, **kw)
+    b = syn.styleblit(torch.from_numpy(g_pos), torch.from_numpy(g_app), torch.from_numpy(app),
+                      torch.from_numpy(lut), jitter=syn.JitterTable.create(0, 3), levels=3,
+                      g_temp=torch.from_numpy(kw["g_temp"]), style_temp=torch.from_numpy(kw["style_temp"]),
+                      lambda_temp=kw["lambda_temp"])
+    c = syn.styleblit(g_pos, g_app, app, lut, jitter=syn.make_jitter(0, 5), levels=3, **kw)
+    assert a.dtype == torch.int32 and a.shape == (12, 15, 2) and a.device.type == "cpu"
+    assert torch.equal(a, b) and torch.equal(a, c)
+    assert (a[..., 0] >= 0).all() and (a[..., 0] < 20).all() and (a[..., 1] >= 0).all() and (a[..., 1] < 20).all()
+
+
+def test_in_place_change_of_a_style_tensor_is_noticed():
+    g_pos, g_app, app, lut, _, _ = _guides(16, 16, 24, 24, 2, temporal=False)
+    app_t, lut_t = torch.from_numpy(app.copy()), torch.from_numpy(lut.copy())
+    kw = dict(jitter=1, levels=3, threshold=40.0)
+    syn.styleblit(g_pos, g_app, app_t, lut_t, **kw)
+    app_t[:] = 0          # appearance far from the target: nothing is accepted any more
+    lut_t[:] = 5
+    got = syn.styleblit(g_pos, g_app, app_t, lut_t, **kw)
+    np.testing.assert_array_equal(got.numpy(), syn.styleblit_reference(g_pos, g_app, app_t, lut_t, **kw))
+    assert (got[..., 0] == 5).all() and (got[..., 1] == 0).all()
+
+
+def test_styleblit_rejects_bad_inputs():
+    g_pos, g_app, app, lut, _, kw = _guides(8, 8, 16, 16, 0, temporal=True)
+    base = dict(jitter=0, levels=2)
+    with pytest.raises(ValueError, match="g_pos"):
+        syn.styleblit(g_pos[..., :1], g_app, app, lut, **base)
+    with pytest.raises(ValueError, match="g_pos dtype"):
+        syn.styleblit(g_pos.astype(np.float64), g_app, app, lut, **base)
+    with pytest.raises(ValueError, match="g_app"):
+        syn.styleblit(g_pos, g_app[:4], app, lut, **base)
+    with pytest.raises(ValueError, match="lut"):
+        syn.styleblit(g_pos, g_app, app, lut[:10], **base)
+    with pytest.raises(ValueError, match="lookup table values"):
+        syn.styleblit(g_pos, g_app, app, np.full((256, 256, 256), 16 * 16, np.int32), **base)
+    with pytest.raises(ValueError, match="temporal guides"):
+        syn.styleblit(g_pos, g_app, app, lut, g_temp=kw["g_temp"], **base)
+    with pytest.raises(ValueError, match="threshold"):
+        syn.styleblit(g_pos, g_app, app, lut, threshold=-1.0, **base)
+    with pytest.raises(ValueError, match="jitter table levels"):
+        syn.styleblit(g_pos, g_app, app, lut, jitter=syn.JitterTable.create(0, 1), levels=3)
+    with pytest.raises(ValueError, match="levels"):
+        syn.styleblit(g_pos, g_app, app, lut, jitter=0, levels=10)
+    with pytest.raises(ValueError, match="region size"):
+        syn.styleblit(g_pos[:0], g_app[:0], app, lut, **base)
+
+
+# -------------------------------------------------------------------- real guides
+def _real_crop(shared_data: Path, size: int = 64):
+    """Guides of a crop of target2.png against the 480×640 watercolorgirl exemplar.
+
+    Real appearance guides (faceblit_core.guides) and the real lookup table
+    (faceblit_core.lut); the positional guide is a smooth map target → style
+    (scale + gentle bend), which needs no landmark detector.
+    """
+    import cv2
+
+    appearance = pytest.importorskip("faceblit_core.guides.appearance")
+    lut_mod = pytest.importorskip("faceblit_core.lut")
+    target = cv2.cvtColor(cv2.imread(str(shared_data / "images" / "target2.png")), cv2.COLOR_BGR2RGB)
+    style = cv2.cvtColor(cv2.imread(str(shared_data / "styles" / "watercolorgirl_480x640.png")), cv2.COLOR_BGR2RGB)
+    Hs, Ws = style.shape[:2]
+    H, W = target.shape[:2]
+    s_app = appearance.stretch_contrast(appearance.appearance_guide(style))
+    t_app = appearance.match_histogram(appearance.appearance_guide(target), appearance.app_cdf(s_app))
+    x0, y0 = W // 2 - 40, H // 3 + 10
+    yy, xx = np.mgrid[y0:y0 + size, x0:x0 + size].astype(np.float32)
+    gx = xx * (Ws / W) + 2.0 * np.sin(yy / 40.0)
+    gy = yy * (Hs / H) + 2.0 * np.cos(xx / 50.0)
+    g_pos = np.stack([gx, gy], -1).astype(np.float32)
+    g_app = np.ascontiguousarray(t_app[y0:y0 + size, x0:x0 + size])
+    lut = lut_mod.build_lookup_table(s_app, radius=12.0)
+    return g_pos, g_app, s_app, lut, style, (x0, y0)
+
+
+def test_styleblit_and_voting_equal_reference_on_real_guides(shared_data):
+    g_pos, g_app, s_app, lut, style, origin = _real_crop(shared_data)
+    for levels, threshold in ((6, 50.0), (4, 24.0)):
+        nnf, lv = _compare(g_pos, g_app, s_app, lut, origin=origin, jitter=7, levels=levels, threshold=threshold)
+        assert len(np.unique(lv)) >= 3            # several levels accept on real data
+    den = syn.denoise_nnf(nnf, style_shape=s_app.shape, radius=1)
+    np.testing.assert_array_equal(den.numpy(), syn.denoise_nnf_reference(nnf, style_shape=s_app.shape, radius=1))
+    col = syn.vote(den, style, radius=1)
+    np.testing.assert_array_equal(col.numpy(), syn.vote_reference(den.numpy(), style, radius=1))
+
+
+# ---------------------------------------------------------------- denoising and voting
+def _nnf(rng, h, w, Hs, Ws, kind):
+    yy, xx = np.mgrid[0:h, 0:w]
+    if kind == "random":
+        nx, ny = rng.integers(0, Ws, (h, w)), rng.integers(0, Hs, (h, w))
+    else:  # chunks: a few relative offsets, piecewise constant, plus noise pixels
+        pal = rng.integers(-4, 5, (4, 2))
+        blocks = rng.integers(0, 4, (h // 3 + 1, w // 3 + 1)).repeat(3, 0).repeat(3, 1)[:h, :w]
+        noise = rng.random((h, w)) < 0.15
+        choice = np.where(noise, rng.integers(0, 4, (h, w)), blocks)
+        nx = np.clip(xx + pal[choice, 0] + rng.integers(0, 3), 0, Ws - 1)
+        ny = np.clip(yy + pal[choice, 1] + rng.integers(0, 3), 0, Hs - 1)
+    return np.stack([nx, ny], -1).astype(np.int32)
+
+
+@settings(max_examples=40, deadline=None)
+@given(h=st.integers(1, 20), w=st.integers(1, 20), Hs=st.integers(1, 24), Ws=st.integers(1, 24),
+       radius=st.integers(0, 3), seed=st.integers(0, 10**6), kind=st.sampled_from(["random", "chunks"]),
+       tile=st.integers(1, 300))
+def test_denoise_and_vote_equal_reference(h, w, Hs, Ws, radius, seed, kind, tile):
+    rng = np.random.default_rng(seed)
+    nnf = _nnf(rng, h, w, Hs, Ws, kind)
+    image = rng.integers(0, 256, (Hs, Ws, 3), dtype=np.uint8)
+    den = syn.denoise_nnf(nnf, style_shape=(Hs, Ws), radius=radius, tile_pixels=tile)
+    np.testing.assert_array_equal(den.numpy(), syn.denoise_nnf_reference(nnf, style_shape=(Hs, Ws), radius=radius))
+    col = syn.vote(nnf, image, radius=radius, tile_pixels=tile)
+    np.testing.assert_array_equal(col.numpy(), syn.vote_reference(nnf, image, radius=radius))
+
+
+@pytest.mark.parametrize("radius", [7, 8])
+def test_large_radius_paths(radius):
+    # r = 8 switches the vote to 64-bit packing; both denoise tiles shrink with r.
+    rng = np.random.default_rng(radius)
+    nnf = _nnf(rng, 11, 13, 30, 25, "chunks")
+    image = rng.integers(0, 256, (30, 25, 3), dtype=np.uint8)
+    np.testing.assert_array_equal(syn.vote(nnf, image, radius=radius).numpy(),
+                                  syn.vote_reference(nnf, image, radius=radius))
+    np.testing.assert_array_equal(syn.denoise_nnf(nnf, style_shape=(30, 25), radius=radius).numpy(),
+                                  syn.denoise_nnf_reference(nnf, style_shape=(30, 25), radius=radius))
+
+
+def test_vote_of_a_uniform_chunk_is_the_copied_pixel_and_rounding_is_half_up():
+    image = np.zeros((4, 4, 3), np.uint8)
+    image[..., 0] = np.arange(16, dtype=np.uint8).reshape(4, 4) * 10
+    yy, xx = np.mgrid[0:4, 0:4]
+    nnf = np.stack([xx, yy], -1).astype(np.int32)         # identity: every window agrees
+    np.testing.assert_array_equal(syn.vote(nnf, image, radius=1).numpy(), image)
+    # Two votes 0 and 1 → mean 0.5 → 1 (half up); three votes 0, 0, 1 → 0.33 → 0.
+    img = np.array([[[0, 0, 0], [1, 1, 1]]], np.uint8)
+    nnf2 = np.array([[[0, 0], [0, 0]]], np.int32)          # pixel 1 votes style[0 − 1] (outside) and …
+    got = syn.vote(nnf2, img, radius=1).numpy()
+    np.testing.assert_array_equal(got, syn.vote_reference(nnf2, img, radius=1))
+    nnf3 = np.array([[[0, 0], [1, 0]]], np.int32)
+    assert syn.vote(nnf3, img, radius=1).numpy()[0, 0, 0] == 0      # votes: img[0]=0, img[1−1]=0
+    nnf4 = np.array([[[1, 0], [1, 0]]], np.int32)
+    # pixel 0: own vote img[1] = 1, from pixel 1: img[1 − 1] = 0 → mean 0.5 → rounds up to 1
+    assert syn.vote(nnf4, img, radius=1).numpy()[0, 0, 0] == 1
+
+
+def test_denoise_tie_rules():
+    # Row of 3 pixels, radius 1: window of pixel 1 = all three pixels.
+    Hs, Ws = 1, 50
+    # Offsets (nx − x): a, b, c all different → all counts 1 → centre (pixel 1) keeps its own.
+    nnf = np.array([[[10, 0], [30, 0], [20, 0]]], np.int32)
+    assert syn.denoise_nnf(nnf, style_shape=(Hs, Ws)).numpy()[0, 1, 0] == 30
+    # Pixels 0 and 2 share offset 10 (10 − 0 = 12 − 2): it wins over the centre's own.
+    nnf = np.array([[[10, 0], [30, 0], [12, 0]]], np.int32)
+    assert syn.denoise_nnf(nnf, style_shape=(Hs, Ws)).numpy()[0, 1, 0] == 11
+    # A winner that would leave the style keeps the original entry.
+    nnf = np.array([[[0, 0], [49, 0], [0, 0]]], np.int32)    # offsets 0, 48, −2 → for pixel 0: tie, centre
+    got = syn.denoise_nnf(nnf, style_shape=(Hs, Ws)).numpy()
+    np.testing.assert_array_equal(got, syn.denoise_nnf_reference(nnf, style_shape=(Hs, Ws)))
+    # 3×4 region: for pixel (3, 1) the three pixels of column 2 vote offset +47
+    # (x = 49); column 3 has three different offsets. 3 + 47 = 50 is outside → kept.
+    nnf = np.zeros((3, 4, 2), np.int32)
+    nnf[..., 1] = np.arange(3)[:, None]
+    nnf[:, 0, 0], nnf[:, 1, 0], nnf[:, 2, 0], nnf[:, 3, 0] = 10, 20, 49, [0, 1, 5]
+    got = syn.denoise_nnf(nnf, style_shape=(3, 50)).numpy()
+    np.testing.assert_array_equal(got, syn.denoise_nnf_reference(nnf, style_shape=(3, 50)))
+    np.testing.assert_array_equal(got[1, 3], nnf[1, 3])
+    assert got[1, 2, 0] == 49                                  # column 2 itself keeps +47
+
+
+def test_denoise_and_vote_reject_bad_inputs():
+    nnf = np.zeros((4, 4, 2), np.int32)
+    img = np.zeros((4, 4, 3), np.uint8)
+    with pytest.raises(ValueError, match="radius"):
+        syn.vote(nnf, img, radius=9)
+    with pytest.raises(ValueError, match="nnf dtype"):
+        syn.vote(nnf.astype(np.int64), img)
+    with pytest.raises(ValueError, match="nnf values"):
+        syn.vote(nnf + 4, img)
+    with pytest.raises(ValueError, match="style_image"):
+        syn.vote(nnf, img[..., :2])
+    with pytest.raises(ValueError, match="radius"):
+        syn.denoise_nnf(nnf, style_shape=(4, 4), radius=-1)
+
+
+def test_gpu_check_script_runs_on_the_cpu(shared_data):
+    proc = subprocess.run([sys.executable, str(REPO / "bench" / "gpu_check.py"), "--device", "cpu",
+                           "--size", "96x64", "--repeat", "1", "--check-size", "48x40"],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "nnf_equal=1" in proc.stdout and "vote_equal=1" in proc.stdout
+    assert "mpx_per_s=" in proc.stdout
