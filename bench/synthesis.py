@@ -157,6 +157,18 @@ def resize_guides(g: dict, w: int, h: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 # ------------------------------------------------------------------------------- bench
+def _reference_op_us() -> float:
+    """Median time of one float32 add of 786k elements: how busy the shared CPU is right now."""
+    a, b = torch.rand(768 * 1024), torch.rand(768 * 1024)
+    out = torch.empty_like(a)
+    ts = []
+    for _ in range(50):
+        t0 = time.perf_counter()
+        torch.add(a, b, out=out)
+        ts.append(time.perf_counter() - t0)
+    return statistics.median(ts) * 1e6
+
+
 def _sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
@@ -169,6 +181,8 @@ def run(args: argparse.Namespace) -> None:
     w, h = (int(v) for v in args.size.lower().split("x"))
     print(f"device={device} threads={torch.get_num_threads()} size={w}x{h} levels={args.levels} "
           f"threshold={args.threshold} radius={args.radius} style={args.style}")
+    print(f"load_avg_1min={os.getloadavg()[0]:.2f}")
+    print(f"ref_add_786k_us={_reference_op_us():.0f}")
     g = build_guides(args.style)
     for n in g["notes"]:
         print(f"note={n.replace(' ', '_')}")

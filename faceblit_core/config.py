@@ -57,6 +57,8 @@ class StylizeConfig:
     temporal_blur: float = _f(6.0, 0.5, 64.0, doc="Gaussian sigma of the temporal-guide blur, style px (same kernel on style and previous output)")
     mask_feather: int = _f(20, 0, 200, doc="box-blur size feathering the face mask, frame px (FaceBlit: 20)")
     margin: float = _f(0.25, 0.0, 2.0, doc="margin added around the face box for the synthesis region, fraction of the box size")
+    synthesis_space: str = _f("face", doc="where StyleBlit runs: 'face' = in the exemplar's frame (target warped onto it, result warped back: chunks stick to the face, steady video); 'frame' = in the video frame (FaceBlit's original)", choices=("face", "frame"))
+    keep_previous: bool = _f(True, doc="face space: a pixel keeps the exemplar pixel it showed in the previous frame while that still meets the threshold (steady chunks)")
     background: bool = _f(False, doc="also stylize the rest of the frame from the positional guide (FaceBlit's background mode)")
     # --- faces (DESIGN §3) -------------------------------------------------------------------
     landmarks: str = _f("dlib", doc="landmark backend name (see faceblit_core.faces.BACKENDS) or a per-frame JSON file")
@@ -101,6 +103,10 @@ class StylizeConfig:
             elif isinstance(f.default, str):
                 if not isinstance(value, str) or not value:
                     raise ConfigError(f"{f.name}: expected a non-empty string, got {value!r}")
+        for f in fields(self):
+            choices = f.metadata.get("choices")
+            if choices and getattr(self, f.name) not in choices:
+                raise ConfigError(f"{f.name}: expected one of {', '.join(choices)}, got {getattr(self, f.name)!r}")
         dev = self.device
         if not (dev in DEVICE_CHOICES or (dev.startswith("cuda:") and dev[5:].isdigit())):
             raise ConfigError(f"device: expected one of auto, cpu, cuda, cuda:N, got {dev!r}")

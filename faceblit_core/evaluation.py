@@ -591,7 +591,7 @@ def _style_pool(style_image: np.ndarray, style_mask: np.ndarray, scale: float, p
 def _rms(sq: np.ndarray, patch: int) -> float:
     if len(sq) == 0:
         return math.nan
-    return float(np.sqrt(sq / (patch * patch * 3)).mean())
+    return float(np.sqrt(sq / (patch * patch)).mean())
 
 
 def style_nn(
@@ -612,20 +612,17 @@ def style_nn(
     around face pixels (mask ≥ 0.5); ``n_patches`` of them over the whole clip are
     drawn uniformly with a fixed seed. Each is compared with EVERY patch of the
     style's face (style mask ≥ 0.5) by exact brute force; its distance is the RMS
-    difference per element, ``sqrt(|a − b|² / (3·patch²))``; the result is the
-    mean over the sampled patches.
+    over the patch's pixels of the per-pixel RGB distance, ``sqrt(|a − b|² / patch²)``
+    (the convention of DESIGN §9's reference figures); the result is the mean over
+    the sampled patches.
 
-    Unit and reference values. Per ELEMENT (one channel of one pixel). The RMS of
-    the per-PIXEL RGB distance ``|Δrgb|`` is √3 × this. Measured here with
-    ``n_patches=4000``: target2.png (unstylized) against the watercolorgirl
-    exemplar 0.080–0.081 for seeds 0–2 (0.139–0.141 per pixel); the first frames
-    of the shared videos and photos against watercolorgirl 0.068–0.089; target2
-    against the other exemplars 0.03 (oldman) to 0.10 (malevich). DESIGN §9 quotes
-    FaceBlit stills 0.069–0.092 and unstylized inputs 0.10–0.14 — those match the
-    per-pixel convention, so divide them by √3 (≈ 0.040–0.053 and 0.058–0.081)
-    to compare with this function. Compare a stylization against the same input's
-    own figure (``evaluate_pair`` reports ``style_nn_input``): the score depends on
-    the exemplar and on how similar the input already is to it.
+    Reference values: DESIGN §9 quotes FaceBlit stills 0.069–0.092 and unstylized
+    inputs 0.10–0.14. Measured here with ``n_patches=4000``: target2.png
+    (unstylized) against the watercolorgirl exemplar 0.139–0.141 for seeds 0–2;
+    the first frames of the shared videos and photos against watercolorgirl
+    0.117–0.155. Compare a stylization against the same input's own figure
+    (``evaluate_pair`` reports ``style_nn_input``): the score depends on the
+    exemplar and on how similar the input already is to it.
 
     Parameters
     ----------
@@ -649,7 +646,7 @@ def style_nn(
     Returns
     -------
     float
-        ≥ 0 in RGB [0, 1] units per element; 0.0 when every output patch occurs in
+        ≥ 0, RGB in [0, 1], per pixel; 0.0 when every output patch occurs in
         the style. ``nan`` when the output has no face pixel.
 
     Raises
@@ -799,7 +796,8 @@ def evaluate_pair(
         raise InputError(
             f"{output_path}: {out_info.width}x{out_info.height} frames, the input has {in_info.width}x{in_info.height}"
         )
-    if out_info.n_frames != in_info.n_frames:
+    compared = min(in_info.n_frames, max_frames) if max_frames is not None else in_info.n_frames
+    if out_info.n_frames < compared or (max_frames is None and out_info.n_frames != in_info.n_frames):
         raise InputError(f"{output_path}: {out_info.n_frames} frames, the input has {in_info.n_frames}")
     style_image, style_lm = _load_style(Path(style_path), style_landmarks)
     pool = _style_pool(style_image, style_face_mask(style_image, style_lm), NN_SCALE, NN_PATCH)

@@ -171,8 +171,18 @@ class FrameStylizer:
         self.style_image_t = torch.from_numpy(np.ascontiguousarray(style.image)).to(dev)
         self.lut_t = torch.from_numpy(np.ascontiguousarray(style.lut)).to(dev)
         self.style_iod = _inter_ocular(style.landmarks)
+        # Face-space synthesis works on a fixed region of the exemplar around its face.
+        from faceblit_core.geometry import Region
+        from faceblit_core.guides.mask import face_mask, face_mask_outline
+
+        self.style_region = Region.around(face_mask_outline(style.landmarks), margin=config.margin, frame_size=(style.width, style.height))
+        sr = self.style_region
+        ys, xs = np.mgrid[sr.y0 : sr.y1, sr.x0 : sr.x1].astype(np.float32)
+        self.style_identity = np.ascontiguousarray(np.stack([xs, ys], axis=-1))
+        self.style_face = face_mask(style.image, style.landmarks, region=sr, feather=config.mask_feather) > 0.5
         self.prev_output: np.ndarray | None = None
         self.prev_ids: set[int] = set()
+        self.prev_nnf: dict = {}
         self.stage_ms: dict[str, float] = {}
         self.index = 0
         self.scene_cuts = 0
@@ -244,11 +254,9 @@ class FrameStylizer:
     def _synthesize(self, frame: np.ndarray, face, region, *, background: bool):
         """Guides → StyleBlit → voting for one region; returns (stylized (h,w,3) uint8, mask (h,w) float32 or None)."""
         from faceblit_core.guides import appearance_guide, background_anchors, face_mask, match_histogram, positional_guide
-        from faceblit_core.synthesis import denoise_nnf, styleblit, vote
 
         cfg, style = self.config, self.style
         H, W = frame.shape[:2]
-        crop = frame[region.y0 : region.y1, region.x0 : region.x1]
         t = time.perf_counter()
         if face is None:
             # No landmarks to steer by: map the frame onto the exemplar by scaling alone.
@@ -262,21 +270,72 @@ class FrameStylizer:
         if face is not None and not background:
             mask = face_mask(frame, face.points, region=region, feather=cfg.mask_feather)
         t = self._tick("mask", t)
+        use_temp = cfg.lambda_temp > 0 and self.prev_output is not None and (face is None or face.id in self.prev_ids)
+        if face is not None and not background and cfg.synthesis_space == "face":
+            stylized = self._synthesize_in_face_space(frame, face, g_pos, region, use_temp)
+            if self.save_guides is not None:
+                self._write_guides(face, {"mask": mask})
+            return stylized, mask
+        crop = frame[region.y0 : region.y1, region.x0 : region.x1]
         g_app = match_histogram(appearance_guide(crop), style.app_cdf, mask=(mask > 0.5) if mask is not None else None)
         t = self._tick("guide_app", t)
         g_temp = None
-        use_temp = cfg.lambda_temp > 0 and self.prev_output is not None and (face is None or face.id in self.prev_ids)
         if use_temp:
             prev_crop = self.prev_output[region.y0 : region.y1, region.x0 : region.x1]
             scale = _inter_ocular(face.points) / self.style_iod if face is not None and self.style_iod > 0 else W / style.width
             g_temp = self._temporal_guide(prev_crop, sigma=max(0.5, cfg.temporal_blur * scale))
-        t = self._tick("guide_temp", t)
+        self._tick("guide_temp", t)
+        stylized = self._styleblit_and_vote(g_pos, g_app, g_temp, origin=(region.x0, region.y0))
+        if self.save_guides is not None:
+            self._write_guides(face, {"pos": g_pos, "app": g_app, "temp": g_temp, "mask": mask, "stylized": stylized})
+        return stylized, mask
+
+    def _synthesize_in_face_space(self, frame: np.ndarray, face, g_pos: np.ndarray, region, use_temp: bool) -> np.ndarray:
+        """StyleBlit in the exemplar's frame: chunks stay on the face as it moves.
+
+        The frame is warped onto the exemplar with the inverse MLS map (style landmarks
+        → target landmarks), StyleBlit runs there with the identity as positional guide
+        (seeds fixed relative to the face), and the result is warped back into the
+        frame with the positional guide ``g_pos`` (bilinear, sub-pixel). Texture then
+        moves with the face instead of jumping between screen-fixed chunks.
+        """
+        import cv2
+
+        from faceblit_core.guides import appearance_guide, match_histogram, positional_guide
+
+        cfg, style, sr = self.config, self.style, self.style_region
+        t = time.perf_counter()
+        inverse = positional_guide(style.landmarks, face.points, region=sr, alpha=cfg.mls_alpha, grid=cfg.mls_grid)
+        canonical = cv2.remap(frame, inverse[..., 0], inverse[..., 1], cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+        t = self._tick("warp_to_face", t)
+        g_app = match_histogram(appearance_guide(canonical), style.app_cdf, mask=self.style_face)
+        t = self._tick("guide_app", t)
+        g_temp = None
+        if use_temp:
+            prev = cv2.remap(self.prev_output, inverse[..., 0], inverse[..., 1], cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+            g_temp = self._temporal_guide(prev, sigma=cfg.temporal_blur)
+        self._tick("guide_temp", t)
+        prev_nnf = self.prev_nnf.get(face.id) if use_temp or self.prev_output is not None and face.id in self.prev_ids else None
+        stylized_face = self._styleblit_and_vote(self.style_identity, g_app, g_temp, origin=(sr.x0, sr.y0), prev_nnf=prev_nnf, key=face.id)
+        t = time.perf_counter()
+        stylized = cv2.remap(stylized_face, g_pos[..., 0] - sr.x0, g_pos[..., 1] - sr.y0, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+        self._tick("warp_to_frame", t)
+        if self.save_guides is not None:
+            self._write_guides(face, {"pos": g_pos, "face_app": g_app, "face_temp": g_temp, "face_stylized": stylized_face, "stylized": stylized})
+        return stylized
+
+    def _styleblit_and_vote(self, g_pos: np.ndarray, g_app: np.ndarray, g_temp: np.ndarray | None, *, origin: tuple[int, int], prev_nnf=None, key=None) -> np.ndarray:
+        """StyleBlit NNF of one region, NNF denoising and colour voting → (h, w, 3) uint8 RGB."""
+        from faceblit_core.synthesis import denoise_nnf, styleblit, vote
+
+        cfg, style = self.config, self.style
+        t = time.perf_counter()
         nnf = styleblit(
             g_pos,
             g_app,
             self.style_app_t,
             self.lut_t,
-            origin=(region.x0, region.y0),
+            origin=origin,
             jitter=self._jitter_for_frame(),
             threshold=cfg.threshold,
             lambda_pos=cfg.lambda_pos,
@@ -286,30 +345,49 @@ class FrameStylizer:
             style_temp=self.style_temp_t if g_temp is not None else None,
             levels=cfg.levels,
         )
+        if prev_nnf is not None and cfg.keep_previous:
+            nnf = _keep_previous(nnf, prev_nnf, g_pos, g_app, self.style_app_t, style.width, style.height,
+                                 threshold=cfg.threshold, lambda_pos=cfg.lambda_pos, lambda_app=cfg.lambda_app)
+        if key is not None:
+            self.prev_nnf[key] = nnf
         t = self._tick("styleblit", t)
         if cfg.denoise_nnf and cfg.blend_radius > 0:
             nnf = denoise_nnf(nnf, style_shape=(style.height, style.width), radius=cfg.blend_radius)
         rgb = vote(nnf, self.style_image_t, radius=cfg.blend_radius)
-        stylized = rgb.cpu().numpy() if hasattr(rgb, "cpu") else np.asarray(rgb)
-        t = self._tick("voting", t)
-        if self.save_guides is not None:
-            self._write_guides(region, face, g_pos, g_app, g_temp, mask, stylized)
-            self._tick("save_guides", t)
-        return stylized, mask
+        out = rgb.cpu().numpy()
+        self._tick("voting", t)
+        return out
 
-    def _write_guides(self, region, face, g_pos, g_app, g_temp, mask, stylized) -> None:
+    def _write_guides(self, face, images: dict) -> None:
+        """Write this frame's guides as PNGs: positional colour-coded, the rest as images."""
         from faceblit_core.guides import mask_to_gray, positional_to_rgb
         from faceblit_core.media import write_image
 
         self.save_guides.mkdir(parents=True, exist_ok=True)
         tag = f"frame{self.index:06d}_face{face.id if face is not None else 'bg'}"
-        write_image(self.save_guides / f"{tag}_pos.png", positional_to_rgb(g_pos, self.style.width, self.style.height))
-        write_image(self.save_guides / f"{tag}_app.png", np.repeat(g_app[..., None], 3, axis=2))
-        if g_temp is not None:
-            write_image(self.save_guides / f"{tag}_temp.png", g_temp)
-        if mask is not None:
-            write_image(self.save_guides / f"{tag}_mask.png", np.repeat(mask_to_gray(mask)[..., None], 3, axis=2))
-        write_image(self.save_guides / f"{tag}_stylized.png", stylized)
+        for name, image in images.items():
+            if image is None:
+                continue
+            if name == "pos":
+                image = positional_to_rgb(image, self.style.width, self.style.height)
+            elif image.dtype != np.uint8:
+                image = mask_to_gray(image)
+            if image.ndim == 2:
+                image = np.repeat(image[..., None], 3, axis=2)
+            write_image(self.save_guides / f"{tag}_{name}.png", image, overwrite=True)
+
+
+def _keep_previous(nnf, prev_nnf, g_pos, g_app, style_app, style_w, style_h, *, threshold, lambda_pos, lambda_app):
+    import torch
+
+    dev = nnf.device
+    gp = torch.as_tensor(g_pos, device=dev)
+    ga = torch.as_tensor(g_app, device=dev).to(torch.float32)
+    ox, oy = prev_nnf[..., 0].long(), prev_nnf[..., 1].long()
+    e = lambda_pos * ((gp[..., 0] - ox).abs() * (256.0 / style_w) + (gp[..., 1] - oy).abs() * (256.0 / style_h))
+    e = e + lambda_app * (ga - style_app[oy, ox].to(torch.float32)).abs()
+    keep = (e < threshold)[..., None]
+    return torch.where(keep, prev_nnf, nnf)
 
 
 def _inter_ocular(points: np.ndarray) -> float:

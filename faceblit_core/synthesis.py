@@ -33,17 +33,23 @@ Speed notes
 * Level 0 is never evaluated for the NNF: its seed is ``p`` itself, so its
   candidate is ``LUT(p)`` — the fallback — whether it is accepted or not.
 * Levels are visited fine → coarse and each accepted candidate overwrites the
-  previous one (``torch.where``): the coarsest accepted level wins without a
-  "done" mask and without host syncs inside the level loop.
+  previous one with a branch-free select: the coarsest accepted level wins
+  without a "done" mask and without host syncs inside the level loop.
 * "o inside the style" costs nothing: the style's appearance guide is stored
-  with a NaN border wide enough for every candidate, so an outside candidate
-  has a NaN error and fails ``e < threshold``.
+  with a NaN border wide enough for every candidate (padded linear indices
+  with a power-of-two row stride), so an outside candidate has a NaN error and
+  fails ``e < threshold``.
+* Bool tensors (comparisons, ``torch.where``) are several times slower than
+  same-dtype arithmetic on the CPU; masks are int32 0/1 and selects are
+  ``a += (b − a)·m``. Python scalars are passed as 0-dim tensors of the
+  operand dtype.
 * Nearest-seed maps depend only on frame coordinates and the jitter table. They
   are computed unconstrained over a cached *window* of the frame that grows to
   cover every region asked for, then cropped to the region; only pixels within
-  ``2h − 1`` px of the region border can have an out-of-region nearest seed,
-  and only those are re-checked (a moving face box reuses the window).
-* On the CPU rows are processed in tiles of ~2^17 pixels so temporaries stay in
+  ``(h − 1)·√2`` px of the region border can have an out-of-region nearest
+  seed, and only those are re-checked (a moving face box reuses the window;
+  results per exact region are cached too).
+* On the CPU rows are processed in tiles of ~2^16 pixels so temporaries stay in
   the L2 cache; on CUDA the whole region is one tile. Same operations either way.
 
 References
@@ -92,7 +98,7 @@ MAX_LEVELS = 9
 #: Largest voting radius supported (``StylizeConfig.blend_radius`` range).
 MAX_RADIUS = 8
 #: Pixels per CPU tile of the level loop (temporaries of one tile stay in L2).
-CPU_TILE_PIXELS = 1 << 17
+CPU_TILE_PIXELS = 1 << 16
 
 _INT32_MIN = -(2**31)
 
@@ -363,12 +369,27 @@ def quantize_position_torch(v: torch.Tensor, size: int) -> torch.Tensor:
     Texler et al. 2021, §4 (8-bit positional guide x·256/W).
     """
     size = int(size)
-    t = (v * 256.0).add_(0.0)           # + 0.0 turns −0 into +0 (sign bits are read below)
-    k = torch.floor(t * _f32(1.0 / size)).clamp_(-1.0, 256.0)
-    d = k * float(size)
-    lo = torch.sub(t, d).view(torch.int32)                 # < 0 ⇔ t < k·size
-    hi = torch.sub(t, d.add_(float(size))).view(torch.int32)   # < 0 ⇔ t < (k + 1)·size
-    q = k.to(torch.int32)
+    check(1 <= size <= 65535, "size", "an integer in [1, 65535]", size)
+    return _quantize(v, torch.tensor(_f32(1.0 / size), device=v.device),
+                     torch.tensor(float(size), device=v.device))
+
+
+def _quantize(v: torch.Tensor, inv: torch.Tensor, size: torch.Tensor,
+              bufs: tuple[torch.Tensor, ...] | None = None) -> torch.Tensor:
+    """:func:`quantize_position_torch` with float32 ``inv = f32(1/size)`` and ``size``
+    broadcastable to ``v`` (e.g. ``(2, 1)`` for stacked x and y); ``bufs`` = three float32
+    and one int32 buffer shaped like ``v`` (optional, avoids allocations)."""
+    if bufs is None:
+        bufs = tuple(torch.empty_like(v) for _ in range(3)) + (torch.empty(v.shape, dtype=torch.int32,
+                                                                           device=v.device),)
+    t, k, d, q = bufs
+    torch.mul(v, 256.0, out=t).add_(0.0)        # exact; + 0.0 turns −0 into +0 (sign bits read below)
+    torch.mul(t, inv, out=k).floor_().clamp_(-1.0, 256.0)
+    torch.mul(k, size, out=d)
+    q.copy_(k)
+    lo = torch.sub(t, d, out=k).view(torch.int32)      # < 0 ⇔ t < k·size
+    d.add_(size)
+    hi = torch.sub(t, d, out=d).view(torch.int32)      # < 0 ⇔ t < (k + 1)·size
     # q + [t ≥ (k+1)·size] − [t < k·size] = q + 1 + sign(hi) + sign(lo), signs in {−1, 0}.
     q += lo.bitwise_right_shift_(31)
     q += hi.bitwise_right_shift_(31)
@@ -479,24 +500,29 @@ def _window_level(jt: JitterTable, level: int, x0: int, y0: int, x1: int, y1: in
     ii = torch.arange(h, **i32)
     cellx = (bx[1:-1] << level)          # left pixel of each window cell
     celly = (by[1:-1] << level)
-    base = (torch.arange(1, ncy + 1, **i32)[:, None] * nwx + torch.arange(1, ncx + 1, **i32)[None, :])
-    best = ids = None
+    # Rank candidate k of the 3×3 cells by (d² << 4) + k: one integer minimum picks the
+    # nearest, ties to the first in raster order (d² ≤ 2·(2h − 1)² < 2^21 for h ≤ 2^9).
+    # The x part (with k) and the y part are small broadcast arrays; only their sum
+    # and the running minimum are image-sized.
+    best = None
+    k = 0
     for ky in (-1, 0, 1):
         for kx in (-1, 0, 1):
             skx = sx[1 + ky:1 + ky + ncy, 1 + kx:1 + kx + ncx]
             sky = sy[1 + ky:1 + ky + ncy, 1 + kx:1 + kx + ncx]
             dx = (cellx[None, :] - skx)[:, None, :, None] + ii[None, None, None, :]   # (ncy,1,ncx,h)
             dy = (celly[:, None] - sky)[:, None, :, None] + ii[None, :, None, None]   # (ncy,h,ncx,1)
-            d = dx * dx + dy * dy
-            idk = (base + (ky * nwx + kx))[:, None, :, None]
+            kxp = ((dx * dx) << 4) + k
+            kyp = (dy * dy) << 4
             if best is None:
-                best = d.expand(ncy, h, ncx, h).clone()
-                ids = idk.expand(ncy, h, ncx, h).clone()
+                best = kxp + kyp
             else:
-                # Strict "<": on equal distances the first candidate in raster order stays.
-                better = d < best
-                best = torch.where(better, d, best)
-                ids = torch.where(better, idk, ids)
+                torch.minimum(best, kxp + kyp, out=best)
+            k += 1
+    koff = torch.tensor([ky * nwx + kx for ky in (-1, 0, 1) for kx in (-1, 0, 1)], **i32)
+    base = (torch.arange(1, ncy + 1, **i32)[:, None] * nwx + torch.arange(1, ncx + 1, **i32)[None, :])
+    ids = koff.index_select(0, best.bitwise_and_(15).reshape(-1)).view(ncy, h, ncx, h)
+    ids += base[:, None, :, None]
     return _WindowLevel(ids=ids.reshape(ncy * h, ncx * h), cx0=c0x << level, cy0=c0y << level,
                         bx0=c0x - 1, by0=c0y - 1, nwx=nwx, nwy=nwy)
 
@@ -504,7 +530,7 @@ def _window_level(jt: JitterTable, level: int, x0: int, y0: int, x1: int, y1: in
 _WINDOWS: OrderedDict = OrderedDict()
 _REGIONS: OrderedDict = OrderedDict()
 _SEED_LOCK = threading.Lock()
-_WINDOW_MAX_PIXELS = 1 << 23
+_WINDOW_MAX_PIXELS = 1 << 24
 
 
 def _window_for(jt: JitterTable, levels: int, x0: int, y0: int, x1: int, y1: int,
@@ -577,8 +603,9 @@ def _region_levels(jt: JitterTable, levels: int, x0: int, y0: int, hh: int, ww: 
         dummy = n_win
         inreg_w = torch.zeros(n_win + 1, dtype=torch.bool, device=device)
         inreg_w[:n_win].view(wl.nwy, wl.nwx)[gy_off:gy_off + inreg.shape[0], gx_off:gx_off + inreg.shape[1]] = inreg
-        # Only pixels within 2h − 1 px of the region border can reach a seed outside it.
-        band = _band_indices(hh, ww, (2 << level) - 1, device)
+        # The unconstrained nearest seed is at most (h − 1)·√2 px away (p's own cell's
+        # seed is), so only pixels that close to the region border can have it outside.
+        band = _band_indices(hh, ww, math.isqrt(2 * ((1 << level) - 1) ** 2) + 1, device)
         bad = band[~inreg_w.index_select(0, c.index_select(0, band))]
         has_dummy = False
         if bad.numel():
@@ -590,7 +617,7 @@ def _region_levels(jt: JitterTable, levels: int, x0: int, y0: int, hh: int, ww: 
                                 gx_off=gx_off, gy_off=gy_off, nwx=wl.nwx))
     with _SEED_LOCK:
         _REGIONS[key] = out
-        while len(_REGIONS) > 8:
+        while len(_REGIONS) > 4:
             _REGIONS.popitem(last=False)
     return out
 
@@ -610,28 +637,41 @@ def _constrained_nearest(idx: torch.Tensor, ww: int, x0: int, y0: int, level: in
                          sx: torch.Tensor, sy: torch.Tensor, inreg: torch.Tensor,
                          rbx0: int, rby0: int, gx_off: int, gy_off: int, nwx: int,
                          dummy: int) -> torch.Tensor:
-    """Nearest IN-REGION seed among the 3×3 cells for the pixels ``idx`` (flat local)."""
-    py = idx // ww
+    """Nearest IN-REGION seed among the 3×3 cells for the pixels ``idx`` (flat local).
+
+    Candidates are ranked by ``(d² << 4) + k`` (k = raster position in the 3×3
+    cells), so one integer minimum applies the tie rule (first in raster order);
+    a seed outside the region gets ``d² + 2^26``, above every real distance
+    (d² < 2·(2·2^9)² = 2^21).
+    """
+    i32 = dict(dtype=torch.int32, device=idx.device)
+    idx = idx.to(torch.int32)
+    py = torch.div(idx, ww, rounding_mode="floor")
     px = idx - py * ww
     fx, fy = px + x0, py + y0
     cx = (fx >> level) - rbx0
     cy = (fy >> level) - rby0
     rnx = sx.shape[1]
-    sxf, syf, inf_ = sx.reshape(-1).long(), sy.reshape(-1).long(), inreg.reshape(-1)
-    big = torch.iinfo(torch.int64).max
-    best = torch.full_like(idx, big)
-    bestid = torch.full_like(idx, dummy)
+    base = cy * rnx + cx
+    sxf, syf = sx.reshape(-1), sy.reshape(-1)
+    outf = (1 - inreg.reshape(-1).to(torch.int32)) << 26
+    best = None
+    k = 0
     for ky in (-1, 0, 1):
         for kx in (-1, 0, 1):
-            rid = (cy + ky) * rnx + (cx + kx)
-            ddx = fx - sxf[rid]
-            ddy = fy - syf[rid]
-            d = torch.where(inf_[rid], ddx * ddx + ddy * ddy, big)
-            better = d < best
-            best = torch.where(better, d, best)
-            wid = (cy + ky + gy_off) * nwx + (cx + kx + gx_off)
-            bestid = torch.where(better, wid, bestid)
-    return bestid.to(torch.int32)
+            rid = base + (ky * rnx + kx)
+            d = fx - sxf.index_select(0, rid)
+            d.mul_(d)
+            e = fy - syf.index_select(0, rid)
+            d.add_(e.mul_(e)).add_(outf.index_select(0, rid)).bitwise_left_shift_(4).add_(k)
+            best = d if best is None else torch.minimum(best, d, out=best)
+            k += 1
+    ks = best & 15
+    koff = torch.tensor([ky * nwx + kx for ky in (-1, 0, 1) for kx in (-1, 0, 1)], **i32)
+    wid = (cy + gy_off) * nwx + (cx + gx_off) + koff.index_select(0, ks)
+    # No in-region seed among the nine: the level does not apply to this pixel.
+    none = (best >> 30).clamp_(0, 1)          # 1 where the minimum carries the 2^26 (<< 4) mark
+    return wid + (dummy - wid) * none
 
 
 def clear_caches() -> None:
@@ -706,7 +746,7 @@ def styleblit(
         Also return the accepted level of each pixel (for statistics; evaluates
         level 0 as well).
     tile_pixels : int, optional, keyword-only
-        Pixels per tile of the level loop; default 2^17 on the CPU, the whole
+        Pixels per tile of the level loop; default 2^16 on the CPU, the whole
         region on other devices. Tuning only: the result does not depend on it.
 
     Returns
@@ -763,8 +803,7 @@ def styleblit(
     jt = _as_jitter(jitter, levels)
 
     st = _style_tables(style_app, lut, levels, device)
-    gxy = _to(g_pos, device).permute(2, 0, 1).contiguous()
-    gxf, gyf = gxy[0].reshape(-1), gxy[1].reshape(-1)
+    gp_flat = _to(g_pos, device).reshape(-1, 2)
     ga_u8 = _to(g_app, device).reshape(-1)
     n = hh * ww
 
@@ -775,12 +814,8 @@ def styleblit(
     px_i = torch.arange(ww, **i32)
     py_s = torch.arange(hh, **i32) << st.s
 
-    def lut_at(x: torch.Tensor, y: torch.Tensor, a_i: torch.Tensor) -> torch.Tensor:
-        """LUT(x8(x), y8(y), a) as padded linear style indices (int32)."""
-        idx = quantize_position_torch(y, Hs).bitwise_left_shift_(8)
-        idx += quantize_position_torch(x, Ws)
-        idx.bitwise_left_shift_(8).add_(a_i)
-        return st.lutpad.index_select(0, idx)
+    q_inv = torch.tensor([[_f32(1.0 / Ws)], [_f32(1.0 / Hs)]], dtype=torch.float32, device=device)
+    q_size = torch.tensor([[float(Ws)], [float(Hs)]], dtype=torch.float32, device=device)
 
     if temporal:
         stemp = _temp_tables(style_temp, st, device)
@@ -793,9 +828,18 @@ def styleblit(
     # LUT(p) of every pixel (the fallback, and u(q) at the seeds), tile by tile so
     # the quantisation temporaries stay in cache.
     ulut = torch.empty(n, **i32)
+    cap = rows_per_tile * ww
+    qbufs = tuple(torch.empty((2, cap), dtype=torch.float32, device=device) for _ in range(3)) + (
+        torch.empty((2, cap), **i32),)
+    # G_pos split into x and y planes tile by tile (a whole-frame transposing copy is slow).
+    gxy_f = torch.empty((2, n), dtype=torch.float32, device=device)
     for r0 in range(0, hh, rows_per_tile):
         a, b = r0 * ww, min(hh, r0 + rows_per_tile) * ww
-        ulut[a:b] = lut_at(gxf[a:b], gyf[a:b], ga_u8[a:b].to(torch.int32))
+        gxy_f[0, a:b] = gp_flat[a:b, 0]
+        gxy_f[1, a:b] = gp_flat[a:b, 1]
+        q = _quantize(gxy_f[:, a:b], q_inv, q_size, tuple(x[:, :b - a] for x in qbufs))
+        idx = q[1].bitwise_left_shift_(8).add_(q[0]).bitwise_left_shift_(8).add_(ga_u8[a:b])
+        torch.index_select(st.lutpad, 0, idx, out=ulut[a:b])
 
     # Per-level seed tables: the candidate of pixel p is o = u(q) + (p − q), i.e. in
     # padded linear style indices bi = bp[c(p)] + ppad(p) with bp = upad(q) − qpad.
@@ -818,80 +862,79 @@ def styleblit(
     res = ulut
     nnf = torch.empty((n, 2), **i32)
     lvl = torch.full((n,), -1, dtype=torch.int32, device=device) if return_levels else None
-    # e < thr without bool tensors (slow on the CPU): e ≥ 0 or NaN, and for
-    # non-negative floats the bit patterns order like the values (NaN above +inf),
-    # so ((bits(e) & 0x7FFFFFFF) − bits(thr)) >> 31 is −1 where accepted, else 0.
+    # e < thr is tested on the bit patterns (see accepted()).
     thr_bits = int(np.float32(thr).view(np.int32))
-    cap = rows_per_tile * ww
     f32 = dict(dtype=torch.float32, device=device)
-    ox_b, oy_b, sa_b = (torch.empty(cap, **f32) for _ in range(3))
-    bi_b, m_b = (torch.empty(cap, **i32) for _ in range(2))
+    oxy_b = torch.empty((2, cap), **f32)
+    mi_b = torch.empty((2, cap), **i32)
+    sa_b = torch.empty(cap, **f32)
+    bi_b, acc_b = torch.empty(cap, **i32), torch.empty(cap, **i32)
+    scale = torch.tensor([[sxs], [sys_]], **f32)          # float32 256/Ws, 256/Hs
     if temporal:
         t_b, s_b = torch.empty(cap, **i32), torch.empty(cap, **i32)
 
-    def accept_mask(a: int, b: int, ox: torch.Tensor, oy: torch.Tensor, bi: torch.Tensor,
-                    m: torch.Tensor, gaf: torch.Tensor) -> torch.Tensor:
-        """−1 where the candidate (float position ox, oy; padded index bi) is accepted, else 0.
+    # Scalars as 0-dim host tensors of the operand dtype: no per-op conversion.
+    c_mask, c_s, c_p = (torch.tensor(v, dtype=torch.int32) for v in (mask_x, st.s, st.P))
+    c_thr = torch.tensor(thr_bits, dtype=torch.int32)
+    c_lp, c_la = (torch.tensor(v, dtype=torch.float32) for v in (lam_pos, lam_app))
 
-        ox and oy are overwritten. The error follows the documented float32 order.
+    def accepted(bi: torch.Tensor, v: dict) -> torch.Tensor:
+        """1 where the candidate with padded style index ``bi`` has e < thr, else 0 (int32).
+
+        The error follows the documented float32 order. e ≥ 0, or NaN for a
+        candidate outside the style; every NaN passes through abs() so its sign
+        bit is clear. Non-negative floats (NaN above +inf) order like their bit
+        patterns, so the test is an int32 comparison (bool tensors are slow on the CPU).
         """
-        k = b - a
-        torch.sub(gxf[a:b], ox, out=ox)
-        ox.abs_().mul_(sxs)
-        torch.sub(gyf[a:b], oy, out=oy)
-        oy.abs_().mul_(sys_)
-        ox.add_(oy).mul_(lam_pos)
-        sa = torch.index_select(st.sa, 0, bi, out=sa_b[:k])
-        torch.sub(gaf, sa, out=sa)
-        ox.add_(sa.abs_().mul_(lam_app))
+        oxy, e, mi = v["oxy"], v["ox"], v["mi"]
+        torch.bitwise_and(bi, c_mask, out=v["mx"])
+        torch.bitwise_right_shift(bi, c_s, out=v["my"])
+        oxy.copy_(mi.sub_(c_p))                                    # (o.x, o.y), exact in float32
+        torch.sub(v["gxy"], oxy, out=oxy)
+        oxy.abs_().mul_(scale)                                     # |Gx − o.x|·256/Ws, |Gy − o.y|·256/Hs
+        torch.add(e, v["oy"], out=e).mul_(c_lp)
+        sa = torch.index_select(st.sa, 0, bi, out=v["sa"])
+        torch.sub(v["gaf"], sa, out=sa)
+        e.add_(sa.abs_().mul_(c_la))
         if temporal:
-            ssum = s_b[:k]
+            ssum, d = v["ssum"], v["tmp"]
             for ch in range(3):
-                d = torch.index_select(stemp[ch], 0, bi, out=t_b[:k] if ch else ssum)
-                torch.sub(gt[ch, a:b], d, out=d)
-                d.abs_()
+                torch.index_select(stemp[ch], 0, bi, out=d if ch else ssum)
                 if ch:
-                    ssum.add_(d)
-            ox.add_(torch.index_select(ttab, 0, ssum, out=oy))
-        e = ox.view(torch.int32)
-        torch.bitwise_and(e, 0x7FFFFFFF, out=m)
-        return m.sub_(thr_bits).bitwise_right_shift_(31)
+                    ssum.add_(torch.sub(v["gt"][ch], d, out=d).abs_())
+                else:
+                    torch.sub(v["gt"][0], ssum, out=ssum).abs_()
+            e.add_(torch.index_select(ttab, 0, ssum, out=v["oy"]))
+        return torch.lt(e.view(torch.int32), c_thr, out=v["acc"])
 
     for r0 in range(0, hh, rows_per_tile):
         r1 = min(hh, r0 + rows_per_tile)
         a, b = r0 * ww, r1 * ww
-        k, nr = b - a, r1 - r0
+        k = b - a
         res_t = res[a:b]
-        ox, oy, bi, m = ox_b[:k], oy_b[:k], bi_b[:k], m_b[:k]
-        ga_t = ga_u8[a:b].to(torch.int32)
-        gaf = ga_t.to(torch.float32)
+        oxy, mi = oxy_b[:, :k], mi_b[:, :k]
+        v = dict(oxy=oxy, ox=oxy[0], oy=oxy[1], mi=mi, mx=mi[0], my=mi[1], gxy=gxy_f[:, a:b], sa=sa_b[:k],
+                 acc=acc_b[:k], gaf=ga_u8[a:b].to(torch.float32))
+        if temporal:
+            v.update(ssum=s_b[:k], tmp=t_b[:k], gt=gt[:, a:b])
+        bi, acc = bi_b[:k], v["acc"]
         ppad = (py_s[r0:r1, None] + px_i[None, :]).reshape(-1)
         if return_levels:
             # Level 0 (seed = p, candidate = LUT(p)) only matters for the statistics.
-            torch.bitwise_and(res_t, mask_x, out=m)
-            ox.copy_(m.sub_(st.P))
-            torch.bitwise_right_shift(res_t, st.s, out=m)
-            oy.copy_(m.sub_(st.P))
-            accept_mask(a, b, ox, oy, res_t, m, gaf)
-            lvl[a:b].bitwise_and_(m.bitwise_not())
+            lvl[a:b] = accepted(res_t, v) - 1
         for level, rl, bp in tables:
             torch.index_select(bp, 0, rl.c[a:b], out=bi).add_(ppad)
             if rl.has_dummy:
                 bi.clamp_(max=st.n_pad - 1)
-            torch.bitwise_and(bi, mask_x, out=m)
-            ox.copy_(m.sub_(st.P))
-            torch.bitwise_right_shift(bi, st.s, out=m)
-            oy.copy_(m.sub_(st.P))
-            accept_mask(a, b, ox, oy, bi, m, gaf)
-            # res ← bi where accepted: res ^= (res ^ bi) & m (branch-free select).
-            torch.bitwise_xor(res_t, bi, out=bi).bitwise_and_(m)
-            res_t.bitwise_xor_(bi)
+            accepted(bi, v)
+            # res ← bi where accepted: res += (bi − res)·acc (branch-free select).
+            res_t.add_(torch.sub(bi, res_t, out=bi).mul_(acc))
             if return_levels:
                 lv = lvl[a:b]
-                lv.bitwise_xor_(torch.bitwise_xor(lv, level).bitwise_and_(m))
+                lv.add_(torch.neg(lv, out=v["mx"]).add_(level).mul_(acc))
 
-        torch.stack((torch.bitwise_and(res_t, mask_x, out=bi).sub_(st.P),
-                     torch.bitwise_right_shift(res_t, st.s, out=m).sub_(st.P)), dim=1, out=nnf[a:b])
+        nnf[a:b, 0] = torch.bitwise_and(res_t, c_mask, out=bi).sub_(c_p)
+        nnf[a:b, 1] = torch.bitwise_right_shift(res_t, c_s, out=acc).sub_(c_p)
 
     nnf = nnf.view(hh, ww, 2)
     if return_levels:
@@ -1083,11 +1126,13 @@ def denoise_nnf(nnf: Any, *, style_shape: tuple[int, int], radius: int = 1,
     with ``EQ_δ(y) = [key(y) = key(y + δ)]`` for the ``(4r+1)² − 1`` shifts δ, the
     count of window entry ``d`` of pixel p is ``A_{−d}(p + d)`` where ``A_c`` is
     the sum of ``EQ_δ`` over the ``(2r+1)²`` shifts around ``c`` (a separable box
-    sum over δ). Positions outside the region carry unique sentinel keys, so
-    they count for nothing and never win. The winner is the maximum of
-    ``(count << b) + priority`` (centre first, then raster order). Work per pixel
-    grows as ``r³``; r = 1 costs ~120 elementwise operations. Equal to
-    :func:`denoise_nnf_reference`, and equal on every device.
+    sum over δ). For r ≤ 2 the 2r + 1 counts of a row of ``A_c`` are packed as
+    bit fields of one int32, so a row costs one add. Positions outside the
+    region carry unique sentinel keys, so they count for nothing and never win.
+    The winner is the maximum of ``(count << b) + priority`` (centre first, then
+    raster order). r = 1 costs ~100 elementwise operations per pixel; the work
+    grows as r³ beyond r = 2. Equal to :func:`denoise_nnf_reference`, and equal
+    on every device.
 
     References
     ----------
@@ -1128,15 +1173,26 @@ def denoise_nnf(nnf: Any, *, style_shape: tuple[int, int], radius: int = 1,
         foff[pv] = dy * wd + dx
         doff[pv] = (dy << 16) + dx
 
-    n_b, n_a = (4 * r + 1) * (2 * r + 1), (2 * r + 1) ** 2
-    n_img = n_b + n_a + (4 * r + 1) + 6
+    # r ≤ 2: the 2r + 1 counts of a row of A images fit as bit fields in one int32
+    # ("packed"); larger r keeps one image per count.
+    fb = K.bit_length()            # bits of one count field (count ≤ K − 1 < 2^fb)
+    packed = (2 * r + 1) * fb <= 31
+    if packed:
+        n_eq, n_b, n_a = 4, 4 * r + 1, 2 * r + 1
+        fmask = (1 << fb) - 1
+        # E_(dy,dx) enters the fields cx with |dx − cx| ≤ r of the B row dy.
+        wts = {dx: sum(1 << (fb * (cx + r)) for cx in range(max(-r, dx - r), min(r, dx + r) + 1))
+               for dx in range(-2 * r, 2 * r + 1)}
+    else:
+        n_eq, n_b, n_a = max(4, 4 * r + 1), (4 * r + 1) * (2 * r + 1), (2 * r + 1) ** 2
+    n_img = n_eq + n_b + n_a + 2
     if tile_pixels is None:
         tile_pixels = (1 << 16) // r if device.type == "cpu" else hh * ww
     budget_rows = max(1, (1 << 26) // (n_img * wd * 4) - 2 * r)   # ≤ 64 MiB of images per tile
     rows_t = max(1, min(hh, int(tile_pixels) // wd, budget_rows))
     ld_max = (rows_t + 2 * r) * wd
-    pool = torch.empty((n_b + n_a + 4 * r + 1, ld_max), **i32)
-    eq_buf, b_buf, a_buf = pool[:4 * r + 1], pool[4 * r + 1:4 * r + 1 + n_b], pool[4 * r + 1 + n_b:]
+    pool = torch.empty((n_eq + n_b + n_a, ld_max), **i32)
+    eq_buf, b_buf, a_buf = pool[:n_eq], pool[n_eq:n_eq + n_b], pool[n_eq + n_b:]
     out = torch.empty((hh, ww, 2), **i32)
     vs_full = torch.empty(rows_t * wd, **i32)
     for t0 in range(0, hh, rows_t):
@@ -1145,33 +1201,64 @@ def denoise_nnf(nnf: Any, *, style_shape: tuple[int, int], radius: int = 1,
         base = (row0 + t0 - r) * wd
         ld = (nt + 2 * r) * wd
         dom = kp[base:base + ld]
-        bsum = {}
-        for dy in range(-2 * r, 2 * r + 1):
-            eq = {}
-            for j, dx in enumerate(range(-2 * r, 2 * r + 1)):
-                if dy or dx:
-                    o = base + dy * wd + dx
-                    eq[dx] = torch.eq(dom, kp[o:o + ld], out=eq_buf[j, :ld])
-            for cx in range(-r, r + 1):
-                dst = b_buf[len(bsum), :ld]
-                bsum[(dy, cx)] = _sum_into(dst, [eq[dx] for dx in range(cx - r, cx + r + 1) if dx in eq])
-        a_img = {}
-        for cy in range(-r, r + 1):
-            for cx in range(-r, r + 1):
-                dst = a_buf[len(a_img), :ld]
-                a_img[(cy, cx)] = _sum_into(dst, [bsum[(dy, cx)] for dy in range(cy - r, cy + r + 1)])
         # Output positions: from column R of row t0 to column R + w − 1 of row t1 − 1.
         L = (nt - 1) * wd + ww
         s0 = r * wd + R
         best = None
-        for dy, dx in win:
-            o = s0 + dy * wd + dx
-            src = a_img[(-dy, -dx)][o:o + L]
-            if best is None:
-                best = torch.bitwise_left_shift(src, b, out=eq_buf[0, :L]).add_(prio[(dy, dx)])
-            else:
-                sc = torch.bitwise_left_shift(src, b, out=eq_buf[1, :L]).add_(prio[(dy, dx)])
-                torch.maximum(best, sc, out=best)
+        if packed:
+            brow = {}
+            for dy in range(-2 * r, 2 * r + 1):
+                dst = b_buf[dy + 2 * r, :ld]
+                first = True
+                for dx in range(-2 * r, 2 * r + 1):
+                    if dy or dx:
+                        o = base + dy * wd + dx
+                        e = torch.eq(dom, kp[o:o + ld], out=eq_buf[0, :ld])
+                        if first:
+                            torch.mul(e, wts[dx], out=dst)
+                            first = False
+                        else:
+                            dst.add_(e, alpha=wts[dx])
+                brow[dy] = dst
+            arow = {cy: _sum_into(a_buf[cy + r, :ld], [brow[dy] for dy in range(cy - r, cy + r + 1)])
+                    for cy in range(-r, r + 1)}
+            for dy, dx in win:
+                o = s0 + dy * wd + dx
+                src = arow[-dy][o:o + L]
+                sh = fb * (r - dx) - b          # field of cx = −dx moved to bits [b, b + fb)
+                sc = eq_buf[0 if best is None else 1, :L]
+                if sh > 0:
+                    torch.bitwise_right_shift(src, sh, out=sc)
+                elif sh < 0:
+                    torch.bitwise_left_shift(src, -sh, out=sc)
+                else:
+                    sc.copy_(src)
+                sc.bitwise_and_(fmask << b).add_(prio[(dy, dx)])
+                best = sc if best is None else torch.maximum(best, sc, out=best)
+        else:
+            bsum = {}
+            for dy in range(-2 * r, 2 * r + 1):
+                eq = {}
+                for j, dx in enumerate(range(-2 * r, 2 * r + 1)):
+                    if dy or dx:
+                        o = base + dy * wd + dx
+                        eq[dx] = torch.eq(dom, kp[o:o + ld], out=eq_buf[j, :ld])
+                for cx in range(-r, r + 1):
+                    dst = b_buf[len(bsum), :ld]
+                    bsum[(dy, cx)] = _sum_into(dst, [eq[dx] for dx in range(cx - r, cx + r + 1) if dx in eq])
+            a_img = {}
+            for cy in range(-r, r + 1):
+                for cx in range(-r, r + 1):
+                    dst = a_buf[len(a_img), :ld]
+                    a_img[(cy, cx)] = _sum_into(dst, [bsum[(dy, cx)] for dy in range(cy - r, cy + r + 1)])
+            for dy, dx in win:
+                o = s0 + dy * wd + dx
+                src = a_img[(-dy, -dx)][o:o + L]
+                if best is None:
+                    best = torch.bitwise_left_shift(src, b, out=eq_buf[0, :L]).add_(prio[(dy, dx)])
+                else:
+                    sc = torch.bitwise_left_shift(src, b, out=eq_buf[1, :L]).add_(prio[(dy, dx)])
+                    torch.maximum(best, sc, out=best)
         pr = best.bitwise_and_((1 << b) - 1)
         p0 = (row0 + t0) * wd + R
         fidx = torch.index_select(foff, 0, pr, out=eq_buf[1, :L]).add_(cv.arange[p0:p0 + L])
@@ -1293,40 +1380,38 @@ _VOTE_CACHE = _IdentityCache(8)
 
 @dataclass(frozen=True)
 class _VotePacking:
-    """How votes are packed so that a window offset costs one gather + one add per table.
+    """How votes are packed so that a window offset costs one 64-bit gather and one add.
 
-    Up to r = 7: two int32 tables with 16-bit fields (sums ≤ 225·255 < 2^16, and
-    int32 adds are fast), ``(R << 16) + G`` and ``(1 << 16) + B`` (the 1 counts the
-    vote). For r = 8: one int64 table with 18-bit fields (sums ≤ 289·255 < 2^18).
-    Every add is exact integer arithmetic: no field ever carries into the next.
+    Each style pixel is one 64-bit table entry. Up to r = 7 it holds two int32
+    lanes with 16-bit fields (sums ≤ 225·255 < 2^16), ``(R << 16) + G`` and
+    ``(1 << 16) + B`` (the 1 counts the vote), and the accumulator adds them as
+    int32 lanes (int32 adds are fast on the CPU, int64 adds are not). For r = 8
+    one int64 lane with 18-bit fields (sums ≤ 289·255 < 2^18). Every add is
+    exact integer arithmetic: no field ever carries into the next.
     """
 
-    name: str
-    dtype: torch.dtype
-    fields: tuple   # (table, shift, mask) of R, G, B and of the vote count
+    lane: torch.dtype
+    fields: tuple   # (lane, shift, mask) of R, G, B and of the vote count
 
 
-_PACK16 = _VotePacking("16", torch.int32, ((0, 16, 0xFFFF), (0, 0, 0xFFFF), (1, 0, 0xFFFF), (1, 16, 0xFFFF)))
-_PACK18 = _VotePacking("18", torch.int64, ((0, 36, 0x3FFFF), (0, 18, 0x3FFFF), (0, 0, 0x3FFFF), (0, 54, 0x1FF)))
+_PACK16 = _VotePacking(torch.int32, ((0, 16, 0xFFFF), (0, 0, 0xFFFF), (1, 0, 0xFFFF), (1, 16, 0xFFFF)))
+_PACK18 = _VotePacking(torch.int64, ((0, 36, 0x3FFFF), (0, 18, 0x3FFFF), (0, 0, 0x3FFFF), (0, 54, 0x1FF)))
 
 
-def _vote_tables(style_image: Any, pad: int, pack: _VotePacking, device: torch.device) -> list:
-    def build() -> list:
-        img = _to(style_image, device).to(pack.dtype)
+def _vote_table(style_image: Any, pad: int, pack: _VotePacking, device: torch.device) -> torch.Tensor:
+    def build() -> torch.Tensor:
+        img = _to(style_image, device).to(pack.lane)
         Hs, Ws = img.shape[:2]
         R, G, B = img[..., 0], img[..., 1], img[..., 2]
-        if pack.name == "16":
-            planes = [(R << 16) + G, B + (1 << 16)]
+        if pack is _PACK16:
+            lanes = torch.stack(((R << 16) + G, B + (1 << 16)), dim=-1)
         else:
-            planes = [(R << 36) + (G << 18) + B + (1 << 54)]
-        out = []
-        for pl in planes:
-            tab = torch.zeros((Hs + 2 * pad, Ws + 2 * pad), dtype=pack.dtype, device=device)
-            tab[pad:pad + Hs, pad:pad + Ws] = pl
-            out.append(tab.reshape(-1))
-        return out
+            lanes = ((R << 36) + (G << 18) + B + (1 << 54))[..., None]
+        tab = torch.zeros((Hs + 2 * pad, Ws + 2 * pad, lanes.shape[-1]), dtype=pack.lane, device=device)
+        tab[pad:pad + Hs, pad:pad + Ws] = lanes
+        return tab.view(torch.int64).reshape(-1)
 
-    return _VOTE_CACHE.get((style_image,), ("vote", pad, pack.name, str(device)), build)
+    return _VOTE_CACHE.get((style_image,), ("vote", pad, str(pack.lane), str(device)), build)
 
 
 def _division_table(radius: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
@@ -1409,7 +1494,7 @@ def vote(nnf: Any, style_image: Any, *, radius: int = 1, tile_pixels: int | None
     wpad = Ws + 2 * pad
     check((Hs + 2 * pad) * wpad < 2**31, "style size", "< 2^31 padded pixels", (Hs, Ws))
     pack = _PACK16 if r <= 7 else _PACK18
-    tables = _vote_tables(style_image, pad, pack, device)
+    table = _vote_table(style_image, pad, pack, device)
     divtab, divbase = _division_table(r, device)
     b0 = r * wpad + r
     w2 = ww + 2 * r
@@ -1423,8 +1508,8 @@ def vote(nnf: Any, style_image: Any, *, radius: int = 1, tile_pixels: int | None
     # entries are 0 and read table[(r, r) − d], which lies in the zero border.
     idx = torch.empty((rows_t + 2 * r + 1, w2), **i32)
     cap = rows_t * w2
-    accs = [torch.empty(cap, dtype=pack.dtype, device=device) for _ in tables]
-    gbuf = torch.empty(cap, dtype=pack.dtype, device=device)
+    acc_b = torch.empty(cap, dtype=torch.int64, device=device)
+    g_b = torch.empty(cap, dtype=torch.int64, device=device)
     rgb = torch.empty((cap, 3), **i32)
     col = torch.empty(cap * 3, dtype=torch.uint8, device=device)
     win = _window(r)
@@ -1437,20 +1522,26 @@ def vote(nnf: Any, style_image: Any, *, radius: int = 1, tile_pixels: int | None
         src = t[s0:s1]
         idx[s0 - t0 + r:s1 - t0 + r, r:r + ww] = (src[..., 1] * wpad).add_(src[..., 0]).add_(pad * wpad + pad - b0)
         flat = idx.view(-1)
-        for acc_b, table in zip(accs, tables):
-            acc, g = acc_b[:n], gbuf[:n]
-            for i, (dy, dx) in enumerate(win):
-                start = (r + dy) * w2 + (r + dx)
-                view = table[b0 - (dy * wpad + dx):]
-                torch.index_select(view, 0, flat[start:start + n], out=g if i else acc)
-                if i:
-                    acc.add_(g)
+        acc, g = acc_b[:n], g_b[:n]
+        acc_l, g_l = acc.view(pack.lane), g.view(pack.lane)
+        for i, (dy, dx) in enumerate(win):
+            start = (r + dy) * w2 + (r + dx)
+            view = table[b0 - (dy * wpad + dx):]
+            torch.index_select(view, 0, flat[start:start + n], out=g if i else acc)
+            if i:
+                acc_l.add_(g_l)
+        lanes = acc_l.view(n, -1)
         sel = rgb[:n]
-        for ch, (ti, sh, mk) in enumerate(pack.fields[:3]):
-            v = torch.bitwise_right_shift(accs[ti][:n], sh) if sh else accs[ti][:n]
-            sel[:, ch] = torch.bitwise_and(v, mk)
-        ti, sh, mk = pack.fields[3]
-        cnt = torch.bitwise_right_shift(accs[ti][:n], sh).bitwise_and_(mk).to(torch.int32)
+        if pack is _PACK16:
+            hi = torch.bitwise_right_shift(lanes, 16)              # [R, count]
+            lo = torch.bitwise_and(lanes, 0xFFFF)                  # [G, B]
+            torch.cat((hi[:, :1], lo), dim=1, out=sel)
+            cnt = hi[:, 1]
+        else:
+            for ch, (li, sh, mk) in enumerate(pack.fields[:3]):
+                sel[:, ch] = torch.bitwise_right_shift(lanes[:, li], sh).bitwise_and_(mk)
+            li, sh, mk = pack.fields[3]
+            cnt = torch.bitwise_right_shift(lanes[:, li], sh).bitwise_and_(mk).to(torch.int32)
         sel.add_(torch.index_select(divbase, 0, cnt)[:, None])
         cols = torch.index_select(divtab, 0, sel.view(-1), out=col[:3 * n]).view(nt, w2, 3)
         out[t0:t1] = cols[:, :ww]

@@ -9,7 +9,7 @@ Prints ``key=value`` lines, the three figures first::
 
     warp_ratio=…      temporal stability, 1.0 = as stable as the input (FaceBlit: 6.8–8.0)
     struct_nme=…      landmark error on the output / eye distance (FaceBlit: 0.031–0.053)
-    style_nn=…        distance to the nearest style face patch, RGB [0, 1] per element
+    style_nn=…        distance to the nearest style face patch, RGB [0, 1], RMS per pixel
     …                 raw figures (see faceblit_core.evaluation.evaluate_pair)
 
 Exit codes are faceblit's (3 input, 4 style, 6 environment, …).

@@ -153,8 +153,8 @@ def test_style_nn_of_the_exemplar_itself_is_zero(watercolor) -> None:
 
 
 def test_style_nn_of_the_unstylized_input_against_watercolorgirl(shared_data: Path, watercolor, backend) -> None:
-    """target2.png (a photo) against the watercolorgirl exemplar: measured 0.080–0.081
-    per element for seeds 0–3 (= 0.139–0.141 per pixel, DESIGN §9's convention)."""
+    """target2.png (a photo) against the watercolorgirl exemplar: measured 0.139–0.141
+    (per pixel, DESIGN §9's convention) for seeds 0–3, inside DESIGN's 0.10–0.14 for inputs."""
     from faceblit_core.geometry import Region
     from faceblit_core.guides.mask import face_mask
     from faceblit_core.media import read_image
@@ -163,7 +163,7 @@ def test_style_nn_of_the_unstylized_input_against_watercolorgirl(shared_data: Pa
     target = read_image(shared_data / "images" / "target2.png")
     tmask = face_mask(target, backend.detect(target)[0].points, region=Region.full(768, 1024), feather=20)
     value = ev.style_nn([target], [tmask], image, mask, n_patches=600, seed=3)
-    assert 0.07 < value < 0.095
+    assert 0.12 < value < 0.165
     assert ev.style_nn([target], [tmask], image, mask, n_patches=600, seed=3) == value  # deterministic
 
 
@@ -175,7 +175,7 @@ def test_style_nn_samples_patches_over_the_whole_clip(clip, watercolor) -> None:
     assert math.isnan(ev.style_nn(frames[:2], empty[:2], image, mask, n_patches=50))
     one = ev.style_nn(frames[:1], masks[:1], image, mask, n_patches=200)
     mixed = ev.style_nn(frames[:1] + frames[:1], masks[:1] + empty[:1], image, mask, n_patches=200)
-    assert 0.05 < one < 0.12 and 0.05 < mixed < 0.12
+    assert 0.087 < one < 0.21 and 0.087 < mixed < 0.21  # per pixel (√3 × per element)
 
 
 def test_style_nn_rejects_an_empty_style_mask(watercolor) -> None:

@@ -1,0 +1,139 @@
+"""End to end: stylize_video / stylize_image on the team-made sample and on real clips."""
+
+from __future__ import annotations
+
+import hashlib
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from faceblit_core import media
+from faceblit_core.config import StylizeConfig
+from faceblit_core.pipeline import parse_frame_range, stylize_image, stylize_video
+from faceblit_core.errors import ConfigError
+
+REPO = Path(__file__).resolve().parents[1]
+CLIP = REPO / "samples" / "clip.mp4"
+STYLE = REPO / "samples" / "exemplar.png"
+
+
+@pytest.fixture(scope="module")
+def cache(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("style-cache")
+
+
+def _sha(path: Path) -> str:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+def _frame(path: Path, index: int) -> np.ndarray:
+    return next(iter(media.iter_frames(media.probe(path), start=index, end=index + 1)))
+
+
+def test_sample_clip_keeps_frames_rate_size_audio_and_changes_the_face(tmp_path, cache):
+    out = tmp_path / "out.mp4"
+    summary = stylize_video(CLIP, STYLE, out, cache_dir=cache, progress=False)
+    src, dst = media.probe(CLIP), media.probe(out)
+    assert (dst.n_frames, dst.fps, dst.width, dst.height, dst.has_audio) == (src.n_frames, src.fps, src.width, src.height, True)
+    assert summary.frames == src.n_frames and summary.frames_with_face == src.n_frames and summary.frames_without_face == 0
+    a, b = _frame(CLIP, 10), _frame(out, 10)
+    face = media.probe(CLIP)  # the face is in the upper middle of the sample
+    diff = np.abs(a.astype(int) - b.astype(int)).mean(axis=2)
+    h, w = diff.shape
+    assert diff[h // 5 : h // 2, w // 3 : 2 * w // 3].mean() > 8  # the face is repainted
+    assert diff[-h // 8 :, :].mean() < 3  # the suit at the bottom is left as it was (only re-encoded)
+    assert set(summary.stage_ms) >= {"landmarks", "styleblit", "voting", "composite"}
+    assert face.n_frames == 75
+
+
+def test_same_seed_same_input_gives_byte_identical_video(tmp_path, cache):
+    outs = []
+    for name in ("a.mp4", "b.mp4"):
+        stylize_video(CLIP, STYLE, tmp_path / name, frames=(0, 12), cache_dir=cache, progress=False)
+        outs.append(_sha(tmp_path / name))
+    assert outs[0] == outs[1]
+    stylize_video(CLIP, STYLE, tmp_path / "c.mp4", frames=(0, 12), config=StylizeConfig(seed=7), cache_dir=cache, progress=False)
+    assert _sha(tmp_path / "c.mp4") != outs[0]
+
+
+def test_frame_range_side_by_side_and_audio_cut(tmp_path, cache):
+    out = tmp_path / "sbs.mp4"
+    summary = stylize_video(CLIP, STYLE, out, frames=(10, 35), side_by_side=True, cache_dir=cache, progress=False)
+    info, src = media.probe(out), media.probe(CLIP)
+    assert summary.frames == 25 and info.n_frames == 25
+    assert (info.width, info.height) == (2 * src.width, src.height)
+    assert info.has_audio and info.duration == pytest.approx(1.0, abs=0.15)
+    left = _frame(out, 0)[:, : src.width]
+    assert np.abs(left.astype(int) - _frame(CLIP, 10).astype(int)).mean() < 3  # left half is the input
+
+
+def test_frames_without_a_face_are_written_unchanged_and_counted(tmp_path, cache):
+    clip = tmp_path / "noface.mp4"
+    with media.VideoWriter(clip, width=96, height=64, fps=10) as w:
+        for i in range(6):
+            w.write(np.full((64, 96, 3), 40 + 10 * i, np.uint8))
+    out = tmp_path / "out.mp4"
+    summary = stylize_video(clip, STYLE, out, cache_dir=cache, progress=False)
+    assert (summary.frames, summary.frames_with_face, summary.frames_without_face) == (6, 0, 6)
+    assert media.probe(out).n_frames == 6
+    assert np.abs(_frame(out, 3).astype(int) - (40 + 30)).max() <= 2
+
+
+def test_image_in_image_out_and_guides_saved(tmp_path, cache):
+    still = tmp_path / "still.png"
+    media.write_image(still, _frame(CLIP, 0))
+    out = tmp_path / "still-styled.png"
+    guides = tmp_path / "guides"
+    summary = stylize_image(still, STYLE, out, save_guides=guides, cache_dir=cache)
+    assert summary.frames == 1 and summary.frames_with_face == 1
+    assert media.read_image(out).shape == media.read_image(still).shape
+    names = sorted(p.name for p in guides.iterdir())
+    for kind in ("pos", "face_app", "mask", "stylized"):
+        assert any(n.endswith(f"_{kind}.png") for n in names), (kind, names)
+
+
+def test_background_mode_and_frame_space_run(tmp_path, cache):
+    out = tmp_path / "bg.mp4"
+    stylize_video(CLIP, STYLE, out, frames=(0, 5), config=StylizeConfig(background=True), cache_dir=cache, progress=False)
+    a, b = _frame(CLIP, 2), _frame(out, 2)
+    h = a.shape[0]
+    assert np.abs(a[-h // 8 :].astype(int) - b[-h // 8 :].astype(int)).mean() > 5  # the background is repainted too
+    out2 = tmp_path / "frame-space.mp4"
+    summary = stylize_video(CLIP, STYLE, out2, frames=(0, 5), config=StylizeConfig(synthesis_space="frame"), cache_dir=cache, progress=False)
+    assert summary.frames == 5
+
+
+def test_parse_frame_range():
+    assert parse_frame_range("0:50") == (0, 50)
+    assert parse_frame_range("10:") == (10, None)
+    for bad in ("a:b", "5", "9:3", "-1:4"):
+        with pytest.raises(ConfigError):
+            parse_frame_range(bad)
+
+
+@pytest.mark.slow
+def test_real_clip_with_real_exemplar(shared_data, tmp_path, cache):
+    clip = shared_data / "videos" / "target2.mp4"
+    style = shared_data / "styles" / "watercolorgirl.png"
+    out = tmp_path / "t2.mp4"
+    summary = stylize_video(clip, style, out, frames=(0, 8), cache_dir=cache, progress=False)
+    assert summary.frames == 8 and summary.frames_with_face == 8
+    info = media.probe(out)
+    assert (info.width, info.height, info.n_frames) == (768, 1024, 8)
+
+
+def test_cli_stylize_json_summary(tmp_path, cache):
+    out = tmp_path / "cli.mp4"
+    r = subprocess.run(
+        [sys.executable, "-m", "cli.main", "stylize", str(CLIP), "--style", str(STYLE), "-o", str(out),
+         "--frames", "0:4", "--json", "--cache-dir", str(cache)],
+        capture_output=True, text=True, cwd=REPO, timeout=300,
+    )
+    assert r.returncode == 0, r.stderr
+    import json
+
+    summary = json.loads(r.stdout.strip().splitlines()[-1])
+    assert summary["frames"] == 4 and summary["output"] == str(out)
