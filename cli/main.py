@@ -120,7 +120,7 @@ def _stylize(
             cache_dir=cache_dir,
             overwrite=overwrite,
             progress=not quiet,
-            on_error=lambda path, exc: typer.echo(f"faceblit: error: {path}: {exc}", err=True),
+            on_error=_report_input_error,
         )
     except BaseException as exc:  # noqa: BLE001 - _fail re-raises with --debug and never hides a bug
         if isinstance(exc, typer.Exit):
@@ -133,8 +133,17 @@ def _stylize(
         elif not quiet:
             typer.echo(s.describe(), err=to_stderr)
     if failures:
-        typer.echo(f"faceblit: {len(failures)} of {len(inputs)} input(s) failed", err=True)
+        if len(inputs) > 1:  # one input: its one-line error above says it all
+            typer.echo(f"faceblit: {len(failures)} of {len(inputs)} input(s) failed", err=True)
         raise typer.Exit(failures[0].exit_code if len(inputs) == 1 else 1)
+
+
+def _report_input_error(path: str, exc: BaseException) -> None:
+    """One line per failed input; the path is named once (most messages start with it)."""
+    message = getattr(exc, "message", str(exc))
+    if path not in message:
+        message = f"{path}: {message}"
+    typer.echo(f"faceblit: error: {message}", err=True)
 
 
 def _with_tunables(func):

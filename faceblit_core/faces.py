@@ -341,6 +341,10 @@ _MODEL_FILES = {
 }
 _dlib_cache: dict[str, Any] = {}
 _dlib_lock = threading.Lock()
+#: Smallest image side (px) the CNN detector is run on. Its smallest face is ~40 px,
+#: so nothing can be found below that, and dlib aborts (and may corrupt its heap)
+#: when its filters do not fit the image (below ~10 px), e.g. on a 2x2 video.
+_CNN_MIN_SIDE = 40
 
 
 def _models_dir() -> Path:
@@ -502,7 +506,7 @@ class DlibBackend:
             rects, scores, _ = self._hog.run(small, 1, 0.0)
         if rects:
             return [_from_rect(r, sx, sy) for r in rects], [float(s) for s in scores], False
-        if self.cnn_fallback:
+        if self.cnn_fallback and min(small.shape[:2]) >= _CNN_MIN_SIDE:
             dets = _dlib_model("cnn")(small, 0)
             return [_cnn_to_hog(_from_rect(d.rect, sx, sy)) for d in dets], [float(d.confidence) for d in dets], True
         return [], [], False

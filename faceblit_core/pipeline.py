@@ -183,6 +183,9 @@ class FrameStylizer:
         self.prev_output: np.ndarray | None = None
         self.prev_ids: set[int] = set()
         self.prev_nnf: dict = {}
+        self.prev_guides: dict = {}
+        self.prev_frame: np.ndarray | None = None
+        self._flow = None
         self.stage_ms: dict[str, float] = {}
         self.index = 0
         self.scene_cuts = 0
@@ -247,6 +250,7 @@ class FrameStylizer:
             composite(out, stylized, mask, region)
             self._tick("composite", t)
         self.prev_output = out
+        self.prev_frame = frame
         self.prev_ids = {f.id for f in faces}
         self.index += 1
         return out, faces
@@ -269,6 +273,10 @@ class FrameStylizer:
         mask = None
         if face is not None and not background:
             mask = face_mask(frame, face.points, region=region, feather=cfg.mask_feather)
+            if cfg.flow_follow > 0 and self.prev_frame is not None and face.id in self.prev_ids and face.id in self.prev_guides:
+                carried = self._follow_flow(frame, face.id, region, {"pos": g_pos, "mask": mask})
+                g_pos, mask = carried["pos"], carried["mask"]
+            self.prev_guides[face.id] = ({"pos": g_pos, "mask": mask}, region)
         t = self._tick("mask", t)
         use_temp = cfg.lambda_temp > 0 and self.prev_output is not None and (face is None or face.id in self.prev_ids)
         if face is not None and not background and cfg.synthesis_space == "face":
@@ -289,6 +297,50 @@ class FrameStylizer:
         if self.save_guides is not None:
             self._write_guides(face, {"pos": g_pos, "app": g_app, "temp": g_temp, "mask": mask, "stylized": stylized})
         return stylized, mask
+
+    def _follow_flow(self, frame: np.ndarray, face_id: int, region, current: dict) -> dict:
+        """Carry last frame's positional guide and mask along the input's optical flow, pulled toward this frame's.
+
+        Landmarks jitter and lag, optical flow follows the skin: a guide (and mask) that
+        moves with the flow keeps the stylized texture glued to the face from frame to
+        frame, while the pull ``1 − flow_follow`` toward this frame's landmark-based
+        values stops it drifting. Flow: OpenCV DIS (Kroeger et al. 2016), backward
+        (t → t−1), computed on the region only.
+
+        Parameters
+        ----------
+        current : dict of name → (h, w[, c]) float32
+            This frame's landmark-based maps on ``region`` (``"pos"``, ``"mask"``).
+
+        Returns
+        -------
+        dict
+            The same names, blended with last frame's maps carried along the flow.
+        """
+        import cv2
+
+        previous, prev_region = self.prev_guides[face_id]
+        if self._flow is None:
+            self._flow = cv2.DISOpticalFlow_create(cv2.DISOPTICAL_FLOW_PRESET_FAST)
+        t = time.perf_counter()
+        sl = (slice(region.y0, region.y1), slice(region.x0, region.x1))
+        cur = cv2.cvtColor(np.ascontiguousarray(frame[sl]), cv2.COLOR_RGB2GRAY)
+        prev = cv2.cvtColor(np.ascontiguousarray(self.prev_frame[sl]), cv2.COLOR_RGB2GRAY)
+        back = self._flow.calc(cur, prev, None)
+        h, w = back.shape[:2]
+        ys, xs = np.mgrid[0:h, 0:w].astype(np.float32)
+        # Position of each pixel in the previous frame, in the previous region's coordinates.
+        mx = xs + back[..., 0] + np.float32(region.x0 - prev_region.x0)
+        my = ys + back[..., 1] + np.float32(region.y0 - prev_region.y0)
+        follow = np.float32(self.config.flow_follow)
+        out = {}
+        for name, now in current.items():
+            carried = cv2.remap(previous[name], mx, my, cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=np.nan)
+            if carried.ndim < now.ndim:
+                carried = carried[..., None]
+            out[name] = np.ascontiguousarray(np.where(np.isnan(carried), now, follow * carried + (1 - follow) * now), dtype=np.float32)
+        self._tick("flow", t)
+        return out
 
     def _synthesize_in_face_space(self, frame: np.ndarray, face, g_pos: np.ndarray, region, use_temp: bool) -> np.ndarray:
         """StyleBlit in the exemplar's frame: chunks stay on the face as it moves.
@@ -347,7 +399,7 @@ class FrameStylizer:
         )
         if prev_nnf is not None and cfg.keep_previous:
             nnf = _keep_previous(nnf, prev_nnf, g_pos, g_app, self.style_app_t, style.width, style.height,
-                                 threshold=cfg.threshold, lambda_pos=cfg.lambda_pos, lambda_app=cfg.lambda_app)
+                                 threshold=cfg.threshold * cfg.keep_tolerance, lambda_pos=cfg.lambda_pos, lambda_app=cfg.lambda_app)
         if key is not None:
             self.prev_nnf[key] = nnf
         t = self._tick("styleblit", t)
@@ -598,14 +650,22 @@ def stylize_video(
             )
     started = time.perf_counter()
     info = media.probe(input)
-    if info.is_image:
+    out_path = str(output) if output is not None else str(default_output_path(input, style if not hasattr(style, "path") else style.path or "style"))
+    # The content decides what the input is, the output's extension what is written:
+    # a still (even one named .mp4) becomes an image, or a one-frame video for a video name.
+    if info.is_image and (out_path == "-" or Path(out_path).suffix.lower() not in media.VIDEO_EXTENSIONS):
         return stylize_image(
             input, style, output, config=config, style_landmarks=style_landmarks, fan_weights=fan_weights,
             side_by_side=side_by_side, save_guides=save_guides, cache_dir=cache_dir, overwrite=overwrite,
         )
-    out_path = str(output) if output is not None else str(default_output_path(input, style if not hasattr(style, "path") else style.path or "style"))
     device = resolve_device(config.device)
     start, end = frames if frames is not None else (0, None)
+    if info.n_frames and start >= info.n_frames:
+        from faceblit_core.errors import InputError
+
+        raise InputError(f"{input}: --frames {start}:{'' if end is None else end} starts after the last frame (the video has {info.n_frames})")
+    if end is not None and info.n_frames:
+        end = min(end, info.n_frames)  # "0:50" on a shorter clip means "to its end"
     n_total = info.n_frames if info.n_frames else None
     n_frames = (min(end, n_total) if end is not None and n_total else (end if end is not None else n_total))
     if n_frames is not None:

@@ -405,7 +405,7 @@ def _given_landmarks(landmarks: Any, style_path: Path) -> tuple[np.ndarray | Non
     try:
         return load_landmarks(landmarks), source
     except InputError as exc:  # a missing/unreadable landmark file is a style problem (exit 4)
-        raise StyleError(f"style landmarks {exc.message}") from None
+        raise StyleError(f"style landmarks: {exc.message}") from None
 
 
 def _build(data: bytes, style_path: Path, name: str, points, lm_source: str, key: str, params: dict, stages: dict) -> StyleAsset:
@@ -431,7 +431,10 @@ def _build(data: bytes, style_path: Path, name: str, points, lm_source: str, key
 
     t = time.perf_counter()
     if points is None:
-        points = faces.detect_style_landmarks(image)
+        try:
+            points = faces.detect_style_landmarks(image)
+        except StyleError as exc:  # name the file: in a batch or a script the user may not know which
+            raise StyleError(f"style image {name}: {exc.message}") from None
     points = np.ascontiguousarray(points, dtype=np.float32)
     check_points_inside(points, (w, h), source=f"style landmarks ({lm_source})")
     stages["landmarks"] = time.perf_counter() - t

@@ -100,7 +100,6 @@ MAX_RADIUS = 8
 #: Pixels per CPU tile of the level loop (temporaries of one tile stay in L2).
 CPU_TILE_PIXELS = 1 << 16
 
-_INT32_MIN = -(2**31)
 
 
 # =============================================================================== jitter
