@@ -168,13 +168,14 @@ def prepare_style_cmd(
     lambda_app: float = typer.Option(2.0, "--lambda-app", help="Lookup-table weight of the appearance guide."),
     lut_radius: float = typer.Option(30.0, "--lut-radius", help="Lookup-table search radius, style px."),
     temporal_blur: float = typer.Option(6.0, "--temporal-blur", help="Blur sigma of the style's temporal guide, style px."),
+    style_max_side: int = typer.Option(1024, "--style-max-side", help="Downscale an exemplar whose longer side exceeds this, px (as stylize's option)."),
 ) -> None:
     """Build (or load from the cache) a style's guides and lookup table, and say what was made."""
     try:
         from faceblit_core.config import StylizeConfig
         from faceblit_core.style import prepare_style_report
 
-        cfg = StylizeConfig(lambda_pos=lambda_pos, lambda_app=lambda_app, lut_radius=lut_radius, temporal_blur=temporal_blur)
+        cfg = StylizeConfig(lambda_pos=lambda_pos, lambda_app=lambda_app, lut_radius=lut_radius, temporal_blur=temporal_blur, style_max_side=style_max_side)
         report = prepare_style_report(style, landmarks=style_landmarks, config=cfg, cache_dir=cache_dir)
     except BaseException as exc:  # noqa: BLE001
         raise _fail(exc)

@@ -51,6 +51,7 @@ class StylizeConfig:
     denoise_nnf: bool = _f(True, doc="replace each NNF offset by the most frequent offset in the voting window before voting (FaceBlit)")
     # --- lookup table (DESIGN §5) ------------------------------------------------------------
     lut_radius: float = _f(30.0, 1.0, 512.0, doc="search radius of the lookup table around the positional-guide position, style px (FaceBlit: 30)")
+    style_max_side: int = _f(1024, 256, 4096, doc="a style exemplar whose longer side exceeds this is downscaled to it before use, style px (synthesis time grows with the exemplar's face area; FaceBlit's exemplars: 768x1024)")
     # --- guides (DESIGN §4) ------------------------------------------------------------------
     mls_alpha: float = _f(1.0, 0.1, 4.0, doc="MLS weight exponent alpha, w_i = 1/|p_i - v|^(2 alpha) (Schaefer et al. 2006)")
     mls_grid: int = _f(10, 1, 64, doc="spacing of the grid on which MLS is evaluated exactly, frame px (FaceBlit: 10)")

@@ -1671,3 +1671,99 @@ def draw_landmarks(
             cv2.putText(out, str(i), org, cv2.FONT_HERSHEY_SIMPLEX, font, text_color, thick + 1, cv2.LINE_AA)
             cv2.putText(out, str(i), org, cv2.FONT_HERSHEY_SIMPLEX, font, color, thick, cv2.LINE_AA)
     return out
+
+
+@dataclass
+class ImageLandmarks:
+    """Result of :func:`landmarks_of_image`: the faces found and the files written."""
+
+    path: str
+    faces: list
+    drawn: str | None = None
+    saved: str | None = None
+
+    def describe(self) -> str:
+        lines = [f"{self.path}: {len(self.faces)} face(s)"]
+        for face in self.faces:
+            x0, y0, x1, y1 = (float(v) for v in face.box)
+            lines.append(f"  face {face.id}: box ({x0:.0f}, {y0:.0f})-({x1:.0f}, {y1:.0f}), score {face.score:.2f}, inter-ocular {inter_ocular(face.points):.1f} px")
+        if self.drawn:
+            lines.append(f"drawn: {self.drawn}")
+        if self.saved:
+            lines.append(f"saved: {self.saved} (the largest face, FaceBlit's 68 lines 'x y')" if self.saved.endswith(".txt") else f"saved: {self.saved}")
+        return "\n".join(lines)
+
+
+def landmarks_of_image(
+    path: str | os.PathLike,
+    *,
+    backend: str = "dlib",
+    fan_weights: str | os.PathLike | None = None,
+    draw: str | os.PathLike | None = None,
+    save: str | os.PathLike | None = None,
+    overwrite: bool = False,
+) -> ImageLandmarks:
+    """Detect the 68 landmarks of every face in an image; optionally draw them and save them.
+
+    What ``faceblit landmarks IMAGE`` does: lets a user check (``draw``) and correct
+    (``save``, then edit) the landmarks of a style exemplar. Exemplars (paintings) get
+    every detector fallback of :func:`detect_style_landmarks` when plain detection
+    finds nothing.
+
+    Parameters
+    ----------
+    path : path
+        Image file.
+    backend : str, keyword-only
+        ``dlib`` or ``fan`` (:data:`BACKENDS`).
+    fan_weights : path, keyword-only
+        Weights of the ``fan`` backend.
+    draw : path, keyword-only
+        Write a PNG with the numbered points of every face.
+    save : path, keyword-only
+        ``.txt`` (FaceBlit's format, the largest face) or ``.json`` (every face).
+    overwrite : bool, keyword-only
+        Replace existing ``draw``/``save`` files.
+
+    Returns
+    -------
+    ImageLandmarks
+        Faces (largest first) and the files written.
+
+    Raises
+    ------
+    InputError
+        The image cannot be read.
+    StyleError
+        No face found (the message says how to supply landmarks by hand).
+    OutputError
+        A file to write exists without ``overwrite``, or its folder is not writable.
+    """
+    from faceblit_core.errors import OutputError
+    from faceblit_core.media import atomic_output, read_image, write_image
+
+    image = read_image(path)
+    options = {"weights": fan_weights} if backend == "fan" else {}
+    faces = sorted(get_backend(backend, **options).detect(image), key=lambda f: -f.area)
+    if not faces:
+        points = detect_style_landmarks(image)  # raises StyleError saying how to give them by hand
+        faces = [Face(points=points, box=box_from_points(points), score=0.0, id=0)]
+    faces = [f.copy(id=i) for i, f in enumerate(faces)]
+    result = ImageLandmarks(path=str(path), faces=faces)
+    if draw is not None:
+        canvas = image
+        for face in faces:
+            canvas = draw_landmarks(canvas, face.points, box=face.box)
+        write_image(draw, canvas, overwrite=overwrite)
+        result.drawn = str(draw)
+    if save is not None:
+        suffix = Path(save).suffix.lower()
+        if suffix not in (".txt", ".json"):
+            raise OutputError(f"{save}: landmarks are saved as .txt (FaceBlit's format) or .json")
+        with atomic_output(save, overwrite=overwrite) as tmp:
+            if suffix == ".txt":
+                save_landmarks(tmp, faces[0].points)
+            else:
+                save_frame_landmarks(tmp, [faces])
+        result.saved = str(save)
+    return result

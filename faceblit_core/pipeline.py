@@ -569,6 +569,7 @@ def _load_style(style, *, config, style_landmarks, cache_dir):
         lambda_app=config.lambda_app,
         lut_radius=config.lut_radius,
         temporal_blur=config.temporal_blur,
+        max_side=config.style_max_side,
         cache_dir=cache_dir,
     )
 

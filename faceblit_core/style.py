@@ -1,10 +1,12 @@
 """The style exemplar's assets — guides and lookup table — built once and cached on disk.
 
 Everything the synthesis needs from the exemplar depends only on the image, its
-68 landmarks and four tunables, so it is computed once per combination
+68 landmarks and five tunables, so it is computed once per combination
 (DESIGN §2 "Per style") and stored in a cache folder:
 
-* ``image`` — the exemplar, RGB;
+* ``image`` — the exemplar, RGB, downscaled (area interpolation) so its longer
+  side is at most ``style_max_side`` px (default 1024; given landmarks are
+  scaled with it): the synthesis runs at the exemplar's resolution;
 * ``landmarks`` — its 68 points: a file given by the user, else a sibling file
   ``NAME.lm.txt`` next to ``NAME.png`` (same folder, same stem), else detected
   (:func:`faceblit_core.faces.detect_style_landmarks`);
@@ -21,7 +23,7 @@ Folder: ``cache_dir`` if given, else ``$FACEBLIT_CACHE_DIR``, else
 named ``<key>.npz`` (a renamed copy of a style finds its entry). The key is a SHA-256 over a format
 version, the faceblit version, the style file's BYTES, the landmark VALUES (or
 "detected"), and every parameter (``lambda_pos``, ``lambda_app``, ``lut_radius``,
-``temporal_blur``): any change makes a new entry, never a stale hit. An entry is
+``temporal_blur``, ``style_max_side``): any change makes a new entry, never a stale hit. An entry is
 written to a temporary file in the same folder and renamed with
 :func:`os.replace`, so concurrent runs never see half a file (the last writer
 wins; both wrote the same content). An unreadable, truncated or inconsistent
@@ -193,7 +195,7 @@ def default_cache_dir() -> Path:
     return Path.home() / ".cache" / "faceblit"
 
 
-def style_key(image_bytes: bytes, landmarks: np.ndarray | None, params: dict) -> str:
+def style_key(image_bytes: bytes, landmarks: np.ndarray | None, params: dict, *, max_side: int | None = None) -> str:
     """Cache key of a style asset: SHA-256 (hex) of everything it is built from.
 
     Parameters
@@ -204,6 +206,8 @@ def style_key(image_bytes: bytes, landmarks: np.ndarray | None, params: dict) ->
         The landmark values used; None when they are to be detected.
     params : dict
         ``lambda_pos``, ``lambda_app``, ``lut_radius``, ``temporal_blur`` (floats).
+    max_side : int, optional, keyword-only
+        The ``style_max_side`` the exemplar is downscaled to (px); None leaves it out of the key.
 
     Returns
     -------
@@ -222,6 +226,8 @@ def style_key(image_bytes: bytes, landmarks: np.ndarray | None, params: dict) ->
         h.update(np.ascontiguousarray(landmarks, dtype="<f4").tobytes())
     for name in sorted(_DEFAULTS):
         h.update(f"\n{name}={float(params[name])!r}".encode())
+    if max_side is not None:
+        h.update(f"\nmax_side={int(max_side)}".encode())
     return h.hexdigest()
 
 
@@ -234,6 +240,7 @@ def prepare_style(
     lambda_app: float | None = None,
     lut_radius: float | None = None,
     temporal_blur: float | None = None,
+    max_side: int | None = None,
     cache_dir: str | os.PathLike | None = None,
     config: Any = None,
 ) -> StyleAsset:
@@ -243,7 +250,7 @@ def prepare_style(
 
     Parameters
     ----------
-    path, landmarks, lambda_pos, lambda_app, lut_radius, temporal_blur, cache_dir, config
+    path, landmarks, lambda_pos, lambda_app, lut_radius, temporal_blur, max_side, cache_dir, config
         As :func:`prepare_style_report`.
 
     Returns
@@ -268,6 +275,7 @@ def prepare_style(
         lambda_app=lambda_app,
         lut_radius=lut_radius,
         temporal_blur=temporal_blur,
+        max_side=max_side,
         cache_dir=cache_dir,
         config=config,
     ).asset
@@ -281,6 +289,7 @@ def prepare_style_report(
     lambda_app: float | None = None,
     lut_radius: float | None = None,
     temporal_blur: float | None = None,
+    max_side: int | None = None,
     cache_dir: str | os.PathLike | None = None,
     config: Any = None,
 ) -> PrepareReport:
@@ -301,6 +310,14 @@ def prepare_style_report(
         Lookup-table search radius, style px; default from ``config``, else 30.
     temporal_blur : float, keyword-only
         Gaussian sigma of the temporal guide, style px; default from ``config``, else 6.
+    max_side : int, keyword-only
+        An exemplar whose longer side exceeds this many px is downscaled to it
+        (area interpolation; given landmarks are scaled with it) before the guides
+        and the table are built: the face-space synthesis runs at the exemplar's
+        resolution, so a 3000×4000 exemplar would cost ~15x a 768×1024 one per
+        frame for no visible gain on video. ``lut_radius`` and ``temporal_blur``
+        then apply to the downscaled exemplar. Default from ``config``
+        (``style_max_side``), else 1024.
     cache_dir : str or path-like, keyword-only
         Cache folder; default :func:`default_cache_dir`. Created when missing. If
         it cannot be written the asset is still returned (``cache_file`` None).
@@ -328,13 +345,14 @@ def prepare_style_report(
     t_start = time.perf_counter()
     stages: dict[str, float] = {}
     params = _resolve_params(config, lambda_pos=lambda_pos, lambda_app=lambda_app, lut_radius=lut_radius, temporal_blur=temporal_blur)
+    max_side = _resolve_max_side(config, max_side)
     style_path = Path(os.fspath(path))
     name = os.fspath(path)
 
     t = time.perf_counter()
     data = _read_style_bytes(style_path, name)
     points, lm_source = _given_landmarks(landmarks, style_path)
-    key = style_key(data, points, params)
+    key = style_key(data, points, params, max_side=max_side)
     stages["hash"] = time.perf_counter() - t
 
     folder = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir()
@@ -350,13 +368,17 @@ def prepare_style_report(
             stages["load"] = time.perf_counter() - t
             return PrepareReport(asset, True, time.perf_counter() - t_start, stages, entry, "cache")
 
-    asset = _build(data, style_path, name, points, lm_source, key, params, stages)
+    asset, scaled = _build(data, style_path, name, points, lm_source, key, params, max_side, stages)
+    notes = [note] if note else []
+    if scaled:
+        notes.append(scaled)
     t = time.perf_counter()
     try:
         _save_entry(entry, asset)
     except OSError as exc:
         entry = None
-        note = f"cache not written: {exc.strerror or exc}"
+        notes.append(f"cache not written: {exc.strerror or exc}")
+    note = "; ".join(notes)
     stages["save"] = time.perf_counter() - t
     return PrepareReport(asset, False, time.perf_counter() - t_start, stages, entry, lm_source, note)
 
@@ -372,6 +394,34 @@ def _resolve_params(config: Any, **given: float | None) -> dict:
     # Validates type and range with the same messages as the CLI options.
     cfg = StylizeConfig(**values)
     return {name: float(getattr(cfg, name)) for name in _DEFAULTS}
+
+
+def _resolve_max_side(config: Any, max_side: int | None) -> int:
+    from faceblit_core.config import StylizeConfig
+
+    if max_side is None:
+        max_side = getattr(config, "style_max_side", None) if config is not None else None
+    # Validates like the CLI option; None takes the documented default.
+    cfg = StylizeConfig() if max_side is None else StylizeConfig(style_max_side=max_side)
+    return int(cfg.style_max_side)
+
+
+def _downscaled(image: np.ndarray, points: np.ndarray | None, max_side: int) -> tuple[np.ndarray, np.ndarray | None]:
+    """Shrink ``image`` (H, W, 3) so its longer side is ``max_side`` px; scale ``points`` (68, 2) alike.
+
+    Pixel centres sit at integer coordinates (ARCHITECTURE), so a point maps as
+    ``x' = (x + 0.5) * W'/W - 0.5``.
+    """
+    import cv2
+
+    h, w = image.shape[:2]
+    s = max_side / max(h, w)
+    nw, nh = max(1, int(round(w * s))), max(1, int(round(h * s)))
+    small = cv2.resize(image, (nw, nh), interpolation=cv2.INTER_AREA)
+    if points is not None:
+        points = (np.asarray(points, np.float64) + 0.5) * [nw / w, nh / h] - 0.5
+        points = np.clip(points, -0.5, [nw - 0.5, nh - 0.5]).astype(np.float32)  # float rounding at the edges
+    return np.ascontiguousarray(small), points
 
 
 def _read_style_bytes(p: Path, name: str) -> bytes:
@@ -408,7 +458,7 @@ def _given_landmarks(landmarks: Any, style_path: Path) -> tuple[np.ndarray | Non
         raise StyleError(f"style landmarks: {exc.message}") from None
 
 
-def _build(data: bytes, style_path: Path, name: str, points, lm_source: str, key: str, params: dict, stages: dict) -> StyleAsset:
+def _build(data: bytes, style_path: Path, name: str, points, lm_source: str, key: str, params: dict, max_side: int, stages: dict) -> tuple[StyleAsset, str]:
     from faceblit_core import faces, media
     from faceblit_core.guides.appearance import app_cdf, appearance_guide, stretch_contrast
     from faceblit_core.guides.temporal import temporal_guide
@@ -422,7 +472,14 @@ def _build(data: bytes, style_path: Path, name: str, points, lm_source: str, key
     # The key hashes the bytes read before decoding; make sure they are what was decoded.
     if _read_style_bytes(style_path, name) != data:
         raise StyleError(f"style image {name}: the file changed while it was being read; run again")
+    scaled = ""
     h, w = image.shape[:2]
+    if max(h, w) > max_side:
+        if points is not None:  # checked against the image the user made them for
+            check_points_inside(np.asarray(points, np.float32), (w, h), source=f"style landmarks ({lm_source})")
+        image, points = _downscaled(image, points, max_side)
+        scaled = f"downscaled from {w}x{h} to {image.shape[1]}x{image.shape[0]} (style_max_side {max_side})"
+        h, w = image.shape[:2]
     if h * w > _lut.MAX_STYLE_PIXELS:
         raise StyleError(
             f"style image {name}: {w}x{h} = {h * w} px is over the {_lut.MAX_STYLE_PIXELS} px (2^24) the lookup table addresses; downscale it"
@@ -448,7 +505,7 @@ def _build(data: bytes, style_path: Path, name: str, points, lm_source: str, key
     t = time.perf_counter()
     table = _lut.build_lookup_table(app, lambda_pos=params["lambda_pos"], lambda_app=params["lambda_app"], radius=params["lut_radius"])
     stages["lut"] = time.perf_counter() - t
-    return StyleAsset(image=image, landmarks=points, app=app, app_cdf=cdf, temp=temp, lut=table, key=key, path=name, params=dict(params))
+    return StyleAsset(image=image, landmarks=points, app=app, app_cdf=cdf, temp=temp, lut=table, key=key, path=name, params=dict(params)), scaled
 
 
 # ------------------------------------------------------------------------------- cache files
