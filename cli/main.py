@@ -105,6 +105,7 @@ def _stylize(
     try:
         from faceblit_core.config import StylizeConfig
 
+        _terminate_as_interrupt()
         config = StylizeConfig(**tunables)
         summaries, failures = stylize_batch(
             inputs,
@@ -120,7 +121,7 @@ def _stylize(
             cache_dir=cache_dir,
             overwrite=overwrite,
             progress=not quiet,
-            on_error=_report_input_error,
+            on_error=lambda path, exc: _report_input_error(path, exc, batch=len(inputs) > 1),
         )
     except BaseException as exc:  # noqa: BLE001 - _fail re-raises with --debug and never hides a bug
         if isinstance(exc, typer.Exit):
@@ -138,12 +139,27 @@ def _stylize(
         raise typer.Exit(failures[0].exit_code if len(inputs) == 1 else 1)
 
 
-def _report_input_error(path: str, exc: BaseException) -> None:
-    """One line per failed input; the path is named once (most messages start with it)."""
+def _report_input_error(path: str, exc: BaseException, *, batch: bool) -> None:
+    """One line per failed input. In a batch it names the input (once: most messages start with it)."""
     message = getattr(exc, "message", str(exc))
-    if path not in message:
+    if batch and path not in message:
         message = f"{path}: {message}"
     typer.echo(f"faceblit: error: {message}", err=True)
+
+
+def _terminate_as_interrupt() -> None:
+    """SIGTERM raises Interrupted (exit 143) from the start of a command, not only while
+    a video is being written, so every temporary file (style cache entry, ``.partial``
+    output) is removed by the code that made it. A SIGTERM ignored by the parent stays ignored."""
+    import signal
+
+    from faceblit_core.errors import Interrupted
+
+    def handler(signum, _frame):
+        raise Interrupted(signum)
+
+    if signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
+        signal.signal(signal.SIGTERM, handler)
 
 
 def _with_tunables(func):
@@ -175,6 +191,7 @@ def prepare_style_cmd(
         from faceblit_core.config import StylizeConfig
         from faceblit_core.style import prepare_style_report
 
+        _terminate_as_interrupt()
         cfg = StylizeConfig(lambda_pos=lambda_pos, lambda_app=lambda_app, lut_radius=lut_radius, temporal_blur=temporal_blur, style_max_side=style_max_side)
         report = prepare_style_report(style, landmarks=style_landmarks, config=cfg, cache_dir=cache_dir)
     except BaseException as exc:  # noqa: BLE001

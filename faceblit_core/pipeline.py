@@ -273,11 +273,12 @@ class FrameStylizer:
         mask = None
         if face is not None and not background:
             mask = face_mask(frame, face.points, region=region, feather=cfg.mask_feather)
+            t = self._tick("mask", t)
             if cfg.flow_follow > 0 and self.prev_frame is not None and face.id in self.prev_ids and face.id in self.prev_guides:
                 carried = self._follow_flow(frame, face.id, region, {"pos": g_pos, "mask": mask})
                 g_pos, mask = carried["pos"], carried["mask"]
             self.prev_guides[face.id] = ({"pos": g_pos, "mask": mask}, region)
-        t = self._tick("mask", t)
+        t = time.perf_counter()
         use_temp = cfg.lambda_temp > 0 and self.prev_output is not None and (face is None or face.id in self.prev_ids)
         if face is not None and not background and cfg.synthesis_space == "face":
             stylized = self._synthesize_in_face_space(frame, face, g_pos, region, use_temp)
@@ -829,4 +830,4 @@ def _progress_bar(total: int | None, enabled: bool, label: str):
 def _set_threads() -> None:
     import torch
 
-    torch.set_num_threads(max(1, os.cpu_count() or 1))
+    torch.set_num_threads(int(os.environ.get("FACEBLIT_THREADS", "0")) or max(1, os.cpu_count() or 1))
