@@ -68,6 +68,8 @@ def main() -> int:
             print(f"frames_{n}={frames}")
             print(f"peak_rss_mb_{n}={me_kb / 1024:.0f}")
             print(f"peak_rss_ffmpeg_child_mb_{n}={kids_kb / 1024:.0f}")
+            # Both peaks at once: an upper bound of the job's total (target: <= 1.5 GB).
+            print(f"peak_rss_total_upper_mb_{n}={(me_kb + kids_kb) / 1024:.0f}")
             print(f"fps_1080p_{n}={fps}")
     return 0
 

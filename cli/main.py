@@ -37,8 +37,8 @@ def _fail(exc: BaseException) -> "typer.Exit":
 
     if _DEBUG:
         raise exc
-    if isinstance(exc, KeyboardInterrupt):
-        exc = Interrupted(2)
+    if isinstance(exc, KeyboardInterrupt):  # Ctrl-C, or SIGTERM (pipeline.SignalInterrupt)
+        exc = Interrupted(getattr(exc, "signum", 2))
     if isinstance(exc, FaceblitError):
         typer.echo(f"faceblit: error: {exc.message}", err=True)
         return typer.Exit(exc.exit_code)
@@ -148,18 +148,15 @@ def _report_input_error(path: str, exc: BaseException, *, batch: bool) -> None:
 
 
 def _terminate_as_interrupt() -> None:
-    """SIGTERM raises Interrupted (exit 143) from the start of a command, not only while
-    a video is being written, so every temporary file (style cache entry, ``.partial``
-    output) is removed by the code that made it. A SIGTERM ignored by the parent stays ignored."""
+    """SIGTERM stops a command like Ctrl-C from its start, not only while a video is being
+    written, so every temporary file (style cache entry, ``.partial`` output) is removed by
+    the code that made it; exit 143. A SIGTERM ignored by the parent stays ignored."""
     import signal
 
-    from faceblit_core.errors import Interrupted
-
-    def handler(signum, _frame):
-        raise Interrupted(signum)
+    from faceblit_core.pipeline import raise_signal_interrupt
 
     if signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
-        signal.signal(signal.SIGTERM, handler)
+        signal.signal(signal.SIGTERM, raise_signal_interrupt)
 
 
 def _with_tunables(func):

@@ -12,8 +12,11 @@ sees ``(H, W, 3) uint8 RGB`` frames (DESIGN §7, ARCHITECTURE "media (io)"):
   audio copied from the input, written to a temporary file and renamed on success.
 * :func:`read_image` / :func:`write_image` — stills with OpenCV (EXIF orientation,
   gray, alpha, CMYK and 16-bit inputs handled).
-* :func:`atomic_output`, :func:`spool_stdin` / :func:`spooled_stdin` — ``-`` paths
-  and all-or-nothing outputs.
+* :func:`atomic_output`, :func:`check_output`, :func:`spool_stdin` /
+  :func:`spooled_stdin` — ``-`` paths and all-or-nothing outputs.
+* :func:`hold_signals` / :func:`release_signals`, :func:`start_thread` — keep
+  Ctrl-C and SIGTERM out of the few statements where their exception would leave
+  a temporary file, an ffmpeg process or a broken thread behind.
 
 User-facing failures raise :mod:`faceblit_core.errors` classes with one-line
 messages; programming errors (wrong shapes, bad arguments) raise ``ValueError``.
@@ -35,6 +38,7 @@ import os
 import queue
 import re
 import shutil
+import signal
 import stat
 import subprocess
 import sys
@@ -61,9 +65,13 @@ __all__ = [
     "read_image",
     "write_image",
     "atomic_output",
+    "check_output",
     "spool_stdin",
     "spooled_stdin",
     "is_image_path",
+    "start_thread",
+    "hold_signals",
+    "release_signals",
 ]
 
 #: Still-image extensions written by :func:`write_image` (and refused by :class:`VideoWriter`).
@@ -733,6 +741,102 @@ def _read_frame(f: IO[bytes], nbytes: int) -> np.ndarray | None:
     return buf
 
 
+_STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
+class _HeldSignals:
+    """State of one :func:`hold_signals`: the handlers it replaced and what arrived meanwhile."""
+
+    def __init__(self) -> None:
+        self.previous: dict[int, Any] = {}
+        self.pending: list[int] = []
+
+    def defer(self, signum: int, _frame: Any) -> None:
+        self.pending.append(signum)
+
+
+def hold_signals() -> _HeldSignals | None:
+    """Hold back SIGINT and SIGTERM; :func:`release_signals` handles what arrived meanwhile.
+
+    For the few statements where an exception raised by a signal handler would
+    leave something behind, e.g. between creating a :class:`VideoWriter`
+    (temporary file, ffmpeg process) and entering its ``with`` block, which removes
+    both on any exception. The Python-level handlers are swapped for one that
+    only records the signal (blocking the signal in this thread would not do:
+    native threads of BLAS/OpenMP receive it, and Python runs the handler in the
+    main thread anyway). Signals ignored by the parent stay ignored. Holds nest.
+    Outside the main thread (where handlers cannot be changed) nothing is held.
+
+    Returns
+    -------
+    state or None
+        For :func:`release_signals`.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        return None
+    held = _HeldSignals()
+    for signum in _STOP_SIGNALS:
+        previous = signal.getsignal(signum)
+        if previous is not signal.SIG_IGN:
+            held.previous[signum] = signal.signal(signum, held.defer)
+    return held
+
+
+def release_signals(held: _HeldSignals | None) -> None:
+    """Put back the handlers :func:`hold_signals` replaced; run the first held signal's handler.
+
+    Its exception (``KeyboardInterrupt``…) is raised by this call; a held signal
+    whose disposition was the default (e.g. SIGTERM outside the CLI) is re-sent, so
+    the process ends as it would have.
+    """
+    if held is None:
+        return
+    for signum, previous in held.previous.items():
+        signal.signal(signum, previous if previous is not None else signal.SIG_DFL)
+    if not held.pending:
+        return
+    signum = held.pending[0]
+    handler = held.previous.get(signum)
+    if callable(handler):
+        handler(signum, None)
+    elif handler == signal.SIG_DFL:
+        signal.raise_signal(signum)
+
+
+def start_thread(target: Any, *, args: tuple = (), name: str | None = None, daemon: bool = True) -> threading.Thread:
+    """Start ``target(*args)`` in a new thread, with SIGINT and SIGTERM held back meanwhile.
+
+    An exception raised by a signal handler while :meth:`threading.Thread.start`
+    runs (Ctrl-C, or SIGTERM turned into an exception by the CLI) breaks CPython's
+    thread bookkeeping: the new thread then dies printing a ``KeyError`` traceback
+    on stderr, next to the one-line message. Held (:func:`hold_signals`), the
+    signal is handled right after the thread has started.
+
+    Parameters
+    ----------
+    target : callable
+        Run in the thread.
+    args : tuple, keyword-only
+        Its positional arguments.
+    name : str, keyword-only
+        Thread name.
+    daemon : bool, keyword-only
+        Daemon thread (does not keep the process alive).
+
+    Returns
+    -------
+    threading.Thread
+        The started thread.
+    """
+    thread = threading.Thread(target=target, args=args, name=name, daemon=daemon)
+    held = hold_signals()
+    try:
+        thread.start()
+    finally:
+        release_signals(held)
+    return thread
+
+
 class _PrefetchReader:
     """Reads frames from a pipe in a thread into a bounded queue (read-ahead).
 
@@ -745,8 +849,7 @@ class _PrefetchReader:
     def __init__(self, f: IO[bytes], nbytes: int, depth: int) -> None:
         self._q: queue.Queue[Any] = queue.Queue(maxsize=depth)
         self._stopped = threading.Event()
-        self._thread = threading.Thread(target=self._run, args=(f, nbytes), name="faceblit-decode", daemon=True)
-        self._thread.start()
+        self._thread = start_thread(self._run, args=(f, nbytes), name="faceblit-decode")
 
     def _run(self, f: IO[bytes], nbytes: int) -> None:
         item: Any = self._END
@@ -800,6 +903,72 @@ def _same_file(a: Path, b: Path) -> bool:
     return os.path.realpath(a) == os.path.realpath(b)
 
 
+def _check_video_extension(name: str, ext: str) -> None:
+    if ext in _IMAGE_READ_EXTENSIONS:
+        raise OutputError(f"{name}: is an image file name; a video needs .mp4/.mov/.mkv/.webm (images are written with write_image)")
+    if ext not in VIDEO_EXTENSIONS:
+        raise OutputError(f"{name}: unknown video extension {ext or '(none)'!r}; use one of {', '.join(sorted(VIDEO_EXTENSIONS))}")
+
+
+def check_output(
+    path: str | os.PathLike[str],
+    *,
+    overwrite: bool = False,
+    inputs: Sequence[str | os.PathLike[str]] = (),
+    video: bool = False,
+) -> Path:
+    """Check, without writing anything, that ``path`` can be written as an output.
+
+    The checks :func:`atomic_output` and :class:`VideoWriter` make, for callers that
+    want to fail before expensive work (a style build, model loading) rather than
+    after it. The writer checks again when it starts (the disk may change meanwhile).
+
+    Parameters
+    ----------
+    path : str or PathLike
+        Output file (``"-"`` passes).
+    overwrite : bool, keyword-only
+        An existing ``path`` may be replaced.
+    inputs : sequence of paths, keyword-only
+        Files the output must not be.
+    video : bool, keyword-only
+        Also require a video container extension (as :class:`VideoWriter` does).
+
+    Returns
+    -------
+    Path
+        The folder the output goes to.
+
+    Raises
+    ------
+    OutputError
+        Folder missing, not a folder or not writable, ``path`` is a directory, is
+        one of ``inputs``, exists without ``overwrite``, or (``video``) has no
+        video extension.
+    """
+    name = os.fspath(path)
+    p = Path(name)
+    folder = p.parent if str(p.parent) else Path(".")
+    if name == "-":
+        return folder
+    if video:
+        _check_video_extension(name, p.suffix.lower())
+    if not folder.exists():
+        raise OutputError(f"{name}: folder {folder} does not exist")
+    if not folder.is_dir():
+        raise OutputError(f"{name}: {folder} is not a folder")
+    if p.is_dir():
+        raise OutputError(f"{name}: is a directory; give a file name")
+    for src in inputs:
+        if src is not None and os.fspath(src) != "-" and _same_file(p, Path(os.fspath(src))):
+            raise OutputError(f"{name}: output is the same file as the input {os.fspath(src)}")
+    if p.exists() and not overwrite:
+        raise OutputError(f"{name}: exists; use --overwrite to replace it")
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise OutputError(f"{name}: folder {folder} is not writable")
+    return folder
+
+
 class _AtomicOutput:
     """Temporary file ``.NAME.partial-XXXX.EXT`` next to ``path``; commit renames it."""
 
@@ -807,20 +976,7 @@ class _AtomicOutput:
         self.path = Path(os.fspath(path))
         self.overwrite = overwrite
         name = os.fspath(path)
-        folder = self.path.parent if str(self.path.parent) else Path(".")
-        if not folder.exists():
-            raise OutputError(f"{name}: folder {folder} does not exist")
-        if not folder.is_dir():
-            raise OutputError(f"{name}: {folder} is not a folder")
-        if self.path.is_dir():
-            raise OutputError(f"{name}: is a directory; give a file name")
-        for src in inputs:
-            if src is not None and os.fspath(src) != "-" and _same_file(self.path, Path(os.fspath(src))):
-                raise OutputError(f"{name}: output is the same file as the input {os.fspath(src)}")
-        if self.path.exists() and not overwrite:
-            raise OutputError(f"{name}: exists; use --overwrite to replace it")
-        if not os.access(folder, os.W_OK | os.X_OK):
-            raise OutputError(f"{name}: folder {folder} is not writable")
+        folder = check_output(path, overwrite=overwrite, inputs=inputs)
         try:
             fd, tmp = tempfile.mkstemp(prefix=f".{self.path.name}.partial-", suffix=self.path.suffix, dir=folder)
         except OSError as e:
@@ -898,8 +1054,14 @@ def atomic_output(
         Folder missing or not writable, ``path`` exists without ``overwrite``,
         ``path`` is one of ``inputs`` or a directory, disk full.
     """
-    out = _AtomicOutput(path, overwrite=overwrite, inputs=inputs)
+    held = hold_signals()  # a Ctrl-C between creating the file and the try would leave it
     try:
+        out = _AtomicOutput(path, overwrite=overwrite, inputs=inputs)
+    except BaseException:
+        release_signals(held)
+        raise
+    try:
+        release_signals(held)
         yield out.tmp
     except BaseException:
         out.abort()
@@ -1092,10 +1254,7 @@ class VideoWriter:
         self._closed = False
         name = os.fspath(path)
         ext = ".mp4" if self.to_stdout else self.path.suffix.lower()
-        if ext in _IMAGE_READ_EXTENSIONS:
-            raise OutputError(f"{name}: is an image file name; a video needs .mp4/.mov/.mkv/.webm (images are written with write_image)")
-        if ext not in VIDEO_EXTENSIONS:
-            raise OutputError(f"{name}: unknown video extension {ext or '(none)'!r}; use one of {', '.join(sorted(VIDEO_EXTENSIONS))}")
+        _check_video_extension(name, ext)
 
         audio_info: MediaInfo | None
         if audio_from is None:
@@ -1123,6 +1282,10 @@ class VideoWriter:
             self._proc = _popen(args, stdin=subprocess.PIPE, stdout=None, stderr=self._log)
             _set_pipe_size(self._proc.stdin)
         except BaseException:
+            # Also when a signal lands right after ffmpeg started: left alone, it would
+            # finish (re)creating the temporary file once this process exits.
+            _kill(self._proc)
+            self._closed = True
             if self._atomic is not None:
                 self._atomic.abort()
             raise

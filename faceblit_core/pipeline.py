@@ -461,8 +461,9 @@ class _Pump:
     def __init__(self, items: Iterable, *, depth: int = 4) -> None:
         self._q: queue.Queue = queue.Queue(maxsize=depth)
         self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, args=(items,), daemon=True)
-        self._thread.start()
+        from faceblit_core.media import start_thread  # signals held back while it starts
+
+        self._thread = start_thread(self._run, args=(items,))
 
     def _run(self, items: Iterable) -> None:
         try:
@@ -512,8 +513,9 @@ class _Sink:
         self._q: queue.Queue = queue.Queue(maxsize=depth)
         self._write = write
         self._error: BaseException | None = None
-        self._thread = threading.Thread(target=self._run, daemon=True)
-        self._thread.start()
+        from faceblit_core.media import start_thread  # signals held back while it starts
+
+        self._thread = start_thread(self._run)
 
     def _run(self) -> None:
         while True:
@@ -538,21 +540,34 @@ class _Sink:
             raise self._error
 
 
+class SignalInterrupt(KeyboardInterrupt):
+    """Raised by the SIGTERM handler: like Ctrl-C's KeyboardInterrupt it is no ``Exception``,
+    so no ``except Exception`` on the way (cache reader, ffmpeg waits) can swallow it;
+    :func:`_signals_as_exceptions` (or the CLI) turns it into :class:`Interrupted` once
+    the cleanup has run."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = signum
+
+
+def raise_signal_interrupt(signum, _frame):
+    """Signal handler raising :class:`SignalInterrupt`."""
+    raise SignalInterrupt(signum)
+
+
 @contextlib.contextmanager
 def _signals_as_exceptions() -> Iterator[None]:
-    """Turn SIGTERM into :class:`Interrupted` (SIGINT already raises KeyboardInterrupt) so cleanup runs."""
+    """Turn SIGINT and SIGTERM into :class:`Interrupted` (exit 130 / 143), after the cleanup of the block ran."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
 
-    def handler(signum, _frame):
-        raise Interrupted(signum)
-
-    old = signal.signal(signal.SIGTERM, handler)
+    old = signal.signal(signal.SIGTERM, raise_signal_interrupt)
     try:
         yield
-    except KeyboardInterrupt:
-        raise Interrupted(signal.SIGINT) from None
+    except KeyboardInterrupt as exc:
+        raise Interrupted(getattr(exc, "signum", signal.SIGINT)) from None
     finally:
         signal.signal(signal.SIGTERM, old)
 
@@ -660,6 +675,8 @@ def stylize_video(
             input, style, output, config=config, style_landmarks=style_landmarks, fan_weights=fan_weights,
             side_by_side=side_by_side, save_guides=save_guides, cache_dir=cache_dir, overwrite=overwrite,
         )
+    # A bad output path fails now, not after the style, the models and the first frames.
+    media.check_output(out_path, overwrite=overwrite, inputs=[input], video=True)
     device = resolve_device(config.device)
     start, end = frames if frames is not None else (0, None)
     if info.n_frames and start >= info.n_frames:
@@ -681,15 +698,26 @@ def stylize_video(
     audio_span = (start / float(info.fps), (end - start) / float(info.fps) if end is not None else None) if frames else None
 
     with _signals_as_exceptions():
-        writer = media.VideoWriter(
-            out_path, width=writer_w, height=info.height, fps=info.fps, audio_from=input if info.has_audio else None,
-            audio_span=audio_span, codec=config.codec, crf=config.crf, preset=config.preset, overwrite=overwrite,
-            inputs=[input],
-        )
-        reader = _Pump(media.iter_frames(info, start=start, end=end))
-        bar = _progress_bar(n_frames, progress, Path(str(input)).name)
+        reader = bar = None
+        # Ctrl-C/SIGTERM are held from the writer's first temporary file until its
+        # block is entered (which removes it on any exception), then handled.
+        held = media.hold_signals()
+        try:
+            writer = media.VideoWriter(
+                out_path, width=writer_w, height=info.height, fps=info.fps, audio_from=input if info.has_audio else None,
+                audio_span=audio_span, codec=config.codec, crf=config.crf, preset=config.preset, overwrite=overwrite,
+                inputs=[input],
+            )
+        except BaseException:
+            media.release_signals(held)
+            raise
         try:
             with writer:
+                media.release_signals(held)
+                # Made inside the writer's block: a signal arriving while they start
+                # must still abort the writer (its temporary file and its ffmpeg).
+                reader = _Pump(media.iter_frames(info, start=start, end=end))
+                bar = _progress_bar(n_frames, progress, Path(str(input)).name)
                 sink = _Sink(writer.write)
                 try:
                     for frame in reader:
@@ -708,7 +736,8 @@ def stylize_video(
                 if summary.frames == 0:
                     raise FaceblitError(f"{input}: no frame in the range {start}:{'' if end is None else end}")
         finally:
-            reader.close()
+            if reader is not None:
+                reader.close()
             if bar is not None:
                 bar.close()
     summary.seconds = time.perf_counter() - started
@@ -828,6 +857,13 @@ def _progress_bar(total: int | None, enabled: bool, label: str):
 
 
 def _set_threads() -> None:
+    """torch threads for the CPU synthesis: all cores but one, which ffmpeg's decoder and encoder use.
+
+    ``FACEBLIT_THREADS`` overrides. Oversubscribed torch threads stall badly on
+    small machines (measured on 2 cores: ms-long waits per op), so the default
+    leaves the encoder its core.
+    """
     import torch
 
-    torch.set_num_threads(int(os.environ.get("FACEBLIT_THREADS", "0")) or max(1, os.cpu_count() or 1))
+    wanted = int(os.environ.get("FACEBLIT_THREADS", "0") or 0)
+    torch.set_num_threads(wanted if wanted > 0 else max(1, (os.cpu_count() or 2) - 1))

@@ -64,8 +64,11 @@ def main(argv: list[str] | None = None) -> int:
     except FaceblitError as exc:
         print(f"evaluate: error: {exc}", file=sys.stderr)
         return exc.exit_code
-    for key, value in figures.items():
-        print(f"{key}={_format(value)}")
+    try:
+        for key, value in figures.items():
+            print(f"{key}={_format(value)}", flush=True)
+    except BrokenPipeError:  # e.g. `| head -3`: the reader has what it wanted
+        sys.stderr.close()
     return 0
 
 
