@@ -78,7 +78,12 @@ def _config_parameters() -> list[inspect.Parameter]:
             decls = [f"{flag}/--no-{f.name.replace('_', '-')}"]
         else:
             decls = [flag]
-        option = typer.Option(f.default, *decls, help=docs[f.name], rich_help_panel="Tunables")
+        help_text = docs[f.name]
+        if f.name == "landmarks":
+            from faceblit_core.faces import backend_names
+
+            help_text = f"landmark backend: {' | '.join(backend_names())} | FILE.json (per-frame landmarks, for reproducible renders)"
+        option = typer.Option(f.default, *decls, help=help_text, rich_help_panel="Tunables")
         params.append(inspect.Parameter(f.name, inspect.Parameter.KEYWORD_ONLY, default=option, annotation=type(f.default)))
     return params
 
@@ -168,7 +173,15 @@ def _with_tunables(func):
     return func
 
 
-app.command("stylize", no_args_is_help=True)(_with_tunables(_stylize))
+_registered = False
+
+
+def _register_stylize() -> None:
+    """Add ``stylize`` with one option per tunable; done on first use so ``--version`` stays light."""
+    global _registered
+    if not _registered:
+        app.command("stylize", no_args_is_help=True)(_with_tunables(_stylize))
+        _registered = True
 
 
 # --------------------------------------------------------------------------- prepare-style
@@ -236,9 +249,12 @@ def compare_cmd(
     worst = min(psnrs)
     below = [s for s in scores if min_psnr is not None and s.psnr < min_psnr]
     if as_json:
-        typer.echo(json.dumps({"frames": [s.__dict__ for s in scores], "min_psnr": worst, "below": len(below)}, default=float))
+        finite = lambda v: v if v != float("inf") else None  # noqa: E731 - JSON has no Infinity: identical frames give null
+        frames_json = [{**s.__dict__, "psnr": finite(s.psnr)} for s in scores]
+        typer.echo(json.dumps({"frames": frames_json, "min_psnr": finite(worst), "below": len(below)}, default=float))
     else:
-        mean_psnr = sum(p for p in psnrs if p != float("inf")) / max(1, sum(p != float("inf") for p in psnrs))
+        finite_psnrs = [p for p in psnrs if p != float("inf")]
+        mean_psnr = sum(finite_psnrs) / len(finite_psnrs) if finite_psnrs else float("inf")  # all identical → inf
         typer.echo(f"frames={len(scores)} psnr_min={worst:.2f} psnr_mean={mean_psnr:.2f} ssim_min={min(ssims):.4f} ssim_mean={sum(ssims) / len(ssims):.4f}")
     if below:
         typer.echo(f"faceblit: {len(below)} frame(s) below --min-psnr {min_psnr} (first: frame {below[0].index}, {below[0].psnr:.2f} dB)", err=True)
@@ -246,11 +262,28 @@ def compare_cmd(
 
 
 def main() -> None:
-    """Console-script entry point. ``--version`` answers before anything heavy is imported."""
+    """Console-script entry point. ``--version`` answers before anything heavy is imported.
+
+    Usage errors (unknown option, missing argument) print one line,
+    ``faceblit: error: …``, like every other error, and exit 2.
+    """
     if sys.argv[1:] == ["--version"]:
         print(f"faceblit {__version__}")
         return
-    app()
+    from typer._click import exceptions as click_exceptions
+
+    _register_stylize()
+    try:
+        code = app(standalone_mode=False)
+    except click_exceptions.NoArgsIsHelpError as exc:
+        exc.show()
+        code = 2
+    except click_exceptions.ClickException as exc:
+        print(f"faceblit: error: {exc.format_message()} (see 'faceblit --help')", file=sys.stderr)
+        code = exc.exit_code
+    except typer.Abort:
+        code = 130
+    sys.exit(code if isinstance(code, int) else 0)
 
 
 if __name__ == "__main__":

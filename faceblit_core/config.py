@@ -23,6 +23,9 @@ from faceblit_core.errors import ConfigError
 #: Choices of ``device``: ``auto`` picks CUDA when available, else the CPU.
 DEVICE_CHOICES = ("auto", "cpu", "cuda")
 
+#: Presets of libx264/libx265, checked before any work starts.
+X264_PRESETS = ("ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow", "slower", "veryslow", "placebo")
+
 
 def _f(default: Any, lo: float | None = None, hi: float | None = None, *, doc: str, choices: tuple | None = None):
     return field(default=default, metadata={"lo": lo, "hi": hi, "doc": doc, "choices": choices})
@@ -110,6 +113,8 @@ class StylizeConfig:
             choices = f.metadata.get("choices")
             if choices and getattr(self, f.name) not in choices:
                 raise ConfigError(f"{f.name}: expected one of {', '.join(choices)}, got {getattr(self, f.name)!r}")
+        if self.codec in ("libx264", "libx265") and self.preset not in X264_PRESETS:
+            raise ConfigError(f"preset: expected one of {', '.join(X264_PRESETS)} for {self.codec}, got {self.preset!r}")
         dev = self.device
         if not (dev in DEVICE_CHOICES or (dev.startswith("cuda:") and dev[5:].isdigit())):
             raise ConfigError(f"device: expected one of auto, cpu, cuda, cuda:N, got {dev!r}")
@@ -120,10 +125,10 @@ class StylizeConfig:
 
     @classmethod
     def describe(cls) -> dict[str, str]:
-        """Field name → one-line documentation (unit, range, default), for ``--help`` texts."""
+        """Field name → one-line documentation (unit, range), for ``--help`` texts (which add the default)."""
         out = {}
         for f in fields(cls):
             m = f.metadata
-            rng = f" [{m['lo']}, {m['hi']}]" if m.get("lo") is not None else ""
-            out[f.name] = f"{m['doc']}{rng}; default {f.default!r}"
+            rng = f"; range [{m['lo']}, {m['hi']}]" if m.get("lo") is not None else ""
+            out[f.name] = f"{m['doc']}{rng}"
         return out

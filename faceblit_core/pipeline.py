@@ -830,7 +830,11 @@ def stylize_batch(
 
     config = config or StylizeConfig()
     if output is not None and len(inputs) > 1:
-        raise OutputError("-o/--output takes one input; use --out-dir for several")
+        raise ConfigError("-o/--output takes one input; use --out-dir for several")
+    if len(inputs) == 1 and inputs[0] != "-":
+        from faceblit_core.media import probe
+
+        probe(inputs[0])  # a bad input is reported as such before the style is prepared
     if out_dir is not None and not Path(out_dir).is_dir():
         raise OutputError(f"{out_dir}: --out-dir is not an existing folder")
     asset = _load_style(style, config=config, style_landmarks=options.pop("style_landmarks", None), cache_dir=options.get("cache_dir"))
