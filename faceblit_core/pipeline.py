@@ -175,7 +175,10 @@ class FrameStylizer:
         from faceblit_core.geometry import Region
         from faceblit_core.guides.mask import face_mask, face_mask_outline
 
-        self.style_region = Region.around(face_mask_outline(style.landmarks), margin=config.margin, frame_size=(style.width, style.height))
+        # Only what the face mask can show is synthesized: its outline plus the feather
+        # and the voting window (the frame-space margin is for the MLS and tracking slack).
+        pad = (config.mask_feather // 2 + config.blend_radius + 2) / max(1.0, float(np.ptp(style.landmarks[:, 1])))
+        self.style_region = Region.around(face_mask_outline(style.landmarks), margin=pad, frame_size=(style.width, style.height))
         sr = self.style_region
         ys, xs = np.mgrid[sr.y0 : sr.y1, sr.x0 : sr.x1].astype(np.float32)
         self.style_identity = np.ascontiguousarray(np.stack([xs, ys], axis=-1))
