@@ -581,24 +581,28 @@ def _load_style(style, *, config, style_landmarks, cache_dir):
 
     if isinstance(style, StyleAsset):
         return style
-    return prepare_style(
-        style,
-        landmarks=style_landmarks,
-        lambda_pos=config.lambda_pos,
-        lambda_app=config.lambda_app,
-        lut_radius=config.lut_radius,
-        temporal_blur=config.temporal_blur,
-        max_side=config.style_max_side,
-        cache_dir=cache_dir,
-    )
+    return prepare_style(style, landmarks=style_landmarks, config=config, cache_dir=cache_dir)
 
 
-def _make_backend(config: StylizeConfig, fan_weights, device: str):
+def _style_path(style) -> str:
+    """The exemplar's file name (for default output names), from a path or a StyleAsset."""
+    return str(getattr(style, "path", None) or "style") if not isinstance(style, (str, os.PathLike)) else str(style)
+
+
+def _make_backend(config: StylizeConfig, fan_weights, device: str, *, video: bool):
+    """The landmark backend named by ``config.landmarks``.
+
+    For video, dlib's CNN fallback detector is off: it costs ~1 s per re-detection
+    on frames without a face (seconds of a clip), while paintings — where it helps —
+    come as stills or exemplars (:func:`faceblit_core.faces.detect_style_landmarks`).
+    """
     from faceblit_core.faces import get_backend
 
-    options = {}
+    options: dict = {}
     if config.landmarks == "fan":
         options = {"weights": fan_weights, "device": device}
+    elif config.landmarks == "dlib" and video:
+        options = {"cnn_fallback": False}
     return get_backend(config.landmarks, **options)
 
 
@@ -670,7 +674,7 @@ def stylize_video(
             )
     started = time.perf_counter()
     info = media.probe(input)
-    out_path = str(output) if output is not None else str(default_output_path(input, style if not hasattr(style, "path") else style.path or "style"))
+    out_path = str(output) if output is not None else str(default_output_path(input, _style_path(style)))
     # The content decides what the input is, the output's extension what is written:
     # a still (even one named .mp4) becomes an image, or a one-frame video for a video name.
     if info.is_image and (out_path == "-" or Path(out_path).suffix.lower() not in media.VIDEO_EXTENSIONS):
@@ -694,7 +698,7 @@ def stylize_video(
         n_frames = max(0, n_frames - start)
     writer_w = info.width * (2 if side_by_side else 1)
     asset = _load_style(style, config=config, style_landmarks=style_landmarks, cache_dir=cache_dir)
-    backend = _make_backend(config, fan_weights, device)
+    backend = _make_backend(config, fan_weights, device, video=True)
     _set_threads()
     stylizer = FrameStylizer(asset, config, fps=float(info.fps), backend=backend, device=device, save_guides=Path(save_guides) if save_guides else None)
     summary = RunSummary(input=str(input), output=out_path, fps_in=float(info.fps), device=device)
@@ -779,7 +783,7 @@ def stylize_image(
     config = config or StylizeConfig()
     started = time.perf_counter()
     frame = media.read_image(input)
-    out_path = Path(output) if output is not None else default_output_path(input, style if not hasattr(style, "path") else style.path or "style")
+    out_path = Path(output) if output is not None else default_output_path(input, _style_path(style))
     if str(out_path) != "-" and out_path.suffix.lower() not in IMAGE_EXTENSIONS:
         raise OutputError(f"{out_path}: an image input needs an image output (.png, .jpg, .webp)")
     with contextlib.ExitStack() as stack:
@@ -787,7 +791,7 @@ def stylize_image(
         target = out_path if str(out_path) == "-" else stack.enter_context(media.atomic_output(out_path, overwrite=overwrite, inputs=[input]))
         device = resolve_device(config.device)
         asset = _load_style(style, config=config, style_landmarks=style_landmarks, cache_dir=cache_dir)
-        backend = _make_backend(config, fan_weights, device)
+        backend = _make_backend(config, fan_weights, device, video=False)
         _set_threads()
         stylizer = FrameStylizer(asset, config, fps=25.0, backend=backend, device=device, save_guides=Path(save_guides) if save_guides else None)
         out, faces = stylizer(frame)
@@ -843,9 +847,10 @@ def stylize_batch(
     asset = _load_style(style, config=config, style_landmarks=options.pop("style_landmarks", None), cache_dir=options.get("cache_dir"))
     summaries, failures = [], []
     for path in inputs:
-        target = output if output is not None else (None if path == "-" else str(default_output_path(path, style, out_dir=out_dir)))
+        # Standard input has no name to derive one from: its output goes to standard output.
+        target = output if output is not None else ("-" if path == "-" else str(default_output_path(path, style, out_dir=out_dir)))
         try:
-            summaries.append(stylize_video(path, asset, target if path != "-" or target else "-", config=config, **options))
+            summaries.append(stylize_video(path, asset, target, config=config, **options))
         except (StyleError, EnvironmentProblem, Interrupted, ConfigError):
             raise
         except FaceblitError as exc:
