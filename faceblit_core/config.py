@@ -62,9 +62,9 @@ class StylizeConfig:
     mask_feather: int = _f(20, 0, 200, doc="box-blur size feathering the face mask, frame px (FaceBlit: 20)")
     margin: float = _f(0.25, 0.0, 2.0, doc="margin added around the face box for the synthesis region, fraction of the box size")
     synthesis_space: str = _f("face", doc="where StyleBlit runs: 'face' = in the exemplar's frame (target warped onto it, result warped back: chunks stick to the face, steady video); 'frame' = in the video frame (FaceBlit's original)", choices=("face", "frame"))
-    flow_follow: float = _f(0.98, 0.0, 0.999, doc="share of last frame's positional guide carried along the input's optical flow (rest: this frame's landmarks); 0 = landmarks only")
+    flow_follow: float = _f(0.99, 0.0, 0.999, doc="share of last frame's positional guide carried along the input's optical flow (rest: this frame's landmarks); 0 = landmarks only")
     keep_previous: bool = _f(True, doc="face space: a pixel keeps the exemplar pixel it showed in the previous frame while that still meets the threshold (steady chunks)")
-    keep_tolerance: float = _f(4.0, 0.0, 100.0, doc="with keep_previous: a pixel keeps last frame's exemplar pixel while its error is below threshold × this (hysteresis against flicker)")
+    keep_tolerance: float = _f(8.0, 0.0, 100.0, doc="with keep_previous: a pixel keeps last frame's exemplar pixel while its error is below threshold × this (hysteresis against flicker)")
     background: bool = _f(False, doc="also stylize the rest of the frame from the positional guide (FaceBlit's background mode)")
     # --- faces (DESIGN §3) -------------------------------------------------------------------
     landmarks: str = _f("dlib", doc="landmark backend name (see faceblit_core.faces.BACKENDS) or a per-frame JSON file")

@@ -233,8 +233,10 @@ class FrameStylizer:
         faces = self.tracker.update(frame)
         t = self._tick("landmarks", t)
         if self.tracker.scene_cut_detected:
+            # Nothing of the last shot may steer this one: temporal guide, flow, kept NNF.
             self.scene_cuts += 1
-            self.prev_output = None
+            self.prev_output = self.prev_frame = None
+            self.prev_ids = set()
         H, W = frame.shape[:2]
         out = frame.copy()
         faces_sorted = sorted(faces, key=lambda f: -float((f.box[2] - f.box[0]) * (f.box[3] - f.box[1])))
@@ -255,6 +257,9 @@ class FrameStylizer:
         self.prev_output = out
         self.prev_frame = frame
         self.prev_ids = {f.id for f in faces}
+        # Per-face state lives only as long as its track (memory stays bounded).
+        self.prev_nnf = {k: v for k, v in self.prev_nnf.items() if k in self.prev_ids}
+        self.prev_guides = {k: v for k, v in self.prev_guides.items() if k in self.prev_ids}
         self.index += 1
         return out, faces
 
@@ -277,7 +282,7 @@ class FrameStylizer:
         if face is not None and not background:
             mask = face_mask(frame, face.points, region=region, feather=cfg.mask_feather)
             t = self._tick("mask", t)
-            if cfg.flow_follow > 0 and self.prev_frame is not None and face.id in self.prev_ids and face.id in self.prev_guides:
+            if cfg.flow_follow > 0 and face.id in self.prev_ids and face.id in self.prev_guides:
                 carried = self._follow_flow(frame, face.id, region, {"pos": g_pos, "mask": mask})
                 g_pos, mask = carried["pos"], carried["mask"]
             self.prev_guides[face.id] = ({"pos": g_pos, "mask": mask}, region)
@@ -371,7 +376,7 @@ class FrameStylizer:
             prev = cv2.remap(self.prev_output, inverse[..., 0], inverse[..., 1], cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
             g_temp = self._temporal_guide(prev, sigma=cfg.temporal_blur)
         self._tick("guide_temp", t)
-        prev_nnf = self.prev_nnf.get(face.id) if use_temp or self.prev_output is not None and face.id in self.prev_ids else None
+        prev_nnf = self.prev_nnf.get(face.id) if face.id in self.prev_ids else None
         stylized_face = self._styleblit_and_vote(self.style_identity, g_app, g_temp, origin=(sr.x0, sr.y0), prev_nnf=prev_nnf, key=face.id)
         t = time.perf_counter()
         stylized = cv2.remap(stylized_face, g_pos[..., 0] - sr.x0, g_pos[..., 1] - sr.y0, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
@@ -382,7 +387,7 @@ class FrameStylizer:
 
     def _styleblit_and_vote(self, g_pos: np.ndarray, g_app: np.ndarray, g_temp: np.ndarray | None, *, origin: tuple[int, int], prev_nnf=None, key=None) -> np.ndarray:
         """StyleBlit NNF of one region, NNF denoising and colour voting → (h, w, 3) uint8 RGB."""
-        from faceblit_core.synthesis import denoise_nnf, styleblit, vote
+        from faceblit_core.synthesis import denoise_nnf, keep_previous_nnf, styleblit, vote
 
         cfg, style = self.config, self.style
         t = time.perf_counter()
@@ -402,8 +407,8 @@ class FrameStylizer:
             levels=cfg.levels,
         )
         if prev_nnf is not None and cfg.keep_previous:
-            nnf = _keep_previous(nnf, prev_nnf, g_pos, g_app, self.style_app_t, style.width, style.height,
-                                 threshold=cfg.threshold * cfg.keep_tolerance, lambda_pos=cfg.lambda_pos, lambda_app=cfg.lambda_app)
+            nnf = keep_previous_nnf(nnf, prev_nnf, g_pos, g_app, self.style_app_t,
+                                    threshold=cfg.threshold * cfg.keep_tolerance, lambda_pos=cfg.lambda_pos, lambda_app=cfg.lambda_app)
         if key is not None:
             self.prev_nnf[key] = nnf
         t = self._tick("styleblit", t)
@@ -431,19 +436,6 @@ class FrameStylizer:
             if image.ndim == 2:
                 image = np.repeat(image[..., None], 3, axis=2)
             write_image(self.save_guides / f"{tag}_{name}.png", image, overwrite=True)
-
-
-def _keep_previous(nnf, prev_nnf, g_pos, g_app, style_app, style_w, style_h, *, threshold, lambda_pos, lambda_app):
-    import torch
-
-    dev = nnf.device
-    gp = torch.as_tensor(g_pos, device=dev)
-    ga = torch.as_tensor(g_app, device=dev).to(torch.float32)
-    ox, oy = prev_nnf[..., 0].long(), prev_nnf[..., 1].long()
-    e = lambda_pos * ((gp[..., 0] - ox).abs() * (256.0 / style_w) + (gp[..., 1] - oy).abs() * (256.0 / style_h))
-    e = e + lambda_app * (ga - style_app[oy, ox].to(torch.float32)).abs()
-    keep = (e < threshold)[..., None]
-    return torch.where(keep, prev_nnf, nnf)
 
 
 def _inter_ocular(points: np.ndarray) -> float:

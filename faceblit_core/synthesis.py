@@ -1589,3 +1589,66 @@ def vote_reference(nnf: Any, style_image: Any, *, radius: int = 1) -> np.ndarray
                         s[ch] += int(img[oy, ox, ch])
             out[y, x] = [(2 * v + n) // (2 * n) for v in s]
     return out
+
+
+# ====================================================================== temporal hysteresis
+def keep_previous_nnf(
+    nnf: torch.Tensor,
+    prev_nnf: torch.Tensor,
+    g_pos: Any,
+    g_app: Any,
+    style_app: torch.Tensor,
+    *,
+    threshold: float,
+    lambda_pos: float = 10.0,
+    lambda_app: float = 2.0,
+) -> torch.Tensor:
+    """Keep last frame's NNF wherever it still meets ``threshold``; take ``nnf`` elsewhere.
+
+    The temporal counterpart of StyleBlit's acceptance test: a pixel whose previous
+    exemplar pixel ``o = prev_nnf(p)`` still has guide error
+    ``λ_pos·(|Gx(p) − o.x|·256/Ws + |Gy(p) − o.y|·256/Hs) + λ_app·|Ga(p) − Sa(o)|``
+    below ``threshold`` keeps it, so chunks persist from frame to frame instead of
+    flickering between near-equal matches (hysteresis: pass a threshold above the
+    synthesis threshold). Meaningful when both NNFs are over the same region in the
+    same coordinates — the face-space synthesis of :mod:`faceblit_core.pipeline`.
+
+    Parameters
+    ----------
+    nnf, prev_nnf : (h, w, 2) int32 tensor
+        This frame's and last frame's NNF, style px (x, y), inside the style.
+    g_pos : (h, w, 2) float32
+        Positional guide of the region, style px (x, y).
+    g_app : (h, w) uint8
+        Appearance guide of the region.
+    style_app : (Hs, Ws) uint8 tensor
+        Appearance guide of the exemplar, on ``nnf``'s device.
+    threshold : float, keyword-only
+        Keep where the error is below this, 8-bit guide units.
+    lambda_pos, lambda_app : float, keyword-only
+        Error weights (as :func:`styleblit`).
+
+    Returns
+    -------
+    (h, w, 2) int32 tensor
+        On ``nnf``'s device.
+
+    Raises
+    ------
+    ValueError
+        When the NNF shapes differ.
+
+    References
+    ----------
+    Sýkora et al. 2019, "StyleBlit", §3 (acceptance by guide error); Fišer et al. 2017,
+    "Example-Based Synthesis of Stylized Facial Animations", §4 (temporal coherence).
+    """
+    check(tuple(nnf.shape) == tuple(prev_nnf.shape), "previous NNF shape", tuple(nnf.shape), tuple(prev_nnf.shape))
+    dev = nnf.device
+    hs, ws = style_app.shape
+    gp = torch.as_tensor(g_pos, device=dev)
+    ga = torch.as_tensor(g_app, device=dev).to(torch.float32)
+    ox, oy = prev_nnf[..., 0].long(), prev_nnf[..., 1].long()
+    e = lambda_pos * ((gp[..., 0] - ox).abs() * (256.0 / ws) + (gp[..., 1] - oy).abs() * (256.0 / hs))
+    e = e + lambda_app * (ga - style_app[oy, ox].to(torch.float32)).abs()
+    return torch.where((e < threshold)[..., None], prev_nnf, nnf)

@@ -137,3 +137,25 @@ def test_cli_stylize_json_summary(tmp_path, cache):
 
     summary = json.loads(r.stdout.strip().splitlines()[-1])
     assert summary["frames"] == 4 and summary["output"] == str(out)
+
+
+def test_keep_previous_nnf_keeps_only_what_still_meets_the_threshold():
+    import torch
+
+    from faceblit_core.synthesis import keep_previous_nnf
+
+    style_app = torch.full((8, 16), 128, dtype=torch.uint8)
+    style_app[:, 8:] = 200  # right half of the exemplar is bright
+    ys, xs = torch.meshgrid(torch.arange(4), torch.arange(4), indexing="ij")
+    g_pos = torch.stack([xs, ys], dim=-1).to(torch.float32)  # identity guide on a 4x4 region
+    g_app = torch.full((4, 4), 128, dtype=torch.uint8)
+    new = torch.stack([xs, ys], dim=-1).to(torch.int32)  # this frame: the exact position
+    prev = new.clone()
+    prev[0, 0] = torch.tensor([1, 0], dtype=torch.int32)  # 1 px off: error 10*16 = 160 (Ws=16)
+    prev[1, 1] = torch.tensor([9, 1], dtype=torch.int32)  # far and bright: error 10*8*16 + 2*72
+    out = keep_previous_nnf(new, prev, g_pos, g_app, style_app, threshold=200.0)
+    assert out[0, 0].tolist() == [1, 0]  # 160 < 200: kept
+    assert out[1, 1].tolist() == [1, 1]  # far above: replaced by this frame's
+    assert torch.equal(out[2:], new[2:])
+    with pytest.raises(ValueError):
+        keep_previous_nnf(new, prev[:2], g_pos, g_app, style_app, threshold=1.0)
