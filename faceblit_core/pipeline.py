@@ -289,7 +289,10 @@ class FrameStylizer:
         t = time.perf_counter()
         use_temp = cfg.lambda_temp > 0 and self.prev_output is not None and (face is None or face.id in self.prev_ids)
         if face is not None and not background and cfg.synthesis_space == "face":
-            stylized = self._synthesize_in_face_space(frame, face, g_pos, region, use_temp)
+            stylized, covered = self._synthesize_in_face_space(frame, face, g_pos, region, use_temp)
+            # The frame's mask (skin found on the forehead) can reach past what the
+            # exemplar's region covers; there the result would be smeared border pixels.
+            mask = mask * covered
             if self.save_guides is not None:
                 self._write_guides(face, {"mask": mask})
             return stylized, mask
@@ -351,7 +354,7 @@ class FrameStylizer:
         self._tick("flow", t)
         return out
 
-    def _synthesize_in_face_space(self, frame: np.ndarray, face, g_pos: np.ndarray, region, use_temp: bool) -> np.ndarray:
+    def _synthesize_in_face_space(self, frame: np.ndarray, face, g_pos: np.ndarray, region, use_temp: bool) -> tuple[np.ndarray, np.ndarray]:
         """StyleBlit in the exemplar's frame: chunks stay on the face as it moves.
 
         The frame is warped onto the exemplar with the inverse MLS map (style landmarks
@@ -359,6 +362,10 @@ class FrameStylizer:
         (seeds fixed relative to the face), and the result is warped back into the
         frame with the positional guide ``g_pos`` (bilinear, sub-pixel). Texture then
         moves with the face instead of jumping between screen-fixed chunks.
+
+        Returns the stylized region ``(h, w, 3) uint8`` and ``(h, w) float32`` in [0, 1]:
+        1 where ``g_pos`` lands inside the synthesized part of the exemplar, fading to 0
+        outside it (multiplied into the face mask).
         """
         import cv2
 
@@ -379,11 +386,15 @@ class FrameStylizer:
         prev_nnf = self.prev_nnf.get(face.id) if face.id in self.prev_ids else None
         stylized_face = self._styleblit_and_vote(self.style_identity, g_app, g_temp, origin=(sr.x0, sr.y0), prev_nnf=prev_nnf, key=face.id)
         t = time.perf_counter()
-        stylized = cv2.remap(stylized_face, g_pos[..., 0] - sr.x0, g_pos[..., 1] - sr.y0, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+        mx, my = g_pos[..., 0] - sr.x0, g_pos[..., 1] - sr.y0
+        stylized = cv2.remap(stylized_face, mx, my, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+        inside = ((mx >= 1) & (my >= 1) & (mx <= sr.width - 2) & (my <= sr.height - 2)).astype(np.float32)
+        k = max(1, cfg.mask_feather // 2)
+        covered = np.minimum(inside, cv2.blur(inside, (k, k))) if k > 1 else inside
         self._tick("warp_to_frame", t)
         if self.save_guides is not None:
             self._write_guides(face, {"pos": g_pos, "face_app": g_app, "face_temp": g_temp, "face_stylized": stylized_face, "stylized": stylized})
-        return stylized
+        return stylized, covered
 
     def _styleblit_and_vote(self, g_pos: np.ndarray, g_app: np.ndarray, g_temp: np.ndarray | None, *, origin: tuple[int, int], prev_nnf=None, key=None) -> np.ndarray:
         """StyleBlit NNF of one region, NNF denoising and colour voting → (h, w, 3) uint8 RGB."""
