@@ -24,12 +24,13 @@ import threading
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Callable, Iterable, Iterator, Sequence
+from typing import Callable, Iterator, Sequence
 
 import numpy as np
 
 from faceblit_core.config import StylizeConfig
 from faceblit_core.errors import ConfigError, EnvironmentProblem, FaceblitError, Interrupted, OutputError
+from faceblit_core.faces import inter_ocular
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff")
 
@@ -170,7 +171,7 @@ class FrameStylizer:
         self.style_temp_t = torch.from_numpy(np.ascontiguousarray(style.temp)).to(dev)
         self.style_image_t = torch.from_numpy(np.ascontiguousarray(style.image)).to(dev)
         self.lut_t = torch.from_numpy(np.ascontiguousarray(style.lut)).to(dev)
-        self.style_iod = _inter_ocular(style.landmarks)
+        self.style_iod = inter_ocular(style.landmarks)
         # Face-space synthesis works on a fixed region of the exemplar around its face.
         from faceblit_core.geometry import Region
         from faceblit_core.guides.mask import face_mask, face_mask_outline
@@ -239,7 +240,7 @@ class FrameStylizer:
             self.prev_ids = set()
         H, W = frame.shape[:2]
         out = frame.copy()
-        faces_sorted = sorted(faces, key=lambda f: -float((f.box[2] - f.box[0]) * (f.box[3] - f.box[1])))
+        faces_sorted = sorted(faces, key=lambda f: -f.area)
         if cfg.background:
             main = faces_sorted[0] if faces_sorted else None
             stylized, _ = self._synthesize(frame, main, Region.full(W, H), background=True)
@@ -302,7 +303,7 @@ class FrameStylizer:
         g_temp = None
         if use_temp:
             prev_crop = self.prev_output[region.y0 : region.y1, region.x0 : region.x1]
-            scale = _inter_ocular(face.points) / self.style_iod if face is not None and self.style_iod > 0 else W / style.width
+            scale = inter_ocular(face.points) / self.style_iod if face is not None and self.style_iod > 0 else W / style.width
             g_temp = self._temporal_guide(prev_crop, sigma=max(0.5, cfg.temporal_blur * scale))
         self._tick("guide_temp", t)
         stylized = self._styleblit_and_vote(g_pos, g_app, g_temp, origin=(region.x0, region.y0))
@@ -449,69 +450,7 @@ class FrameStylizer:
             write_image(self.save_guides / f"{tag}_{name}.png", image, overwrite=True)
 
 
-def _inter_ocular(points: np.ndarray) -> float:
-    """Distance between the eye centres (mean of iBUG points 36–41 and 42–47), px."""
-    pts = np.asarray(points, dtype=np.float64)
-    return float(np.linalg.norm(pts[36:42].mean(0) - pts[42:48].mean(0)))
-
-
 # ------------------------------------------------------------------------------ threading
-class _Pump:
-    """Run an iterator in a thread, handing its items over through a bounded queue.
-
-    Exceptions raised in the thread are re-raised in the consumer, so nothing is lost.
-    """
-
-    _END = object()
-
-    def __init__(self, items: Iterable, *, depth: int = 4) -> None:
-        self._q: queue.Queue = queue.Queue(maxsize=depth)
-        self._stop = threading.Event()
-        from faceblit_core.media import start_thread  # signals held back while it starts
-
-        self._thread = start_thread(self._run, args=(items,))
-
-    def _run(self, items: Iterable) -> None:
-        try:
-            for item in items:
-                while not self._stop.is_set():
-                    try:
-                        self._q.put(item, timeout=0.1)
-                        break
-                    except queue.Full:
-                        continue
-                if self._stop.is_set():
-                    break
-            self._put_end(self._END)
-        except BaseException as exc:  # noqa: BLE001 - handed to the consumer, re-raised there
-            self._put_end(exc)
-        finally:
-            close = getattr(items, "close", None)
-            if close is not None:
-                close()
-
-    def _put_end(self, item) -> None:
-        while not self._stop.is_set():
-            try:
-                self._q.put(item, timeout=0.1)
-                return
-            except queue.Full:
-                continue
-
-    def __iter__(self) -> Iterator:
-        while True:
-            item = self._q.get()
-            if item is self._END:
-                return
-            if isinstance(item, BaseException):
-                raise item
-            yield item
-
-    def close(self) -> None:
-        self._stop.set()
-        self._thread.join(timeout=10)
-
-
 class _Sink:
     """Feed frames to a writer from a thread (the encoder then overlaps the synthesis)."""
 
@@ -609,6 +548,14 @@ def _make_backend(config: StylizeConfig, fan_weights, device: str, *, video: boo
     return get_backend(config.landmarks, **options)
 
 
+def _make_stylizer(style, config: StylizeConfig, *, device: str, fps: float, video: bool, style_landmarks, fan_weights, cache_dir, save_guides) -> FrameStylizer:
+    """Style asset + landmark backend + torch threads → a :class:`FrameStylizer` for one clip or still."""
+    asset = _load_style(style, config=config, style_landmarks=style_landmarks, cache_dir=cache_dir)
+    backend = _make_backend(config, fan_weights, device, video=video)
+    _set_threads()
+    return FrameStylizer(asset, config, fps=fps, backend=backend, device=device, save_guides=Path(save_guides) if save_guides else None)
+
+
 def stylize_video(
     input: str | os.PathLike,
     style,
@@ -695,15 +642,11 @@ def stylize_video(
         raise InputError(f"{input}: --frames {start}:{'' if end is None else end} starts after the last frame (the video has {info.n_frames})")
     if end is not None and info.n_frames:
         end = min(end, info.n_frames)  # "0:50" on a shorter clip means "to its end"
-    n_total = info.n_frames if info.n_frames else None
-    n_frames = (min(end, n_total) if end is not None and n_total else (end if end is not None else n_total))
-    if n_frames is not None:
-        n_frames = max(0, n_frames - start)
+    last = end if end is not None else (info.n_frames or None)
+    n_frames = max(0, last - start) if last is not None else None
     writer_w = info.width * (2 if side_by_side else 1)
-    asset = _load_style(style, config=config, style_landmarks=style_landmarks, cache_dir=cache_dir)
-    backend = _make_backend(config, fan_weights, device, video=True)
-    _set_threads()
-    stylizer = FrameStylizer(asset, config, fps=float(info.fps), backend=backend, device=device, save_guides=Path(save_guides) if save_guides else None)
+    stylizer = _make_stylizer(style, config, device=device, fps=float(info.fps), video=True, style_landmarks=style_landmarks,
+                              fan_weights=fan_weights, cache_dir=cache_dir, save_guides=save_guides)
     summary = RunSummary(input=str(input), output=out_path, fps_in=float(info.fps), device=device)
     audio_span = (start / float(info.fps), (end - start) / float(info.fps) if end is not None else None) if frames else None
 
@@ -726,7 +669,8 @@ def stylize_video(
                 media.release_signals(held)
                 # Made inside the writer's block: a signal arriving while they start
                 # must still abort the writer (its temporary file and its ffmpeg).
-                reader = _Pump(media.iter_frames(info, start=start, end=end))
+                # iter_frames decodes ahead in its own thread (bounded), overlapping the synthesis.
+                reader = media.iter_frames(info, start=start, end=end)
                 bar = _progress_bar(n_frames, progress, Path(str(input)).name)
                 sink = _Sink(writer.write)
                 try:
@@ -792,18 +736,15 @@ def stylize_image(
     with contextlib.ExitStack() as stack:
         # Claim the output first: a bad output path fails before any expensive work.
         target = out_path if str(out_path) == "-" else stack.enter_context(media.atomic_output(out_path, overwrite=overwrite, inputs=[input]))
-        device = resolve_device(config.device)
-        asset = _load_style(style, config=config, style_landmarks=style_landmarks, cache_dir=cache_dir)
-        backend = _make_backend(config, fan_weights, device, video=False)
-        _set_threads()
-        stylizer = FrameStylizer(asset, config, fps=25.0, backend=backend, device=device, save_guides=Path(save_guides) if save_guides else None)
+        stylizer = _make_stylizer(style, config, device=resolve_device(config.device), fps=25.0, video=False,
+                                  style_landmarks=style_landmarks, fan_weights=fan_weights, cache_dir=cache_dir, save_guides=save_guides)
         out, faces = stylizer(frame)
         if side_by_side:
             out = np.concatenate([frame, out], axis=1)
         media.write_image(target, out, overwrite=True)
     return RunSummary(
         input=str(input), output=str(out_path), frames=1, frames_with_face=int(bool(faces)), frames_without_face=int(not faces),
-        max_faces=len(faces), seconds=time.perf_counter() - started, device=device, stage_ms=dict(stylizer.stage_ms),
+        max_faces=len(faces), seconds=time.perf_counter() - started, device=stylizer.device, stage_ms=dict(stylizer.stage_ms),
     )
 
 
