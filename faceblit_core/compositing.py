@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import cv2
 import numpy as np
 
 from faceblit_core.checks import check_array
@@ -35,7 +36,4 @@ def composite(frame: np.ndarray, stylized: np.ndarray, mask: np.ndarray, region:
     check_array(stylized, "stylized region", shape=(h, w, 3), dtype=np.uint8)
     check_array(mask, "face mask", shape=(h, w), dtype=np.float32)
     dst = frame[region.y0 : region.y1, region.x0 : region.x1]
-    # Fixed-point blend: exact, deterministic and ~3x faster than float for uint8 data.
-    alpha = np.rint(mask * 256.0).astype(np.uint16)[..., None]
-    blended = (stylized.astype(np.uint16) * alpha + dst.astype(np.uint16) * (256 - alpha) + 128) >> 8
-    dst[...] = blended.astype(np.uint8)
+    dst[...] = cv2.blendLinear(np.ascontiguousarray(stylized), np.ascontiguousarray(dst), mask, 1.0 - mask)

@@ -60,7 +60,7 @@ class StylizeConfig:
     mls_grid: int = _f(10, 1, 64, doc="spacing of the grid on which MLS is evaluated exactly, frame px (FaceBlit: 10)")
     temporal_blur: float = _f(6.0, 0.5, 64.0, doc="Gaussian sigma of the temporal-guide blur, style px (same kernel on style and previous output)")
     mask_feather: int = _f(20, 0, 200, doc="box-blur size feathering the face mask, frame px (FaceBlit: 20)")
-    margin: float = _f(0.25, 0.0, 2.0, doc="margin added around the face box for the synthesis region, fraction of the box size")
+    margin: float = _f(0.1, 0.0, 2.0, doc="margin added around the face mask outline for the region worked on (guides, flow, compositing), fraction of its size; must hold the feathered mask, more only costs time")
     synthesis_space: str = _f("face", doc="where StyleBlit runs: 'face' = in the exemplar's frame (target warped onto it, result warped back: chunks stick to the face, steady video); 'frame' = in the video frame (FaceBlit's original)", choices=("face", "frame"))
     flow_follow: float = _f(0.99, 0.0, 0.999, doc="share of last frame's positional guide carried along the input's optical flow (rest: this frame's landmarks); 0 = landmarks only")
     keep_previous: bool = _f(True, doc="face space: a pixel keeps the exemplar pixel it showed in the previous frame while that still meets the threshold (steady chunks)")

@@ -147,7 +147,7 @@ class FrameStylizer:
 
         from faceblit_core.faces import FaceTracker
         from faceblit_core.guides.temporal import temporal_guide
-        from faceblit_core.synthesis import make_jitter
+        from faceblit_core.synthesis import JitterTable
 
         self.style = style
         self.config = config
@@ -163,7 +163,7 @@ class FrameStylizer:
             scene_cut=config.scene_cut,
             fps=self.fps,
         )
-        self._make_jitter = make_jitter
+        self._make_jitter = JitterTable.create
         self._jitter_seed = None
         self._jitter = None
         dev = torch.device(device)
@@ -186,7 +186,7 @@ class FrameStylizer:
         self.style_face = face_mask(style.image, style.landmarks, region=sr, feather=config.mask_feather) > 0.5
         self.prev_output: np.ndarray | None = None
         self.prev_ids: set[int] = set()
-        self.prev_nnf: dict = {}
+        self.prev_synthesis: dict = {}
         self.prev_guides: dict = {}
         self.prev_frame: np.ndarray | None = None
         self._flow = None
@@ -206,7 +206,7 @@ class FrameStylizer:
         if cfg.boil > 0:
             seed = cfg.seed + int(math.floor(self.index / self.fps * cfg.boil))
         if seed != self._jitter_seed:
-            self._jitter = self._make_jitter(seed, cfg.levels).to(self.device)
+            self._jitter = self._make_jitter(seed, cfg.levels)
             self._jitter_seed = seed
         return self._jitter
 
@@ -259,7 +259,7 @@ class FrameStylizer:
         self.prev_frame = frame
         self.prev_ids = {f.id for f in faces}
         # Per-face state lives only as long as its track (memory stays bounded).
-        self.prev_nnf = {k: v for k, v in self.prev_nnf.items() if k in self.prev_ids}
+        self.prev_synthesis = {k: v for k, v in self.prev_synthesis.items() if k in self.prev_ids}
         self.prev_guides = {k: v for k, v in self.prev_guides.items() if k in self.prev_ids}
         self.index += 1
         return out, faces
@@ -279,24 +279,27 @@ class FrameStylizer:
             anchors = background_anchors(W, H, face.points, style.landmarks, style.width, style.height) if background else None
             g_pos = positional_guide(face.points, style.landmarks, region=region, alpha=cfg.mls_alpha, grid=cfg.mls_grid, anchors=anchors)
         t = self._tick("guide_pos", t)
-        mask = None
+        mask = flow = None
         if face is not None and not background:
             mask = face_mask(frame, face.points, region=region, feather=cfg.mask_feather)
             t = self._tick("mask", t)
             if cfg.flow_follow > 0 and face.id in self.prev_ids and face.id in self.prev_guides:
-                carried = self._follow_flow(frame, face.id, region, {"pos": g_pos, "mask": mask})
-                g_pos, mask = carried["pos"], carried["mask"]
-            self.prev_guides[face.id] = ({"pos": g_pos, "mask": mask}, region)
-        t = time.perf_counter()
+                # Face-space synthesis does not need the flow: it runs meanwhile.
+                flow = self._start_flow(frame, face.id, region)
         use_temp = cfg.lambda_temp > 0 and self.prev_output is not None and (face is None or face.id in self.prev_ids)
         if face is not None and not background and cfg.synthesis_space == "face":
-            stylized, covered = self._synthesize_in_face_space(frame, face, g_pos, region, use_temp)
+            stylized_face = self._synthesize_in_face_space(frame, face, use_temp)
+            g_pos, mask = self._follow_flow(flow, face.id, region, g_pos, mask)
+            stylized, covered = self._warp_to_frame(stylized_face, g_pos)
             # The frame's mask (skin found on the forehead) can reach past what the
             # exemplar's region covers; there the result would be smeared border pixels.
             mask = mask * covered
             if self.save_guides is not None:
-                self._write_guides(face, {"mask": mask})
+                self._write_guides(face, {"pos": g_pos, "stylized": stylized, "mask": mask})
             return stylized, mask
+        if face is not None and not background:
+            g_pos, mask = self._follow_flow(flow, face.id, region, g_pos, mask)
+        t = time.perf_counter()
         crop = frame[region.y0 : region.y1, region.x0 : region.x1]
         g_app = match_histogram(appearance_guide(crop), style.app_cdf, mask=(mask > 0.5) if mask is not None else None)
         t = self._tick("guide_app", t)
@@ -311,62 +314,75 @@ class FrameStylizer:
             self._write_guides(face, {"pos": g_pos, "app": g_app, "temp": g_temp, "mask": mask, "stylized": stylized})
         return stylized, mask
 
-    def _follow_flow(self, frame: np.ndarray, face_id: int, region, current: dict) -> dict:
+    def _start_flow(self, frame: np.ndarray, face_id: int, region) -> "_Background":
+        """Backward optical flow (t → t−1) of ``region`` in a thread: OpenCV DIS (Kroeger et al. 2016)."""
+        import cv2
+
+        if self._flow is None:
+            self._flow = cv2.DISOpticalFlow_create(cv2.DISOPTICAL_FLOW_PRESET_FAST)
+        sl = (slice(region.y0, region.y1), slice(region.x0, region.x1))
+        cur = cv2.cvtColor(np.ascontiguousarray(frame[sl]), cv2.COLOR_RGB2GRAY)
+        prev = cv2.cvtColor(np.ascontiguousarray(self.prev_frame[sl]), cv2.COLOR_RGB2GRAY)
+        return _Background(self._flow.calc, cur, prev, None)
+
+    def _follow_flow(self, flow: "_Background | None", face_id: int, region, g_pos: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Carry last frame's positional guide and mask along the input's optical flow, pulled toward this frame's.
 
         Landmarks jitter and lag, optical flow follows the skin: a guide (and mask) that
         moves with the flow keeps the stylized texture glued to the face from frame to
         frame, while the pull ``1 − flow_follow`` toward this frame's landmark-based
-        values stops it drifting. Flow: OpenCV DIS (Kroeger et al. 2016), backward
-        (t → t−1), computed on the region only.
+        values stops it drifting.
 
         Parameters
         ----------
-        current : dict of name → (h, w[, c]) float32
-            This frame's landmark-based maps on ``region`` (``"pos"``, ``"mask"``).
+        flow : _Background or None
+            The backward flow of ``region`` (:meth:`_start_flow`); None for a face
+            without a previous frame (the maps are returned as they are).
+        g_pos : (h, w, 2) float32
+            This frame's landmark-based positional guide on ``region``.
+        mask : (h, w) float32
+            This frame's landmark-based face mask on ``region``.
 
         Returns
         -------
-        dict
-            The same names, blended with last frame's maps carried along the flow.
+        g_pos, mask
+            Blended with last frame's maps carried along the flow; also kept as
+            this face's maps for the next frame.
         """
         import cv2
 
-        previous, prev_region = self.prev_guides[face_id]
-        if self._flow is None:
-            self._flow = cv2.DISOpticalFlow_create(cv2.DISOPTICAL_FLOW_PRESET_FAST)
-        t = time.perf_counter()
-        sl = (slice(region.y0, region.y1), slice(region.x0, region.x1))
-        cur = cv2.cvtColor(np.ascontiguousarray(frame[sl]), cv2.COLOR_RGB2GRAY)
-        prev = cv2.cvtColor(np.ascontiguousarray(self.prev_frame[sl]), cv2.COLOR_RGB2GRAY)
-        back = self._flow.calc(cur, prev, None)
-        h, w = back.shape[:2]
-        ys, xs = np.mgrid[0:h, 0:w].astype(np.float32)
-        # Position of each pixel in the previous frame, in the previous region's coordinates.
-        mx = xs + back[..., 0] + np.float32(region.x0 - prev_region.x0)
-        my = ys + back[..., 1] + np.float32(region.y0 - prev_region.y0)
-        follow = np.float32(self.config.flow_follow)
-        out = {}
-        for name, now in current.items():
-            carried = cv2.remap(previous[name], mx, my, cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=np.nan)
-            if carried.ndim < now.ndim:
-                carried = carried[..., None]
-            out[name] = np.ascontiguousarray(np.where(np.isnan(carried), now, follow * carried + (1 - follow) * now), dtype=np.float32)
-        self._tick("flow", t)
-        return out
+        if flow is not None:
+            t = time.perf_counter()
+            back = flow.result()
+            previous, prev_region = self.prev_guides[face_id]
+            h, w = back.shape[:2]
+            # Position of each pixel in the previous frame, in the previous region's coordinates.
+            back[..., 0] += np.arange(w, dtype=np.float32) + np.float32(region.x0 - prev_region.x0)
+            back[..., 1] += np.arange(h, dtype=np.float32)[:, None] + np.float32(region.y0 - prev_region.y0)
+            maps = _fixed_point_maps(back)
+            follow = self.config.flow_follow
+            out = []
+            for now in (g_pos, mask):
+                carried = cv2.remap(previous["pos" if now is g_pos else "mask"], *maps, cv2.INTER_LINEAR,
+                                    borderMode=cv2.BORDER_CONSTANT, borderValue=np.nan)
+                blended = cv2.addWeighted(carried, follow, now, 1.0 - follow, 0.0)
+                np.copyto(blended, now, where=np.isnan(carried))      # came from outside the last region
+                out.append(blended)
+            g_pos, mask = out
+            self._tick("flow", t)
+        self.prev_guides[face_id] = ({"pos": g_pos, "mask": mask}, region)
+        return g_pos, mask
 
-    def _synthesize_in_face_space(self, frame: np.ndarray, face, g_pos: np.ndarray, region, use_temp: bool) -> tuple[np.ndarray, np.ndarray]:
+    def _synthesize_in_face_space(self, frame: np.ndarray, face, use_temp: bool) -> np.ndarray:
         """StyleBlit in the exemplar's frame: chunks stay on the face as it moves.
 
         The frame is warped onto the exemplar with the inverse MLS map (style landmarks
-        → target landmarks), StyleBlit runs there with the identity as positional guide
-        (seeds fixed relative to the face), and the result is warped back into the
-        frame with the positional guide ``g_pos`` (bilinear, sub-pixel). Texture then
-        moves with the face instead of jumping between screen-fixed chunks.
+        → target landmarks) and StyleBlit runs there with the identity as positional
+        guide (seeds fixed relative to the face); :meth:`_warp_to_frame` brings the
+        result back. Texture then moves with the face instead of jumping between
+        screen-fixed chunks.
 
-        Returns the stylized region ``(h, w, 3) uint8`` and ``(h, w) float32`` in [0, 1]:
-        1 where ``g_pos`` lands inside the synthesized part of the exemplar, fading to 0
-        outside it (multiplied into the face mask).
+        Returns the stylized exemplar region ``(hs, ws, 3) uint8`` (``self.style_region``).
         """
         import cv2
 
@@ -374,40 +390,62 @@ class FrameStylizer:
 
         cfg, style, sr = self.config, self.style, self.style_region
         t = time.perf_counter()
-        inverse = positional_guide(style.landmarks, face.points, region=sr, alpha=cfg.mls_alpha, grid=cfg.mls_grid)
-        canonical = cv2.remap(frame, inverse[..., 0], inverse[..., 1], cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+        inverse = _fixed_point_maps(positional_guide(style.landmarks, face.points, region=sr, alpha=cfg.mls_alpha, grid=cfg.mls_grid))
+        canonical = cv2.remap(frame, *inverse, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
         t = self._tick("warp_to_face", t)
         g_app = match_histogram(appearance_guide(canonical), style.app_cdf, mask=self.style_face)
         t = self._tick("guide_app", t)
         g_temp = None
         if use_temp:
-            prev = cv2.remap(self.prev_output, inverse[..., 0], inverse[..., 1], cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+            prev = cv2.remap(self.prev_output, *inverse, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
             g_temp = self._temporal_guide(prev, sigma=cfg.temporal_blur)
         self._tick("guide_temp", t)
-        prev_nnf = self.prev_nnf.get(face.id) if face.id in self.prev_ids else None
-        stylized_face = self._styleblit_and_vote(self.style_identity, g_app, g_temp, origin=(sr.x0, sr.y0), prev_nnf=prev_nnf, key=face.id)
+        stylized_face = self._styleblit_and_vote(self.style_identity, g_app, g_temp, origin=(sr.x0, sr.y0), key=face.id)
+        if self.save_guides is not None:
+            self._write_guides(face, {"face_app": g_app, "face_temp": g_temp, "face_stylized": stylized_face})
+        return stylized_face
+
+    def _warp_to_frame(self, stylized_face: np.ndarray, g_pos: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The face-space result warped into the frame region with ``g_pos`` (bilinear, sub-pixel).
+
+        Returns the stylized region ``(h, w, 3) uint8`` and ``(h, w) float32`` in [0, 1]:
+        1 where ``g_pos`` lands inside the synthesized part of the exemplar, fading to 0
+        outside it (multiplied into the face mask).
+        """
+        import cv2
+
         t = time.perf_counter()
-        mx, my = g_pos[..., 0] - sr.x0, g_pos[..., 1] - sr.y0
-        stylized = cv2.remap(stylized_face, mx, my, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+        sr = self.style_region
+        maps = g_pos - np.array([sr.x0, sr.y0], dtype=np.float32)
+        stylized = cv2.remap(stylized_face, *_fixed_point_maps(maps), cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+        mx, my = maps[..., 0], maps[..., 1]
         inside = ((mx >= 1) & (my >= 1) & (mx <= sr.width - 2) & (my <= sr.height - 2)).astype(np.float32)
-        k = max(1, cfg.mask_feather // 2)
+        k = max(1, self.config.mask_feather // 2)
         covered = np.minimum(inside, cv2.blur(inside, (k, k))) if k > 1 else inside
         self._tick("warp_to_frame", t)
-        if self.save_guides is not None:
-            self._write_guides(face, {"pos": g_pos, "face_app": g_app, "face_temp": g_temp, "face_stylized": stylized_face, "stylized": stylized})
         return stylized, covered
 
-    def _styleblit_and_vote(self, g_pos: np.ndarray, g_app: np.ndarray, g_temp: np.ndarray | None, *, origin: tuple[int, int], prev_nnf=None, key=None) -> np.ndarray:
-        """StyleBlit NNF of one region, NNF denoising and colour voting → (h, w, 3) uint8 RGB."""
-        from faceblit_core.synthesis import denoise_nnf, keep_previous_nnf, styleblit, vote
+    def _styleblit_and_vote(self, g_pos: np.ndarray, g_app: np.ndarray, g_temp: np.ndarray | None, *, origin: tuple[int, int], key=None) -> np.ndarray:
+        """StyleBlit NNF of one region, NNF denoising and colour voting → (h, w, 3) uint8 RGB.
 
-        cfg, style = self.config, self.style
+        With ``key`` (face-space synthesis of a tracked face) last frame's result for
+        that key is kept where it still fits and only the rest is recomputed.
+        """
+        from faceblit_core.synthesis import synthesize
+
+        cfg = self.config
         t = time.perf_counter()
-        nnf = styleblit(
+        previous = self.prev_synthesis.get(key) if key is not None and key in self.prev_ids and cfg.keep_previous else None
+        result = synthesize(
             g_pos,
             g_app,
             self.style_app_t,
             self.lut_t,
+            self.style_image_t,
+            radius=cfg.blend_radius,
+            denoise=cfg.denoise_nnf,
+            previous=previous,
+            keep_threshold=cfg.threshold * cfg.keep_tolerance,
             origin=origin,
             jitter=self._jitter_for_frame(),
             threshold=cfg.threshold,
@@ -418,17 +456,13 @@ class FrameStylizer:
             style_temp=self.style_temp_t if g_temp is not None else None,
             levels=cfg.levels,
         )
-        if prev_nnf is not None and cfg.keep_previous:
-            nnf = keep_previous_nnf(nnf, prev_nnf, g_pos, g_app, self.style_app_t,
-                                    threshold=cfg.threshold * cfg.keep_tolerance, lambda_pos=cfg.lambda_pos, lambda_app=cfg.lambda_app)
         if key is not None:
-            self.prev_nnf[key] = nnf
-        t = self._tick("styleblit", t)
-        if cfg.denoise_nnf and cfg.blend_radius > 0:
-            nnf = denoise_nnf(nnf, style_shape=(style.height, style.width), radius=cfg.blend_radius)
-        rgb = vote(nnf, self.style_image_t, radius=cfg.blend_radius)
-        out = rgb.cpu().numpy()
-        self._tick("voting", t)
+            self.prev_synthesis[key] = result
+        out = result.rgb.cpu().numpy()
+        # Voting's share includes the copy to the host (on CUDA, the wait for the device).
+        blit_ms = result.step_ms["styleblit"]
+        self.stage_ms["styleblit"] = self.stage_ms.get("styleblit", 0.0) + blit_ms
+        self._tick("voting", t + blit_ms / 1e3)
         return out
 
     def _write_guides(self, face, images: dict) -> None:
@@ -450,7 +484,40 @@ class FrameStylizer:
             write_image(self.save_guides / f"{tag}_{name}.png", image, overwrite=True)
 
 
+def _fixed_point_maps(xy: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``(h, w, 2) float32`` source positions as OpenCV's fixed-point remap maps (1/32 px).
+
+    ``cv2.remap`` with these runs ~2.5× faster than with float maps; a map used
+    twice is converted once.
+    """
+    import cv2
+
+    return cv2.convertMaps(np.ascontiguousarray(xy, dtype=np.float32), None, cv2.CV_16SC2)
+
+
 # ------------------------------------------------------------------------------ threading
+class _Background:
+    """``fn(*args)`` running in a thread; :meth:`result` waits for it and returns its value or raises its exception."""
+
+    def __init__(self, fn: Callable, *args) -> None:
+        from faceblit_core.media import start_thread
+
+        self._value = self._error = None
+        self._thread = start_thread(self._run, args=(fn, args), name="faceblit-flow")
+
+    def _run(self, fn: Callable, args: tuple) -> None:
+        try:
+            self._value = fn(*args)
+        except BaseException as exc:  # handed to the caller by result()
+            self._error = exc
+
+    def result(self):
+        self._thread.join()
+        if self._error is not None:
+            raise self._error
+        return self._value
+
+
 class _Sink:
     """Feed frames to a writer from a thread (the encoder then overlaps the synthesis)."""
 

@@ -72,7 +72,24 @@ def _compare(g_pos, g_app, app, lut, *, tile_pixels=None, **kw):
     np.testing.assert_array_equal(got_lv.numpy(), want_lv)
     # Without return_levels (the level-0 statistics pass off) the NNF is the same.
     np.testing.assert_array_equal(syn.styleblit(g_pos, g_app, app, lut, tile_pixels=tile_pixels, **kw).numpy(), want)
+    # Evaluated at a few pixels only (the incremental path), each equals the full result.
+    _check_pixels_path(lambda px: syn.styleblit(g_pos, g_app, app, lut, pixels=px, return_levels=True, **kw),
+                       (want, want_lv))
     return want, want_lv
+
+
+def _check_pixels_path(at, full, seed: int = 0):
+    """``at(pixels)`` equals ``full`` (one array or a tuple) at a random subset, none, and all pixels."""
+    full = full if isinstance(full, tuple) else (full,)
+    h, w = full[0].shape[:2]
+    rng = np.random.default_rng(seed)
+    for px in (np.sort(rng.choice(h * w, size=max(1, h * w // 7), replace=False)), np.arange(0),
+               np.arange(h * w)):
+        got = at(torch.from_numpy(px.astype(np.int64)))
+        got = got if isinstance(got, tuple) else (got,)
+        for g, f in zip(got, full):
+            f = np.asarray(f)
+            np.testing.assert_array_equal(g.numpy(), f.reshape((h * w,) + f.shape[2:])[px])
 
 
 # ------------------------------------------------------------------------------ jitter
@@ -298,6 +315,8 @@ def test_denoise_and_vote_equal_reference(h, w, Hs, Ws, radius, seed, kind, tile
     np.testing.assert_array_equal(den.numpy(), syn.denoise_nnf_reference(nnf, style_shape=(Hs, Ws), radius=radius))
     col = syn.vote(nnf, image, radius=radius, tile_pixels=tile)
     np.testing.assert_array_equal(col.numpy(), syn.vote_reference(nnf, image, radius=radius))
+    _check_pixels_path(lambda px: syn.denoise_nnf(nnf, style_shape=(Hs, Ws), radius=radius, pixels=px), den.numpy(), seed)
+    _check_pixels_path(lambda px: syn.vote(nnf, image, radius=radius, pixels=px), col.numpy(), seed)
 
 
 @pytest.mark.parametrize("radius", [7, 8])
@@ -310,6 +329,19 @@ def test_large_radius_paths(radius):
                                   syn.vote_reference(nnf, image, radius=radius))
     np.testing.assert_array_equal(syn.denoise_nnf(nnf, style_shape=(30, 25), radius=radius).numpy(),
                                   syn.denoise_nnf_reference(nnf, style_shape=(30, 25), radius=radius))
+
+
+@pytest.mark.parametrize("radius", [1, 6, 7, 8])
+def test_vote_of_a_bright_exemplar_with_a_large_window(radius):
+    # Red sums above 2^15 (r ≥ 6) once came back sign-extended from the packed lanes.
+    image = np.full((40, 40, 3), 250, np.uint8)
+    image[::3, :, 1] = 7
+    nnf = np.stack(np.meshgrid(np.arange(20) + 5, np.arange(20) + 5), -1).astype(np.int32)
+    want = syn.vote_reference(nnf, image, radius=radius)
+    np.testing.assert_array_equal(syn.vote(nnf, image, radius=radius).numpy(), want)
+    px = torch.arange(0, 400, 7)
+    np.testing.assert_array_equal(syn.vote(nnf, image, radius=radius, pixels=px).numpy(), want.reshape(-1, 3)[px.numpy()])
+    assert want[10, 10, 0] == 250
 
 
 def test_vote_of_a_uniform_chunk_is_the_copied_pixel_and_rounding_is_half_up():
@@ -376,3 +408,79 @@ def test_gpu_check_script_runs_on_the_cpu(shared_data):
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "nnf_equal=1" in proc.stdout and "vote_equal=1" in proc.stdout
     assert "mpx_per_s=" in proc.stdout
+
+
+# ------------------------------------------------------------------ frame to frame
+def _full_synthesis(g_pos, g_app, app, lut, image, prev_nnf, *, keep_threshold, radius, denoise, **kw):
+    """The definition :func:`synthesize` must equal: every step over the whole region."""
+    nnf = syn.styleblit(g_pos, g_app, app, lut, **kw)
+    if prev_nnf is not None:
+        nnf = syn.keep_previous_nnf(nnf, prev_nnf, g_pos, g_app, torch.from_numpy(app), threshold=keep_threshold,
+                                    lambda_pos=kw.get("lambda_pos", 10.0), lambda_app=kw.get("lambda_app", 2.0))
+    den = syn.denoise_nnf(nnf, style_shape=app.shape, radius=radius) if denoise else nnf
+    return nnf, den, syn.vote(den, image, radius=radius)
+
+
+@pytest.mark.parametrize("radius, denoise, temporal, keep", [(1, True, False, 200.0), (2, True, True, 300.0),
+                                                             (1, False, False, 200.0), (0, False, True, 200.0)])
+def test_incremental_synthesis_equals_the_full_computation_frame_after_frame(radius, denoise, temporal, keep):
+    g_pos, g_app, app, lut, image, kw = _guides(40, 52, 48, 64, 5, temporal=temporal)
+    rng = np.random.default_rng(3)
+    prev, prev_nnf = None, None
+    evaluated = []
+    for frame in range(5):
+        # The next frame: the appearance drifts a little, a patch changes a lot.
+        g_app = np.clip(g_app.astype(int) + rng.integers(-2, 3, g_app.shape), 0, 255).astype(np.uint8)
+        g_app[10 + frame:18 + frame, 20:30] = rng.integers(0, 256, (8, 10))
+        got = syn.synthesize(g_pos, g_app, app, lut, image, radius=radius, denoise=denoise, previous=prev,
+                             keep_threshold=keep, origin=(3, 5), jitter=11, levels=4, **kw)
+        nnf, den, rgb = _full_synthesis(g_pos, g_app, app, lut, image, prev_nnf, keep_threshold=keep,
+                                        radius=radius, denoise=denoise, origin=(3, 5), jitter=11, levels=4, **kw)
+        np.testing.assert_array_equal(got.nnf.numpy(), nnf.numpy())
+        np.testing.assert_array_equal(got.denoised.numpy(), den.numpy())
+        np.testing.assert_array_equal(got.rgb.numpy(), rgb.numpy())
+        evaluated.append(got.evaluated)
+        prev, prev_nnf = got, nnf
+    assert evaluated[0] == 40 * 52
+    assert 0 < max(evaluated[1:]) < 40 * 52 // 2       # later frames redo only what changed
+
+
+def test_incremental_synthesis_notices_a_changed_positional_guide():
+    # The keep test's positional terms are carried over while G_pos is the same object;
+    # a tensor changed in place, or another object, must be taken into account.
+    g_pos, g_app, app, lut, image, _ = _guides(30, 36, 40, 48, 2, temporal=False)
+    gp = torch.from_numpy(g_pos.copy())
+    prev = syn.synthesize(gp, g_app, app, lut, image, jitter=3, levels=4)
+    prev_nnf = prev.nnf.clone()
+    for step, move in enumerate((0.0, 2.5, 0.0, -4.0)):
+        gp[..., 0] += move                       # in place: same object, new version
+        if step == 3:
+            gp = gp.clone()                      # another object, same values
+        got = syn.synthesize(gp, g_app, app, lut, image, previous=prev, keep_threshold=150.0, jitter=3, levels=4)
+        nnf, _, rgb = _full_synthesis(gp, g_app, app, lut, image, prev_nnf, keep_threshold=150.0, radius=1,
+                                      denoise=True, jitter=3, levels=4)
+        np.testing.assert_array_equal(got.nnf.numpy(), nnf.numpy())
+        np.testing.assert_array_equal(got.rgb.numpy(), rgb.numpy())
+        prev, prev_nnf = got, nnf
+
+
+def test_incremental_synthesis_on_real_guides(shared_data):
+    g_pos, g_app, s_app, lut, style, origin = _real_crop(shared_data)
+    rng = np.random.default_rng(0)
+    prev, prev_nnf = None, None
+    for _ in range(3):
+        g_app = np.clip(g_app.astype(int) + rng.integers(-3, 4, g_app.shape), 0, 255).astype(np.uint8)
+        got = syn.synthesize(g_pos, g_app, s_app, lut, style, previous=prev, keep_threshold=400.0,
+                             origin=origin, jitter=7)
+        nnf, den, rgb = _full_synthesis(g_pos, g_app, s_app, lut, style, prev_nnf, keep_threshold=400.0,
+                                        radius=1, denoise=True, origin=origin, jitter=7)
+        np.testing.assert_array_equal(got.rgb.numpy(), rgb.numpy())
+        np.testing.assert_array_equal(got.nnf.numpy(), nnf.numpy())
+        prev, prev_nnf = got, nnf
+
+
+def test_synthesize_rejects_a_previous_result_of_another_shape():
+    g_pos, g_app, app, lut, image, _ = _guides(12, 14, 24, 24, 1, temporal=False)
+    first = syn.synthesize(g_pos, g_app, app, lut, image, jitter=0, levels=3)
+    with pytest.raises(ValueError, match="previous synthesis shape"):
+        syn.synthesize(g_pos[:10], g_app[:10], app, lut, image, jitter=0, levels=3, previous=first)
