@@ -63,7 +63,7 @@ class StylizeConfig:
     margin: float = _f(0.1, 0.0, 2.0, doc="margin added around the face mask outline for the region worked on (guides, flow, compositing), fraction of its size; must hold the feathered mask, more only costs time")
     synthesis_space: str = _f("face", doc="where StyleBlit runs: 'face' = in the exemplar's frame (target warped onto it, result warped back: chunks stick to the face, steady video); 'frame' = in the video frame (FaceBlit's original)", choices=("face", "frame"))
     flow_follow: float = _f(0.99, 0.0, 0.999, doc="share of last frame's positional guide carried along the input's optical flow (rest: this frame's landmarks); 0 = landmarks only")
-    keep_previous: bool = _f(True, doc="face space: a pixel keeps the exemplar pixel it showed in the previous frame while that still meets the threshold (steady chunks)")
+    keep_previous: bool = _f(True, doc="face space: a pixel keeps the exemplar pixel it showed in the previous frame while that still meets the threshold (steady chunks); only the other pixels are synthesized again (fast)")
     keep_tolerance: float = _f(8.0, 0.0, 100.0, doc="with keep_previous: a pixel keeps last frame's exemplar pixel while its error is below threshold × this (hysteresis against flicker)")
     background: bool = _f(False, doc="also stylize the rest of the frame from the positional guide (FaceBlit's background mode)")
     # --- faces (DESIGN §3) -------------------------------------------------------------------
