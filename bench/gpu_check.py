@@ -4,7 +4,8 @@
    when the shared data set is there, else synthetic ones, and says which).
 2. Runs StyleBlit → NNF denoising → voting on the CPU and on the device for the
    whole target2 frame (and a moved crop with a temporal guide) and compares
-   the NNFs, the denoised NNFs and the colours exactly.
+   the NNFs, the denoised NNFs and the colours exactly; then three frames of
+   frame-to-frame synthesis (``synthesize`` with the previous result).
 3. Times StyleBlit + denoise + vote on a 3840×2160 region on the device
    (synchronised, warm-up, median of ``--repeat``).
 
@@ -77,6 +78,23 @@ def _pipeline(g: dict, device: torch.device, *, origin, levels, threshold, radiu
     return nnf.cpu().numpy(), den.cpu().numpy(), col.cpu().numpy()
 
 
+def _frame_to_frame(g: dict, device: torch.device, *, size, levels, threshold, radius, frames: int = 3):
+    """``synthesize`` over a few frames (appearance drifting, previous result reused) → [(nnf, rgb)]."""
+    cw, ch = size
+    t = lambda a: torch.from_numpy(np.ascontiguousarray(a)).to(device)  # noqa: E731
+    gp, sa, lut, img = t(g["g_pos"][:ch, :cw]), t(g["style_app"]), t(g["lut"]), t(g["style_image"])
+    rng = np.random.default_rng(1)
+    app = np.ascontiguousarray(g["g_app"][:ch, :cw])
+    prev, out = None, []
+    for i in range(frames):
+        if i:
+            app = np.clip(app.astype(int) + rng.integers(-3, 4, app.shape), 0, 255).astype(np.uint8)
+        prev = syn.synthesize(gp, t(app), sa, lut, img, radius=radius, previous=prev, keep_threshold=8 * threshold,
+                              jitter=syn.JitterTable.create(0, levels), levels=levels, threshold=threshold)
+        out.append((prev.nnf.cpu().numpy().copy(), prev.rgb.cpu().numpy().copy()))
+    return out
+
+
 def _sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
@@ -141,6 +159,13 @@ def main() -> int:
             if not same:
                 bad = np.argwhere((a != b).reshape(a.shape[0], a.shape[1], -1).any(-1))
                 log(f"{name}_{what}_mismatches={len(bad)} first={bad[0].tolist()}")
+    # Frame to frame (the pipeline's face-space path): StyleBlit, denoising and voting
+    # at selected pixels only, on top of last frame's result.
+    kw = dict(size=(cw, ch), levels=args.levels, threshold=args.threshold, radius=args.radius)
+    same = all(np.array_equal(a, b) for fa, fb in zip(_frame_to_frame(g, torch.device("cpu"), **kw),
+                                                        _frame_to_frame(g, device, **kw)) for a, b in zip(fa, fb))
+    ok &= same
+    log(f"frame_to_frame_equal={int(same)}")
     log(f"nnf_equal={int(equal['nnf'])}")
     log(f"denoised_equal={int(equal['denoised'])}")
     log(f"vote_equal={int(equal['vote'])}")

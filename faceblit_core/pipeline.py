@@ -285,7 +285,7 @@ class FrameStylizer:
             t = self._tick("mask", t)
             if cfg.flow_follow > 0 and face.id in self.prev_ids and face.id in self.prev_guides:
                 # Face-space synthesis does not need the flow: it runs meanwhile.
-                flow = self._start_flow(frame, face.id, region)
+                flow = self._start_flow(frame, region)
         use_temp = cfg.lambda_temp > 0 and self.prev_output is not None and (face is None or face.id in self.prev_ids)
         if face is not None and not background and cfg.synthesis_space == "face":
             stylized_face = self._synthesize_in_face_space(frame, face, use_temp)
@@ -314,7 +314,7 @@ class FrameStylizer:
             self._write_guides(face, {"pos": g_pos, "app": g_app, "temp": g_temp, "mask": mask, "stylized": stylized})
         return stylized, mask
 
-    def _start_flow(self, frame: np.ndarray, face_id: int, region) -> "_Background":
+    def _start_flow(self, frame: np.ndarray, region) -> "_Background":
         """Backward optical flow (t → t−1) of ``region`` in a thread: OpenCV DIS (Kroeger et al. 2016)."""
         import cv2
 

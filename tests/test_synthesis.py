@@ -407,6 +407,7 @@ def test_gpu_check_script_runs_on_the_cpu(shared_data):
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "nnf_equal=1" in proc.stdout and "vote_equal=1" in proc.stdout
+    assert "frame_to_frame_equal=1" in proc.stdout
     assert "mpx_per_s=" in proc.stdout
 
 
