@@ -29,18 +29,28 @@ app = typer.Typer(
 )
 
 _DEBUG = False
+_STDOUT_OUTPUT = False   # the video goes to stdout (-o -): an interrupt cannot take back what was sent
 
 
 def _fail(exc: BaseException) -> "typer.Exit":
     """Print the one-line reason of a failure and return the Exit carrying its code."""
-    from faceblit_core.errors import FaceblitError, Interrupted
+    from faceblit_core.errors import ConfigError, FaceblitError, Interrupted
 
     if _DEBUG:
-        raise exc
+        # The traceback first, then the usual line and exit code (scripts rely on the code).
+        import traceback
+
+        traceback.print_exception(exc)
     if isinstance(exc, KeyboardInterrupt):  # Ctrl-C, or SIGTERM (pipeline.SignalInterrupt)
-        exc = Interrupted(getattr(exc, "signum", 2))
+        exc = Interrupted(getattr(exc, "signum", 2), to_stdout=_STDOUT_OUTPUT)
     if isinstance(exc, FaceblitError):
-        typer.echo(f"faceblit: error: {exc.message}", err=True)
+        message = exc.message
+        if isinstance(exc, ConfigError):
+            # Name the option the user typed, not the StylizeConfig field behind it.
+            field, sep, rest = message.partition(":")
+            if sep and field.isidentifier():
+                message = f"--{field.replace('_', '-')}:{rest}"
+        typer.echo(f"faceblit: error: {message}", err=True)
         return typer.Exit(exc.exit_code)
     # A bug, not bad input: say what it was in one line, never hide it.
     typer.echo(
@@ -107,6 +117,8 @@ def _stylize(
     """Stylize the faces of videos or images with one style exemplar."""
     from faceblit_core.pipeline import parse_frame_range, stylize_batch
 
+    global _STDOUT_OUTPUT
+    _STDOUT_OUTPUT = output == "-"
     try:
         from faceblit_core.config import StylizeConfig
 

@@ -76,7 +76,9 @@ class ConfigError(FaceblitError, ValueError):
 class Interrupted(FaceblitError):
     """The run was stopped by SIGINT (exit 130) or SIGTERM (exit 143)."""
 
-    def __init__(self, signum: int) -> None:
+    def __init__(self, signum: int, *, to_stdout: bool = False) -> None:
         name = {2: "SIGINT", 15: "SIGTERM"}.get(signum, f"signal {signum}")
-        super().__init__(f"interrupted by {name}; no output was written")
+        # Bytes already sent down a pipe cannot be taken back: say the stream is incomplete.
+        what = "the video sent to stdout is incomplete" if to_stdout else "no output was written"
+        super().__init__(f"interrupted by {name}; {what}")
         self.exit_code = 128 + signum

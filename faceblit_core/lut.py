@@ -298,8 +298,17 @@ def build_lookup_table(
                 local.worker = _Worker(plan)
             out[ys] = local.worker.rows(ys)
 
+        from faceblit_core.media import hold_signals, release_signals
+
         with cf.ThreadPoolExecutor(n_workers, thread_name_prefix="faceblit-lut") as pool:
-            for fut in [pool.submit(run, ys) for ys in jobs]:
+            # submit() starts the workers; a Ctrl-C during a thread's start would kill
+            # it with a traceback, so signals wait until they run.
+            held = hold_signals()
+            try:
+                futures = [pool.submit(run, ys) for ys in jobs]
+            finally:
+                release_signals(held)
+            for fut in futures:
                 fut.result()
     return out
 

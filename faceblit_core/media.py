@@ -951,14 +951,14 @@ def check_output(
     folder = p.parent if str(p.parent) else Path(".")
     if name == "-":
         return folder
+    if p.is_dir():
+        raise OutputError(f"{name}: is a directory; give a file name")
     if video:
         _check_video_extension(name, p.suffix.lower())
     if not folder.exists():
         raise OutputError(f"{name}: folder {folder} does not exist")
     if not folder.is_dir():
         raise OutputError(f"{name}: {folder} is not a folder")
-    if p.is_dir():
-        raise OutputError(f"{name}: is a directory; give a file name")
     for src in inputs:
         if src is not None and os.fspath(src) != "-" and _same_file(p, Path(os.fspath(src))):
             raise OutputError(f"{name}: output is the same file as the input {os.fspath(src)}")

@@ -569,7 +569,7 @@ def raise_signal_interrupt(signum, _frame):
 
 
 @contextlib.contextmanager
-def _signals_as_exceptions() -> Iterator[None]:
+def _signals_as_exceptions(*, to_stdout: bool = False) -> Iterator[None]:
     """Turn SIGINT and SIGTERM into :class:`Interrupted` (exit 130 / 143), after the cleanup of the block ran."""
     if threading.current_thread() is not threading.main_thread():
         yield
@@ -579,7 +579,7 @@ def _signals_as_exceptions() -> Iterator[None]:
     try:
         yield
     except KeyboardInterrupt as exc:
-        raise Interrupted(getattr(exc, "signum", signal.SIGINT)) from None
+        raise Interrupted(getattr(exc, "signum", signal.SIGINT), to_stdout=to_stdout) from None
     finally:
         signal.signal(signal.SIGTERM, old)
 
@@ -717,7 +717,7 @@ def stylize_video(
     summary = RunSummary(input=str(input), output=out_path, fps_in=float(info.fps), device=device)
     audio_span = (start / float(info.fps), (end - start) / float(info.fps) if end is not None else None) if frames else None
 
-    with _signals_as_exceptions():
+    with _signals_as_exceptions(to_stdout=out_path == "-"):
         reader = bar = None
         # Ctrl-C/SIGTERM are held from the writer's first temporary file until its
         # block is entered (which removes it on any exception), then handled.

@@ -31,5 +31,36 @@ def test_stylize_help_lists_every_tunable():
 def test_out_of_range_tunable_is_a_usage_error(tmp_path):
     r = run("stylize", str(tmp_path / "x.mp4"), "--style", "s.png", "--levels", "12")
     assert r.returncode == 2
-    assert "levels: expected a value in [0, 9], got 12" in r.stderr
+    assert "--levels: expected a value in [0, 9], got 12" in r.stderr      # the option, not the field
     assert "Traceback" not in r.stderr
+    r = run("stylize", str(tmp_path / "x.mp4"), "--style", "s.png", "--blend-radius", "99")
+    assert r.returncode == 2 and "faceblit: error: --blend-radius: expected" in r.stderr
+
+
+def test_debug_shows_the_traceback_and_keeps_the_exit_code(tmp_path):
+    r = run("--debug", "stylize", str(tmp_path / "missing.mp4"), "--style", "s.png", "-o", str(tmp_path / "o.mp4"))
+    assert r.returncode == 3                     # an input error, as without --debug
+    assert "Traceback" in r.stderr and "InputError" in r.stderr
+    assert r.stderr.strip().splitlines()[-1].startswith("faceblit: error: ")
+    r = run("--debug", "stylize", str(tmp_path / "x.mp4"), "--style", "s.png", "--levels", "12")
+    assert r.returncode == 2 and "Traceback" in r.stderr
+
+
+def test_output_that_is_a_folder_is_named_as_such(tmp_path):
+    import pytest
+
+    from faceblit_core.errors import OutputError
+    from faceblit_core.media import check_output
+
+    (tmp_path / "styled").mkdir()
+    with pytest.raises(OutputError, match="is a directory; give a file name") as err:
+        check_output(tmp_path / "styled", overwrite=True, video=True)
+    assert err.value.exit_code == 5
+
+
+def test_an_interrupt_while_writing_to_stdout_says_the_stream_is_incomplete():
+    from faceblit_core.errors import Interrupted
+
+    assert Interrupted(2).message == "interrupted by SIGINT; no output was written"
+    stdout = Interrupted(15, to_stdout=True)
+    assert stdout.exit_code == 143 and "sent to stdout is incomplete" in stdout.message
