@@ -64,6 +64,13 @@ def sha(path: Path) -> str:
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
+def _default_signals() -> None:
+    """In the child: SIGINT/SIGTERM to their defaults. A test suite started in the background
+    (``cmd &``) inherits SIGINT ignored, and the CLI rightly keeps an ignored SIGINT ignored."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+
 def names(folder: Path) -> list[str]:
     """Every entry of a folder, hidden ``.NAME.partial-*`` temporaries included."""
     return sorted(os.listdir(folder))
@@ -530,7 +537,8 @@ def test_signal_leaves_no_output_and_no_temporary(signum, code, name, delay, lon
     out.mkdir()
     env = dict(os.environ, PYTHONDONTWRITEBYTECODE="1")
     proc = subprocess.Popen([*FACEBLIT, "stylize", str(long_clip), "--style", str(styles["small"]), "-o", str(out / "o.mp4"),
-                             "--cache-dir", str(cache), "-q"], cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                             "--cache-dir", str(cache), "-q"], cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=_default_signals)
     deadline = time.monotonic() + 120
     while not any(".partial" in n for n in names(out)):  # the encoder has started
         assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()[1]
