@@ -51,8 +51,9 @@ Speed notes
   ``(h − 1)·√2`` px of the region border can have an out-of-region nearest
   seed, and only those are re-checked (a moving face box reuses the window;
   results per exact region are cached too).
-* On the CPU rows are processed in tiles of ~2^16 pixels so temporaries stay in
-  the L2 cache; on CUDA the whole region is one tile. Same operations either way.
+* On the CPU rows are processed in tiles of ~2^16 pixels per torch thread so
+  temporaries stay in the L2 caches; on CUDA the whole region is one tile. Same
+  operations either way.
 * Frame to frame over a fixed region (face space), :func:`synthesize` evaluates
   only the pixels whose last match no longer fits and what their change reaches
   (the ``pixels`` option of each step): about 0.1 % of a face per frame.
@@ -106,8 +107,12 @@ LUT_LEVELS = 256
 MAX_LEVELS = 9
 #: Largest voting radius supported (``StylizeConfig.blend_radius`` range).
 MAX_RADIUS = 8
-#: Pixels per CPU tile of the level loop (temporaries of one tile stay in L2).
+#: Pixels per CPU tile and torch thread (each thread's share of a tile's temporaries stays in its L2).
 CPU_TILE_PIXELS = 1 << 16
+
+
+def _cpu_tile_pixels() -> int:
+    return CPU_TILE_PIXELS * max(1, torch.get_num_threads())
 
 
 
@@ -783,7 +788,7 @@ def styleblit(
         Also return the accepted level of each pixel (for statistics; evaluates
         level 0 as well).
     tile_pixels : int, optional, keyword-only
-        Pixels per tile of the level loop; default 2^16 on the CPU, the whole
+        Pixels per tile of the level loop; default 2^16 per torch thread on the CPU, the whole
         region on other devices. Tuning only: the result does not depend on it.
     pixels : (k,) int64 tensor or numpy array, optional, keyword-only
         Evaluate only these pixels, given as region-linear indices ``y·w + x`` in
@@ -877,7 +882,7 @@ def styleblit(
         if temporal:
             gt = _to(g_temp, device).to(torch.int32).permute(2, 0, 1).reshape(3, -1)
         if tile_pixels is None:
-            tile_pixels = CPU_TILE_PIXELS if device.type == "cpu" else n
+            tile_pixels = _cpu_tile_pixels() if device.type == "cpu" else n
         rows_per_tile = max(1, min(hh, int(tile_pixels) // ww))
         # LUT(p) of every pixel (the fallback, and u(q) at the seeds), tile by tile so
         # the quantisation temporaries stay in cache.
@@ -1185,7 +1190,7 @@ def denoise_nnf(nnf: Any, *, style_shape: tuple[int, int], radius: int = 1,
     radius : int, keyword-only
         Window radius r in [0, 8] (``StylizeConfig.blend_radius``); 0 returns a copy.
     tile_pixels : int, optional, keyword-only
-        Pixels per tile; default ~2^16 on the CPU (less for r > 1), the whole
+        Pixels per tile; default ~2^16 per torch thread on the CPU (less for r > 1), the whole
         region elsewhere. Tuning only: the result does not depend on it.
     pixels : (k,) int64 tensor or numpy array, optional, keyword-only
         Denoise only these pixels (region-linear indices ``y·w + x``); the result is
@@ -1273,7 +1278,7 @@ def denoise_nnf(nnf: Any, *, style_shape: tuple[int, int], radius: int = 1,
         n_eq, n_b, n_a = max(4, 4 * r + 1), (4 * r + 1) * (2 * r + 1), (2 * r + 1) ** 2
     n_img = n_eq + n_b + n_a + 2
     if tile_pixels is None:
-        tile_pixels = (1 << 16) // r if device.type == "cpu" else hh * ww
+        tile_pixels = _cpu_tile_pixels() // r if device.type == "cpu" else hh * ww
     budget_rows = max(1, (1 << 26) // (n_img * wd * 4) - 2 * r)   # ≤ 64 MiB of images per tile
     rows_t = max(1, min(hh, int(tile_pixels) // wd, budget_rows))
     ld_max = (rows_t + 2 * r) * wd
