@@ -29,7 +29,6 @@ app = typer.Typer(
 )
 
 _DEBUG = False
-_STDOUT_OUTPUT = False   # the video goes to stdout (-o -): an interrupt cannot take back what was sent
 
 
 def _fail(exc: BaseException) -> "typer.Exit":
@@ -42,7 +41,7 @@ def _fail(exc: BaseException) -> "typer.Exit":
 
         traceback.print_exception(exc)
     if isinstance(exc, KeyboardInterrupt):  # Ctrl-C, or SIGTERM (pipeline.SignalInterrupt)
-        exc = Interrupted(getattr(exc, "signum", 2), to_stdout=_STDOUT_OUTPUT)
+        exc = Interrupted(getattr(exc, "signum", 2))
     if isinstance(exc, FaceblitError):
         message = exc.message
         if isinstance(exc, ConfigError):
@@ -117,8 +116,6 @@ def _stylize(
     """Stylize the faces of videos or images with one style exemplar."""
     from faceblit_core.pipeline import parse_frame_range, stylize_batch
 
-    global _STDOUT_OUTPUT
-    _STDOUT_OUTPUT = output == "-"
     try:
         from faceblit_core.config import StylizeConfig
 

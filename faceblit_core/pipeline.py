@@ -362,9 +362,8 @@ class FrameStylizer:
             maps = _fixed_point_maps(back)
             follow = self.config.flow_follow
             out = []
-            for now in (g_pos, mask):
-                carried = cv2.remap(previous["pos" if now is g_pos else "mask"], *maps, cv2.INTER_LINEAR,
-                                    borderMode=cv2.BORDER_CONSTANT, borderValue=np.nan)
+            for name, now in (("pos", g_pos), ("mask", mask)):
+                carried = cv2.remap(previous[name], *maps, cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=np.nan)
                 blended = cv2.addWeighted(carried, follow, now, 1.0 - follow, 0.0)
                 np.copyto(blended, now, where=np.isnan(carried))      # came from outside the last region
                 out.append(blended)

@@ -329,6 +329,11 @@ def _flatnonzero(x: torch.Tensor, value: int) -> torch.Tensor:
     return torch.nonzero(x == value).squeeze(1)
 
 
+def _version(obj: Any) -> int | None:
+    """In-place version counter of a tensor; None for a numpy array (treated as immutable)."""
+    return obj._version if isinstance(obj, torch.Tensor) else None
+
+
 class _IdentityCache:
     """Small LRU of values derived from input objects, keyed by their identity.
 
@@ -344,7 +349,7 @@ class _IdentityCache:
 
     @staticmethod
     def _versions(objs: tuple) -> tuple:
-        return tuple(o._version if isinstance(o, torch.Tensor) else None for o in objs)
+        return tuple(_version(o) for o in objs)
 
     def get(self, objs: tuple, extra: tuple, build: Callable[[], Any]) -> Any:
         key = (tuple(id(o) for o in objs), extra)
@@ -1380,22 +1385,30 @@ def _denoise_pick(pk: torch.Tensor, pos: torch.Tensor, v0: torch.Tensor, pr: tor
     return v.bitwise_xor_(torch.bitwise_xor(v, v0, out=buf[1]).bitwise_and_(outside))
 
 
+def _window_entries(sel: torch.Tensor, t: torch.Tensor, win: list):
+    """The NNF entries in the window of each region-linear pixel of ``sel``.
+
+    Returns ``q`` (K, k, 2) int32 (clamped to the region where the position leaves
+    it), ``inside`` (K, k) bool, and the positions ``qy``, ``qx`` (K, k) int64,
+    for the K window offsets ``win`` (dy, dx).
+    """
+    hh, ww = t.shape[:2]
+    py = torch.div(sel, ww, rounding_mode="floor")
+    px = sel - py * ww
+    qy = py[None, :] + torch.tensor([d[0] for d in win], device=sel.device)[:, None]
+    qx = px[None, :] + torch.tensor([d[1] for d in win], device=sel.device)[:, None]
+    inside = (qy >= 0) & (qy < hh) & (qx >= 0) & (qx < ww)
+    q = t.reshape(-1, 2).index_select(0, (qy.clamp(0, hh - 1) * ww + qx.clamp(0, ww - 1)).reshape(-1))
+    return q.view(len(win), -1, 2), inside, qy, qx
+
+
 def _denoise_at(sel: torch.Tensor, t: torch.Tensor, cv: "_Canvas", win: list, prio: dict, doff: torch.Tensor,
                 b: int, r: int, Hs: int, Ws: int) -> torch.Tensor:
     """:func:`denoise_nnf` at the region-linear pixels ``sel`` only: the window's packed NNF and keys
     gathered per pixel (as the dense path's canvases hold them), then the same count and pick."""
-    hh, ww = t.shape[:2]
-    dev = sel.device
-    i32 = dict(dtype=torch.int32, device=dev)
+    i32 = dict(dtype=torch.int32, device=sel.device)
     k = sel.numel()
-    py = torch.div(sel, ww, rounding_mode="floor")
-    px = sel - py * ww
-    dy = torch.tensor([d[0] for d in win], device=dev)[:, None]
-    dx = torch.tensor([d[1] for d in win], device=dev)[:, None]
-    qy, qx = py[None, :] + dy, px[None, :] + dx                                  # (K, k)
-    inside = ((qy >= 0) & (qy < hh) & (qx >= 0) & (qx < ww)).to(torch.int32)
-    q = t.reshape(-1, 2).index_select(0, (qy.clamp(0, hh - 1) * ww + qx.clamp(0, ww - 1)).reshape(-1))
-    q = q.view(len(win), k, 2)
+    q, inside, qy, qx = _window_entries(sel, t, win)
     pk = ((q[..., 1] << 16) + q[..., 0] + ((r << 16) + r)) * inside           # 0 off the region
     keys = pk + cv.key_base.index_select(0, ((qy + cv.row0) * cv.wd + cv.R + qx).reshape(-1)).view(len(win), k)
     # count of entry d = entries equal to it, itself excluded (−1)
@@ -1685,23 +1698,18 @@ def _check_inside(nnf: torch.Tensor, Hs: int, Ws: int) -> None:
 def _vote_at(sel: torch.Tensor, t: torch.Tensor, Hs: int, Ws: int, table: torch.Tensor, wpad: int, pad: int, b0: int,
              win: list, pack: "_VotePacking", divtab: torch.Tensor, divbase: torch.Tensor) -> torch.Tensor:
     """:func:`vote` at the region-linear pixels ``sel`` only: each window entry gathered per pixel."""
-    hh, ww = t.shape[:2]
-    flat = t.reshape(-1, 2)
-    py = torch.div(sel, ww, rounding_mode="floor")
-    px = sel - py * ww
+    q, inside, _, _ = _window_entries(sel, t, win)
     # Only the entries the windows read are checked (the whole NNF is the caller's).
-    _check_inside(flat.index_select(0, _grow(sel, win[-1][0], hh, ww)), Hs, Ws)
+    _check_inside(q[inside], Hs, Ws)
     dev = sel.device
     dy = torch.tensor([d[0] for d in win], device=dev)[:, None]
     dx = torch.tensor([d[1] for d in win], device=dev)[:, None]
-    qy, qx = py[None, :] + dy, px[None, :] + dx                                  # (K, k)
-    inside = (qy >= 0) & (qy < hh) & (qx >= 0) & (qx < ww)
-    q = flat.index_select(0, (qy.clamp(0, hh - 1) * ww + qx.clamp(0, ww - 1)).reshape(-1)).view(len(win), -1, 2)
     # Vote of entry d: table[b0 − (dy·wpad + dx) + idx]; off the region idx = 0, the zero
     # border entry table[(r, r) − d] (as the tiles do).
     idx = (q[..., 1] * wpad + q[..., 0] + (pad * wpad + pad - b0)) * inside
-    g = table.index_select(0, (idx + (b0 - (dy * wpad + dx))).reshape(-1)).view(len(win), -1)
-    acc = g.view(pack.lane).view(len(win), -1).sum(dim=0, dtype=pack.lane) if pack is _PACK16 else g.sum(dim=0)
+    g = table.index_select(0, (idx + (b0 - (dy * wpad + dx))).reshape(-1))
+    # Summed per lane (two int32 fields per entry up to r = 7, one int64 beyond).
+    acc = g.view(pack.lane).view(len(win), -1).sum(dim=0, dtype=pack.lane)
     n = sel.numel()
     return _vote_colours(acc.view(pack.lane), n, pack, divtab, divbase, torch.empty((n, 3), dtype=torch.int32, device=sel.device),
                          torch.empty(n * 3, dtype=torch.uint8, device=sel.device))
@@ -1891,8 +1899,7 @@ class _KeepCache:
     sa: torch.Tensor
 
     def fits(self, g_pos: Any, lambda_pos: float) -> bool:
-        return (self.source is g_pos and self.lambda_pos == lambda_pos
-                and self.version == (g_pos._version if isinstance(g_pos, torch.Tensor) else None))
+        return self.source is g_pos and self.lambda_pos == lambda_pos and self.version == _version(g_pos)
 
 
 @dataclass(frozen=True)
@@ -2019,8 +2026,7 @@ def synthesize(
     gp = _to(g_pos, device)
     cache = previous.keep_cache
     if cache is None or not cache.fits(g_pos, lam_pos):
-        cache = _KeepCache(g_pos, g_pos._version if isinstance(g_pos, torch.Tensor) else None, lam_pos,
-                           *_keep_terms(previous.nnf, gp, sapp, lam_pos))
+        cache = _KeepCache(g_pos, _version(g_pos), lam_pos, *_keep_terms(previous.nnf, gp, sapp, lam_pos))
     keep = _keeps(previous.nnf, gp, g_app, sapp, threshold=keep_threshold, lambda_pos=lam_pos,
                   lambda_app=styleblit_options.get("lambda_app", 2.0), terms=(cache.e_pos, cache.sa))
     redo = _flatnonzero(keep.reshape(-1), False)
