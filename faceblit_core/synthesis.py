@@ -72,6 +72,7 @@ Fišer et al. 2017, "Example-Based Synthesis of Stylized Facial Animations", §3
 from __future__ import annotations
 
 import hashlib
+import inspect
 import math
 import threading
 import time
@@ -830,6 +831,47 @@ def styleblit(
     Sýkora et al. 2019, §3–4 (StyleBlit); Texler et al. 2021, §4 (FaceBlit,
     λ_pos = 10, λ_app = 2, threshold 50, L = 6); DESIGN §6; Fišer et al. 2017, §3.3.
     """
+    blit = _styleblit(g_pos, g_app, style_app, lut, origin=origin, jitter=jitter, threshold=threshold,
+                      lambda_pos=lambda_pos, lambda_app=lambda_app, lambda_temp=lambda_temp, g_temp=g_temp,
+                      style_temp=style_temp, levels=levels, return_levels=return_levels, tile_pixels=tile_pixels,
+                      pixels=pixels)
+    nnf = _unpad(blit.res, blit.st)
+    if pixels is None:
+        nnf = nnf.view(blit.hh, blit.ww, 2)
+    if return_levels:
+        lvl = blit.levels.to(torch.int8)
+        return nnf, (lvl.view(blit.hh, blit.ww) if pixels is None else lvl)
+    return nnf
+
+
+#: styleblit()'s keyword defaults, for callers of _styleblit (one source: the public signature).
+_STYLEBLIT_DEFAULTS = {k: p.default for k, p in inspect.signature(styleblit).parameters.items()
+                       if p.kind is inspect.Parameter.KEYWORD_ONLY and p.default is not inspect.Parameter.empty}
+
+
+@dataclass
+class _Blit:
+    """:func:`_styleblit`'s result: the matches as padded style indices (see ``_StyleTables``)."""
+
+    res: torch.Tensor            # (h·w,) or (k,) int32: ((y + P) << s) + x + P of each pixel's match
+    st: "_StyleTables"
+    hh: int
+    ww: int
+    levels: torch.Tensor | None  # (h·w,) or (k,) int32 accepted level, with ``return_levels``
+
+
+def _unpad(res: torch.Tensor, st: "_StyleTables") -> torch.Tensor:
+    """(k, 2) int32 style (x, y) of padded style indices ``res`` (k,)."""
+    out = torch.empty((res.numel(), 2), dtype=torch.int32, device=res.device)
+    out[:, 0] = torch.bitwise_and(res, st.Wp - 1).sub_(st.P)
+    out[:, 1] = torch.bitwise_right_shift(res, st.s).sub_(st.P)
+    return out
+
+
+def _styleblit(g_pos: Any, g_app: Any, style_app: Any, lut: Any, *, origin: tuple[int, int], jitter: Any,
+               threshold: float, lambda_pos: float, lambda_app: float, lambda_temp: float, g_temp: Any,
+               style_temp: Any, levels: int, return_levels: bool, tile_pixels: int | None, pixels: Any) -> _Blit:
+    """:func:`styleblit` (same arguments and checks) up to the matches as padded style indices."""
     device = _device_of(g_pos, g_app, style_app, lut, g_temp, style_temp)
     _check_arr(g_pos, "g_pos", (None, None, 2), torch.float32)
     hh, ww = int(g_pos.shape[0]), int(g_pos.shape[1])
@@ -860,8 +902,8 @@ def styleblit(
     n = hh * ww
     sel = _check_pixels(pixels, n, device) if pixels is not None else None
     if sel is not None and sel.numel() == 0:
-        empty = torch.empty((0, 2), dtype=torch.int32, device=device)
-        return (empty, torch.empty(0, dtype=torch.int8, device=device)) if return_levels else empty
+        empty = torch.empty(0, dtype=torch.int32, device=device)
+        return _Blit(res=empty, st=st, hh=hh, ww=ww, levels=empty if return_levels else None)
 
     lam_pos, lam_app, thr = _f32(lambda_pos), _f32(lambda_app), _f32(threshold)
     sxs, sys_ = _f32(256.0 / Ws), _f32(256.0 / Hs)
@@ -894,12 +936,14 @@ def styleblit(
         ulut = torch.empty(n, **i32)
         cap = rows_per_tile * ww
         qbufs = tuple(torch.empty((2, cap), **f32) for _ in range(3)) + (torch.empty((2, cap), **i32),)
-        # G_pos split into x and y planes tile by tile (a whole-frame transposing copy is slow).
+        # G_pos split into x and y planes, one whole-frame copy per plane (a transposing
+        # copy, or copies per tile, are several times slower).
         gxy_f = torch.empty((2, n), **f32)
+        gxy_f[0] = gp_flat[:, 0]
+        gxy_f[1] = gp_flat[:, 1]
+        gaf = ga_u8.to(torch.float32)
         for r0 in range(0, hh, rows_per_tile):
             a, b = r0 * ww, min(hh, r0 + rows_per_tile) * ww
-            gxy_f[0, a:b] = gp_flat[a:b, 0]
-            gxy_f[1, a:b] = gp_flat[a:b, 1]
             lut_at(gxy_f[:, a:b], ga_u8[a:b], ulut[a:b], tuple(x[:, :b - a] for x in qbufs))
 
         # Per-level seed tables: the candidate of pixel p is o = u(q) + (p − q), i.e. in
@@ -936,7 +980,6 @@ def styleblit(
             tables.append((level, rl, bp))
         n_out = k
 
-    nnf = torch.empty((n_out, 2), **i32)
     lvl = torch.full((n_out,), -1, **i32) if return_levels else None
     # e < thr is tested on the bit patterns (see accepted()).
     thr_bits = int(np.float32(thr).view(np.int32))
@@ -1001,13 +1044,11 @@ def styleblit(
             if rl.has_dummy:
                 bi.clamp_(max=st.n_pad - 1)
             accepted(bi, v)
-            # res ← bi where accepted: res += (bi − res)·acc (branch-free select).
-            res_t.add_(torch.sub(bi, res_t, out=bi).mul_(acc))
+            # res ← bi where accepted: res + (bi − res)·acc (branch-free select).
+            torch.addcmul(res_t, torch.sub(bi, res_t, out=bi), acc, out=res_t)
             if return_levels:
                 lv = lvl[a:b]
                 lv.add_(torch.neg(lv, out=v["mx"]).add_(level).mul_(acc))
-        nnf[a:b, 0] = torch.bitwise_and(res_t, c_mask, out=bi).sub_(c_p)
-        nnf[a:b, 1] = torch.bitwise_right_shift(res_t, c_s, out=acc).sub_(c_p)
 
     if sel is None:
         px_i = torch.arange(ww, **i32)
@@ -1015,19 +1056,15 @@ def styleblit(
         for r0 in range(0, hh, rows_per_tile):
             r1 = min(hh, r0 + rows_per_tile)
             a, b = r0 * ww, r1 * ww
-            run_tile(a, b, gxy_f[:, a:b], ga_u8[a:b].to(torch.float32), gt[:, a:b] if temporal else None,
+            run_tile(a, b, gxy_f[:, a:b], gaf[a:b], gt[:, a:b] if temporal else None,
                      (py_s[r0:r1, None] + px_i[None, :]).reshape(-1), lambda rl: rl.c[a:b])
-        nnf = nnf.view(hh, ww, 2)
-        lvl = lvl.view(hh, ww) if lvl is not None else None
     else:
         py = torch.div(sel, ww, rounding_mode="floor")
         ident = torch.arange(k, device=device)
         run_tile(0, k, gxy_s, ga_s.to(torch.float32),
                  _to(g_temp, device).reshape(n, 3).index_select(0, sel).t().to(torch.int32) if temporal else None,
                  ((py << st.s) + (sel - py * ww)).to(torch.int32), lambda rl: ident)
-    if return_levels:
-        return nnf, lvl.to(torch.int8)
-    return nnf
+    return _Blit(res=res, st=st, hh=hh, ww=ww, levels=lvl)
 
 
 # ====================================================================== reference
@@ -1234,39 +1271,55 @@ def denoise_nnf(nnf: Any, *, style_shape: tuple[int, int], radius: int = 1,
     hh, ww = _check_nnf(nnf)
     r = _check_radius(radius)
     Hs, Ws = (int(v) for v in style_shape)
-    check(1 <= Hs < 32768 and 1 <= Ws < 32768, "style_shape", "(Hs, Ws) with sides in [1, 32767]", (Hs, Ws))
+    _check_denoise_style(Hs, Ws)
     device = nnf.device if isinstance(nnf, torch.Tensor) else torch.device("cpu")
     t = _to(nnf, device)
     sel = _check_pixels(pixels, hh * ww, device) if pixels is not None else None
     if r == 0:
         return t.reshape(-1, 2).index_select(0, sel) if sel is not None else t.clone(memory_format=torch.contiguous_format)
-    win = _window(r)
-    K = len(win)
     cv = _denoise_canvas(hh, ww, r, device)
+    if sel is not None:
+        return _denoise_at(sel, t, cv, Hs, Ws)
+    # NNF packed as ((y + r) << 16) + (x + r) (see _denoise_dense).
+    pk = torch.zeros(cv.n, dtype=torch.int32, device=device)
+    pk.view(cv.hd, cv.wd)[cv.row0:cv.row0 + hh, cv.R:cv.R + ww] = (t[..., 1] << 16).add_(t[..., 0]).add_((r << 16) + r)
+    return _unpack(_denoise_dense(pk, cv, Hs, Ws, tile_pixels), 16, 0xFFFF, r).view(hh, ww, 2)
+
+
+def _check_denoise_style(Hs: int, Ws: int) -> None:
+    check(1 <= Hs < 32768 and 1 <= Ws < 32768, "style_shape", "(Hs, Ws) with sides in [1, 32767]", (Hs, Ws))
+
+
+def _unpack(packed: torch.Tensor, s: int, mask: int, off: int) -> torch.Tensor:
+    """(k, 2) int32 (x, y) of positions packed as ``((y + off) << s) + x + off`` (any shape, k elements)."""
+    flat = packed.reshape(-1)
+    out = torch.empty((flat.numel(), 2), dtype=torch.int32, device=packed.device)
+    out[:, 0] = torch.bitwise_and(flat, mask).sub_(off)
+    out[:, 1] = torch.bitwise_right_shift(flat, s).sub_(off)
+    return out
+
+
+def _repack(packed: torch.Tensor, s: int, mask: int, stride: int, add: int) -> torch.Tensor:
+    """``(packed >> s)·stride + (packed & mask) + add``: a packed position re-packed with another row stride."""
+    out = torch.bitwise_right_shift(packed, s)
+    return out.mul_(stride).add_(torch.bitwise_and(packed, mask)).add_(add)
+
+
+def _denoise_dense(pk: torch.Tensor, cv: "_Canvas", Hs: int, Ws: int, tile_pixels: int | None) -> torch.Tensor:
+    """:func:`denoise_nnf` of a whole region as packed positions.
+
+    ``pk``: (cv.n,) int32 canvas holding ``((y + r) << 16) + (x + r)`` of the NNF at the region's
+    canvas positions (rows ``row0 …``, columns ``R …``) and 0 elsewhere. Returns (h, w) int32,
+    the denoised NNF packed the same way.
+    """
+    hh, ww, r, device = cv.hh, cv.ww, cv.r, pk.device
+    win, prio, b, foff, doff = cv.win, cv.prio, cv.b, cv.foff, cv.doff
+    K = len(win)
     R, wd, row0 = cv.R, cv.wd, cv.row0
     i32 = dict(dtype=torch.int32, device=device)
-    # NNF packed as ((y + r) << 16) + (x + r), 0 off the region; NNF(p + d) − d is then
-    # one subtraction, and pk(q) − ((q_y << 16) + q_x) is q's relative offset as one
-    # injective int32 key (|r_x| < w + Ws ≤ 2^16). Off the region the canvas adds
-    # unique sentinels instead, which equal nothing and so never win.
-    b = K.bit_length()             # 2^b > K ≥ every priority
-    prio, rank = {}, K - 1
-    for i, d in enumerate(win):
-        if i == K // 2:
-            prio[d] = K            # the centre wins every tie it is part of
-        else:
-            prio[d] = rank
-            rank -= 1
-    foff = torch.zeros(1 << b, **i32)
-    doff = torch.zeros(1 << b, **i32)
-    for (dy, dx), pv in prio.items():
-        foff[pv] = dy * wd + dx
-        doff[pv] = (dy << 16) + dx
-    if sel is not None:
-        return _denoise_at(sel, t, cv, win, prio, doff, b, r, Hs, Ws)
-
-    pk = torch.zeros(cv.n, **i32)
-    pk.view(cv.hd, wd)[row0:row0 + hh, R:R + ww] = (t[..., 1] << 16).add_(t[..., 0]).add_((r << 16) + r)
+    # With the NNF packed, NNF(p + d) − d is one subtraction, and pk(q) − ((q_y << 16) + q_x)
+    # is q's relative offset as one injective int32 key (|r_x| < w + Ws ≤ 2^16). Off the
+    # region the canvas adds unique sentinels instead, which equal nothing and so never win.
     kp = torch.add(pk, cv.key_base)
 
     # r ≤ 2: the 2r + 1 counts of a row of A images fit as bit fields in one int32
@@ -1290,8 +1343,7 @@ def denoise_nnf(nnf: Any, *, style_shape: tuple[int, int], radius: int = 1,
     pool = torch.empty((n_eq + n_b + n_a, ld_max), **i32)
     eq_buf, b_buf, a_buf = pool[:n_eq], pool[n_eq:n_eq + n_b], pool[n_eq + n_b:]
     ebuf = torch.empty(ld_max + 2 * r * wd + 2 * r, **i32) if packed else None
-    out = torch.empty((hh, ww, 2), **i32)
-    vs_full = torch.empty(rows_t * wd, **i32)
+    out = torch.empty((hh, ww), **i32)
     for t0 in range(0, hh, rows_t):
         t1 = min(hh, t0 + rows_t)
         nt = t1 - t0
@@ -1360,10 +1412,7 @@ def denoise_nnf(nnf: Any, *, style_shape: tuple[int, int], radius: int = 1,
         pr = best.bitwise_and_((1 << b) - 1)
         p0 = (row0 + t0) * wd + R
         v = _denoise_pick(pk, cv.arange[p0:p0 + L], pk[p0:p0 + L], pr, foff, doff, r, Hs, Ws, eq_buf[:4, :L])
-        vs_full[:L] = v
-        vs = vs_full[:nt * wd].view(nt, wd)[:, :ww]
-        out[t0:t1, :, 0] = (vs & 0xFFFF) - r
-        out[t0:t1, :, 1] = (vs >> 16) - r
+        out[t0:t1] = v.as_strided((nt, ww), (wd, 1))   # canvas rows, region columns
     return out
 
 
@@ -1402,10 +1451,10 @@ def _window_entries(sel: torch.Tensor, t: torch.Tensor, win: list):
     return q.view(len(win), -1, 2), inside, qy, qx
 
 
-def _denoise_at(sel: torch.Tensor, t: torch.Tensor, cv: "_Canvas", win: list, prio: dict, doff: torch.Tensor,
-                b: int, r: int, Hs: int, Ws: int) -> torch.Tensor:
+def _denoise_at(sel: torch.Tensor, t: torch.Tensor, cv: "_Canvas", Hs: int, Ws: int) -> torch.Tensor:
     """:func:`denoise_nnf` at the region-linear pixels ``sel`` only: the window's packed NNF and keys
     gathered per pixel (as the dense path's canvases hold them), then the same count and pick."""
+    win, prio, doff, b, r = cv.win, cv.prio, cv.doff, cv.b, cv.r
     i32 = dict(dtype=torch.int32, device=sel.device)
     k = sel.numel()
     q, inside, qy, qx = _window_entries(sel, t, win)
@@ -1426,6 +1475,9 @@ def _denoise_at(sel: torch.Tensor, t: torch.Tensor, cv: "_Canvas", win: list, pr
 
 @dataclass
 class _Canvas:
+    hh: int
+    ww: int
+    r: int
     R: int
     wd: int
     hd: int
@@ -1433,6 +1485,11 @@ class _Canvas:
     n: int
     key_base: torch.Tensor   # −((y << 16) + x) inside the region, unique sentinels outside
     arange: torch.Tensor
+    win: list                # window offsets (dy, dx), raster order
+    prio: dict               # offset → tie priority (centre K, then K − 1 … in raster order)
+    b: int                   # 2^b > every priority
+    foff: torch.Tensor       # (2^b,) int32 priority → canvas offset dy·wd + dx
+    doff: torch.Tensor       # (2^b,) int32 priority → packed offset (dy << 16) + dx
 
 
 _CANVASES: OrderedDict = OrderedDict()
@@ -1456,7 +1513,23 @@ def _denoise_canvas(hh: int, ww: int, r: int, device: torch.device) -> _Canvas:
     kb = torch.arange(n, **i32).add_(-(2**31))
     kb.view(hd, wd)[row0:row0 + hh, R:R + ww] = -(
         (torch.arange(hh, **i32) << 16)[:, None] + torch.arange(ww, **i32)[None, :])
-    cv = _Canvas(R=R, wd=wd, hd=hd, row0=row0, n=n, key_base=kb, arange=torch.arange(n, **i32))
+    win = _window(r)
+    K = len(win)
+    b = K.bit_length()
+    prio, rank = {}, K - 1
+    for i, d in enumerate(win):
+        if i == K // 2:
+            prio[d] = K            # the centre wins every tie it is part of
+        else:
+            prio[d] = rank
+            rank -= 1
+    foff = torch.zeros(1 << b, **i32)
+    doff = torch.zeros(1 << b, **i32)
+    for (dy, dx), pv in prio.items():
+        foff[pv] = dy * wd + dx
+        doff[pv] = (dy << 16) + dx
+    cv = _Canvas(hh=hh, ww=ww, r=r, R=R, wd=wd, hd=hd, row0=row0, n=n, key_base=kb, arange=torch.arange(n, **i32),
+                 win=win, prio=prio, b=b, foff=foff, doff=doff)
     with _SEED_LOCK:
         _CANVASES[key] = cv
         while len(_CANVASES) > 4:
@@ -1528,28 +1601,50 @@ _VOTE_CACHE = _IdentityCache(8)
 class _VotePacking:
     """How votes are packed so that a window offset costs one 64-bit gather and one add.
 
-    Each style pixel is one 64-bit table entry. Up to r = 7 it holds two int32
-    lanes with 16-bit fields (sums ≤ 225·255 < 2^16), ``(R << 16) + G`` and
-    ``(1 << 16) + B`` (the 1 counts the vote), and the accumulator adds them as
-    int32 lanes (int32 adds are fast on the CPU, int64 adds are not). For r = 8
-    one int64 lane with 18-bit fields (sums ≤ 289·255 < 2^18). Every add is
-    exact integer arithmetic: no field ever carries into the next.
+    Each style pixel is one 64-bit table entry, added as int32 lanes (int32 adds are
+    fast on the CPU, int64 adds are not) or as one int64 lane:
+
+    * ``"div"`` (r ≤ 1, K ≤ 9 votes): four 16-bit fields ``S + R``, ``S + G``, ``S + B``
+      and 0 with ``S = 255·K + 1``. A sum of c votes is then ``c·S + Σ`` per channel
+      (< 2^15), which is directly the index of the rounded mean in a table with
+      rows of stride S: no count field, no decoding but a widening copy.
+    * ``"16"`` (r ≤ 7): lanes ``(R << 16) + G`` and ``(1 << 16) + B`` (the 1 counts
+      the vote); sums ≤ 225·255 < 2^16.
+    * ``"18"`` (r = 8): one int64 lane with 18-bit fields (sums ≤ 289·255 < 2^18).
+
+    Every add is exact integer arithmetic: no field ever carries into the next.
     """
 
+    name: str
     lane: torch.dtype
-    fields: tuple   # (lane, shift, mask) of R, G, B and of the vote count
 
 
-_PACK16 = _VotePacking(torch.int32, ((0, 16, 0xFFFF), (0, 0, 0xFFFF), (1, 0, 0xFFFF), (1, 16, 0xFFFF)))
-_PACK18 = _VotePacking(torch.int64, ((0, 36, 0x3FFFF), (0, 18, 0x3FFFF), (0, 0, 0x3FFFF), (0, 54, 0x1FF)))
+_PACKDIV = _VotePacking("div", torch.int32)
+_PACK16 = _VotePacking("16", torch.int32)
+_PACK18 = _VotePacking("18", torch.int64)
 
 
-def _vote_table(style_image: Any, pad: int, pack: _VotePacking, device: torch.device) -> torch.Tensor:
+def _packing(radius: int) -> _VotePacking:
+    return _PACKDIV if radius <= 1 else _PACK16 if radius <= 7 else _PACK18
+
+
+def _div_stride(radius: int) -> int:
+    """S of the ``"div"`` packing: one more than the largest channel sum of a window."""
+    return 255 * (2 * radius + 1) ** 2 + 1
+
+
+def _vote_table(style_image: Any, radius: int, pad: int, device: torch.device) -> torch.Tensor:
+    """(Hs + 2·pad)·(Ws + 2·pad) int64 packed votes of the style, zero in the border."""
+    pack = _packing(radius)
+
     def build() -> torch.Tensor:
         img = _to(style_image, device).to(pack.lane)
         Hs, Ws = img.shape[:2]
         R, G, B = img[..., 0], img[..., 1], img[..., 2]
-        if pack is _PACK16:
+        if pack is _PACKDIV:
+            S = _div_stride(radius)
+            lanes = torch.stack((((G + S) << 16) + R + S, B + S), dim=-1)
+        elif pack is _PACK16:
             lanes = torch.stack(((R << 16) + G, B + (1 << 16)), dim=-1)
         else:
             lanes = ((R << 36) + (G << 18) + B + (1 << 54))[..., None]
@@ -1557,24 +1652,31 @@ def _vote_table(style_image: Any, pad: int, pack: _VotePacking, device: torch.de
         tab[pad:pad + Hs, pad:pad + Ws] = lanes
         return tab.view(torch.int64).reshape(-1)
 
-    return _VOTE_CACHE.get((style_image,), ("vote", pad, str(pack.lane), str(device)), build)
+    return _VOTE_CACHE.get((style_image,), ("vote", radius, pad, str(device)), build)
 
 
 def _division_table(radius: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-    """Rounded means ``(2s + c) // (2c)`` for every vote count c ≤ K and sum s ≤ 255·c."""
+    """Rounded means ``(2s + c) // (2c)`` for every vote count c ≤ K and sum s ≤ 255·c, uint8.
+
+    Returns the table and the int32 start of each count's row, ``base[c]``: ``c·S``
+    (``S = 255·K + 1``) for the ``"div"`` packing, which indexes rows by ``c·S``
+    directly; rows packed back to back otherwise (less memory for large K).
+    """
     key = ("div", radius, str(device))
     with _DIV_LOCK:
         hit = _DIV_TABLES.get(key)
     if hit is None:
         K = (2 * radius + 1) ** 2
-        parts, bases, pos = [np.zeros(1, dtype=np.uint8)], [0], 1
+        lengths = 255 * np.arange(K + 1) + 1
+        if _packing(radius) is _PACKDIV:
+            bases = np.arange(K + 1) * _div_stride(radius)
+        else:
+            bases = np.concatenate(([0], np.cumsum(lengths[:-1])))
+        tab = np.zeros(int(bases[-1] + lengths[-1]), dtype=np.uint8)
         for c in range(1, K + 1):
             sums = np.arange(255 * c + 1, dtype=np.int64)
-            parts.append(((2 * sums + c) // (2 * c)).astype(np.uint8))
-            bases.append(pos)
-            pos += 255 * c + 1
-        hit = (torch.from_numpy(np.concatenate(parts)).to(device),
-               torch.tensor(bases, dtype=torch.int32, device=device))
+            tab[bases[c]:bases[c] + sums.size] = (2 * sums + c) // (2 * c)
+        hit = (torch.from_numpy(tab).to(device), torch.from_numpy(bases.astype(np.int32)).to(device))
         with _DIV_LOCK:
             _DIV_TABLES[key] = hit
     return hit
@@ -1582,6 +1684,35 @@ def _division_table(radius: int, device: torch.device) -> tuple[torch.Tensor, to
 
 _DIV_TABLES: dict = {}
 _DIV_LOCK = threading.Lock()
+
+
+@dataclass(frozen=True)
+class _Voting:
+    """Everything :func:`vote` needs besides the NNF, for one style, radius and device."""
+
+    r: int
+    Hs: int
+    Ws: int
+    pad: int              # zero border of the vote table, style px
+    wpad: int             # row stride of the vote table
+    b0: int               # table offset of window entry (0, 0) relative to entry (−r, −r)
+    lin_add: int          # linear table index of style (x, y) is y·wpad + x + lin_add (see vote())
+    pack: _VotePacking
+    table: torch.Tensor
+    divtab: torch.Tensor
+    divbase: torch.Tensor
+
+
+def _voting(style_image: Any, r: int, device: torch.device) -> _Voting:
+    _check_arr(style_image, "style_image", (None, None, 3), torch.uint8)
+    Hs, Ws = int(style_image.shape[0]), int(style_image.shape[1])
+    pad = 2 * r + 1
+    wpad = Ws + 2 * pad
+    check((Hs + 2 * pad) * wpad < 2**31, "style size", "< 2^31 padded pixels", (Hs, Ws))
+    b0 = r * wpad + r
+    divtab, divbase = _division_table(r, device)
+    return _Voting(r=r, Hs=Hs, Ws=Ws, pad=pad, wpad=wpad, b0=b0, lin_add=pad * wpad + pad - b0, pack=_packing(r),
+                   table=_vote_table(style_image, r, pad, device), divtab=divtab, divbase=divbase)
 
 
 def vote(nnf: Any, style_image: Any, *, radius: int = 1, tile_pixels: int | None = None,
@@ -1632,25 +1763,22 @@ def vote(nnf: Any, style_image: Any, *, radius: int = 1, tile_pixels: int | None
     """
     hh, ww = _check_nnf(nnf)
     r = _check_radius(radius)
-    _check_arr(style_image, "style_image", (None, None, 3), torch.uint8)
-    Hs, Ws = int(style_image.shape[0]), int(style_image.shape[1])
     device = _device_of(nnf, style_image)
     t = _to(nnf, device)
-    if pixels is None:
-        _check_inside(t.reshape(-1, 2), Hs, Ws)
-    pad = 2 * r + 1
-    wpad = Ws + 2 * pad
-    check((Hs + 2 * pad) * wpad < 2**31, "style size", "< 2^31 padded pixels", (Hs, Ws))
-    pack = _PACK16 if r <= 7 else _PACK18
-    table = _vote_table(style_image, pad, pack, device)
-    divtab, divbase = _division_table(r, device)
-    b0 = r * wpad + r
-    w2 = ww + 2 * r
-    win = _window(r)
-    i32 = dict(dtype=torch.int32, device=device)
+    vs = _voting(style_image, r, device)
     if pixels is not None:
-        return _vote_at(_check_pixels(pixels, hh * ww, device), t, Hs, Ws, table, wpad, pad, b0, win, pack, divtab,
-                        divbase)
+        return _vote_at(_check_pixels(pixels, hh * ww, device), t, vs)
+    _check_inside(t.reshape(-1, 2), vs.Hs, vs.Ws)
+    return _vote_dense((t[..., 1] * vs.wpad).add_(t[..., 0]).add_(vs.lin_add), vs, tile_pixels)
+
+
+def _vote_dense(lin: torch.Tensor, vs: _Voting, tile_pixels: int | None) -> torch.Tensor:
+    """:func:`vote` of a whole region from ``lin`` (h, w) int32 = ``y·wpad + x + lin_add`` of the
+    NNF (inside the style; not checked). Returns (h, w, 3) uint8."""
+    hh, ww = lin.shape
+    r, pack, table, b0 = vs.r, vs.pack, vs.table, vs.b0
+    device = lin.device
+    w2 = ww + 2 * r
     if tile_pixels is None:
         tile_pixels = (1 << 16) if device.type == "cpu" else hh * w2
     rows_t = max(1, min(hh, int(tile_pixels) // w2))
@@ -1658,30 +1786,28 @@ def vote(nnf: Any, style_image: Any, *, radius: int = 1, tile_pixels: int | None
     # Index tile (rows t0 − r … t1 + r, plus a spare row) over a padded canvas whose
     # rows are contiguous, so each window offset is a plain 1-D slice. Off-region
     # entries are 0 and read table[(r, r) − d], which lies in the zero border.
-    idx = torch.empty((rows_t + 2 * r + 1, w2), **i32)
+    idx = torch.empty((rows_t + 2 * r + 1, w2), dtype=torch.int32, device=device)
     cap = rows_t * w2
     acc_b = torch.empty(cap, dtype=torch.int64, device=device)
     g_b = torch.empty(cap, dtype=torch.int64, device=device)
-    rgb = torch.empty((cap, 3), **i32)
-    col = torch.empty(cap * 3, dtype=torch.uint8, device=device)
+    scratch = _vote_scratch(cap, pack, device)
     for t0 in range(0, hh, rows_t):
         t1 = min(hh, t0 + rows_t)
         nt = t1 - t0
         n = nt * w2
         s0, s1 = max(0, t0 - r), min(hh, t1 + r)
         idx.zero_()
-        src = t[s0:s1]
-        idx[s0 - t0 + r:s1 - t0 + r, r:r + ww] = (src[..., 1] * wpad).add_(src[..., 0]).add_(pad * wpad + pad - b0)
+        idx[s0 - t0 + r:s1 - t0 + r, r:r + ww] = lin[s0:s1]
         flat = idx.view(-1)
         acc, g = acc_b[:n], g_b[:n]
         acc_l, g_l = acc.view(pack.lane), g.view(pack.lane)
-        for i, (dy, dx) in enumerate(win):
+        for i, (dy, dx) in enumerate(_window(r)):
             start = (r + dy) * w2 + (r + dx)
-            view = table[b0 - (dy * wpad + dx):]
+            view = table[b0 - (dy * vs.wpad + dx):]
             torch.index_select(view, 0, flat[start:start + n], out=g if i else acc)
             if i:
                 acc_l.add_(g_l)
-        out[t0:t1] = _vote_colours(acc_l, n, pack, divtab, divbase, rgb[:n], col[:3 * n]).view(nt, w2, 3)[:, :ww]
+        out[t0:t1] = _vote_colours(acc_l, n, vs, scratch).unflatten(0, (nt, w2))[:, :ww]
     return out
 
 
@@ -1695,46 +1821,54 @@ def _check_inside(nnf: torch.Tensor, Hs: int, Ws: int) -> None:
           f"x in [{lo_x}, {hi_x}], y in [{lo_y}, {hi_y}]")
 
 
-def _vote_at(sel: torch.Tensor, t: torch.Tensor, Hs: int, Ws: int, table: torch.Tensor, wpad: int, pad: int, b0: int,
-             win: list, pack: "_VotePacking", divtab: torch.Tensor, divbase: torch.Tensor) -> torch.Tensor:
+def _vote_at(sel: torch.Tensor, t: torch.Tensor, vs: _Voting) -> torch.Tensor:
     """:func:`vote` at the region-linear pixels ``sel`` only: each window entry gathered per pixel."""
+    win = _window(vs.r)
     q, inside, _, _ = _window_entries(sel, t, win)
     # Only the entries the windows read are checked (the whole NNF is the caller's).
-    _check_inside(q[inside], Hs, Ws)
+    _check_inside(q[inside], vs.Hs, vs.Ws)
     dev = sel.device
     dy = torch.tensor([d[0] for d in win], device=dev)[:, None]
     dx = torch.tensor([d[1] for d in win], device=dev)[:, None]
     # Vote of entry d: table[b0 − (dy·wpad + dx) + idx]; off the region idx = 0, the zero
     # border entry table[(r, r) − d] (as the tiles do).
-    idx = (q[..., 1] * wpad + q[..., 0] + (pad * wpad + pad - b0)) * inside
-    g = table.index_select(0, (idx + (b0 - (dy * wpad + dx))).reshape(-1))
-    # Summed per lane (two int32 fields per entry up to r = 7, one int64 beyond).
-    acc = g.view(pack.lane).view(len(win), -1).sum(dim=0, dtype=pack.lane)
+    idx = (q[..., 1] * vs.wpad + q[..., 0] + vs.lin_add) * inside
+    g = vs.table.index_select(0, (idx + (vs.b0 - (dy * vs.wpad + dx))).reshape(-1))
+    # Summed per lane (two int32 lanes per entry up to r = 7, one int64 beyond).
+    acc = g.view(vs.pack.lane).view(len(win), -1).sum(dim=0, dtype=vs.pack.lane)
     n = sel.numel()
-    return _vote_colours(acc.view(pack.lane), n, pack, divtab, divbase, torch.empty((n, 3), dtype=torch.int32, device=sel.device),
-                         torch.empty(n * 3, dtype=torch.uint8, device=sel.device))
+    return _vote_colours(acc, n, vs, _vote_scratch(n, vs.pack, dev))
 
 
-def _vote_colours(acc_l: torch.Tensor, n: int, pack: _VotePacking, divtab: torch.Tensor, divbase: torch.Tensor,
-                  rgb: torch.Tensor, col: torch.Tensor) -> torch.Tensor:
-    """Rounded mean colours ``(n, 3) uint8`` of ``n`` packed vote sums (lanes of ``pack``).
+def _vote_scratch(n: int, pack: _VotePacking, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """Buffers of :func:`_vote_colours` for up to ``n`` pixels: table indices (int32) and colours (uint8)."""
+    c = 4 if pack is _PACKDIV else 3
+    return torch.empty(n * c, dtype=torch.int32, device=device), torch.empty(n * c, dtype=torch.uint8, device=device)
 
-    ``rgb``: (n, 3) int32 and ``col``: (3n,) uint8 scratch; the result is a view of ``col``.
-    """
-    lanes = acc_l.view(n, 2 if pack is _PACK16 else 1)
+
+def _vote_colours(acc_l: torch.Tensor, n: int, vs: _Voting, scratch: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+    """Rounded mean colours, an ``(n, 3) uint8`` view into ``scratch``, of ``n`` packed vote sums
+    (``acc_l``: the lanes of ``vs.pack``; ``scratch``: :func:`_vote_scratch`)."""
+    pack = vs.pack
+    if pack is _PACKDIV:
+        # The fields are the table indices already (c·S + Σ); the fourth (0) reads entry 0.
+        idx = scratch[0][:4 * n].view(n, 4).copy_(acc_l.view(torch.int16).view(n, 4))
+        return torch.index_select(vs.divtab, 0, idx.view(-1), out=scratch[1][:4 * n]).view(n, 4)[:, :3]
+    idx = scratch[0][:3 * n].view(n, 3)
     if pack is _PACK16:
+        lanes = acc_l.view(n, 2)
         # [R, count]; the mask undoes the sign extension of a top field ≥ 2^15 (r ≥ 6, bright red)
         hi = torch.bitwise_right_shift(lanes, 16).bitwise_and_(0xFFFF)
         lo = torch.bitwise_and(lanes, 0xFFFF)                  # [G, B]
-        torch.cat((hi[:, :1], lo), dim=1, out=rgb)
+        torch.cat((hi[:, :1], lo), dim=1, out=idx)
         cnt = hi[:, 1]
     else:
-        for ch, (li, sh, mk) in enumerate(pack.fields[:3]):
-            rgb[:, ch] = torch.bitwise_right_shift(lanes[:, li], sh).bitwise_and_(mk)
-        li, sh, mk = pack.fields[3]
-        cnt = torch.bitwise_right_shift(lanes[:, li], sh).bitwise_and_(mk).to(torch.int32)
-    rgb.add_(torch.index_select(divbase, 0, cnt)[:, None])
-    return torch.index_select(divtab, 0, rgb.view(-1), out=col).view(n, 3)
+        lane = acc_l.view(n)
+        for ch, sh in enumerate((36, 18, 0)):
+            idx[:, ch] = torch.bitwise_right_shift(lane, sh).bitwise_and_(0x3FFFF)
+        cnt = torch.bitwise_right_shift(lane, 54).to(torch.int32)
+    idx.add_(torch.index_select(vs.divbase, 0, cnt)[:, None])
+    return torch.index_select(vs.divtab, 0, idx.view(-1), out=scratch[1][:3 * n]).view(n, 3)
 
 
 def vote_reference(nnf: Any, style_image: Any, *, radius: int = 1) -> np.ndarray:
@@ -2013,12 +2147,7 @@ def synthesize(
     Hs, Ws = int(sapp.shape[0]), int(sapp.shape[1])
     t0 = time.perf_counter()
     if previous is None:
-        nnf = styleblit(g_pos, g_app, sapp, lut, **styleblit_options)
-        t1 = time.perf_counter()
-        den = denoise_nnf(nnf, style_shape=(Hs, Ws), radius=r) if denoise and r > 0 else nnf
-        rgb = vote(den, style_image, radius=r)
-        return Synthesis(nnf=nnf, denoised=den, rgb=rgb, evaluated=hh * ww, voted=hh * ww,
-                         step_ms=_steps(t0, t1, time.perf_counter()))
+        return _synthesize_dense(g_pos, g_app, sapp, lut, style_image, r, denoise, styleblit_options, t0)
 
     check(tuple(previous.nnf.shape) == (hh, ww, 2), "previous synthesis shape", (hh, ww, 2),
           tuple(previous.nnf.shape))
@@ -2057,6 +2186,35 @@ def synthesize(
         rgb.view(-1, 3).index_copy_(0, revote, vote(den, style_image, radius=r, pixels=revote))
     return Synthesis(nnf=nnf, denoised=den, rgb=rgb, evaluated=int(redo.numel()), voted=int(revote.numel()),
                      step_ms=_steps(t0, t1, time.perf_counter()), keep_cache=cache)
+
+
+def _synthesize_dense(g_pos: Any, g_app: Any, sapp: torch.Tensor, lut: Any, style_image: Any, r: int, denoise: bool,
+                      styleblit_options: dict, t0: float) -> Synthesis:
+    """:func:`synthesize` without ``previous``: the steps chained on packed positions (contiguous
+    int32 planes), so that only the two returned NNFs are laid out as (h, w, 2)."""
+    device = sapp.device
+    Hs, Ws = int(sapp.shape[0]), int(sapp.shape[1])
+    blit = _styleblit(g_pos, g_app, sapp, lut, **{**_STYLEBLIT_DEFAULTS, **styleblit_options})
+    hh, ww, st = blit.hh, blit.ww, blit.st
+    nnf = _unpack(blit.res, st.s, st.Wp - 1, st.P).view(hh, ww, 2)
+    t1 = time.perf_counter()
+    vs = _voting(style_image, r, device)
+    if denoise and r > 0:
+        _check_denoise_style(Hs, Ws)
+        cv = _denoise_canvas(hh, ww, r, device)
+        pk = torch.zeros(cv.n, dtype=torch.int32, device=device)
+        # ((y + P) << s) + x + P  →  ((y + r) << 16) + x + r
+        pk.view(cv.hd, cv.wd)[cv.row0:cv.row0 + hh, cv.R:cv.R + ww] = _repack(
+            blit.res, st.s, st.Wp - 1, 1 << 16, (r - st.P) * ((1 << 16) + 1)).view(hh, ww)
+        packed = _denoise_dense(pk, cv, Hs, Ws, None)
+        den = _unpack(packed, 16, 0xFFFF, r).view(hh, ww, 2)
+        lin = _repack(packed, 16, 0xFFFF, vs.wpad, vs.lin_add - r * (vs.wpad + 1))
+    else:
+        den = nnf
+        lin = _repack(blit.res, st.s, st.Wp - 1, vs.wpad, vs.lin_add - st.P * (vs.wpad + 1)).view(hh, ww)
+    rgb = _vote_dense(lin, vs, None)
+    return Synthesis(nnf=nnf, denoised=den, rgb=rgb, evaluated=hh * ww, voted=hh * ww,
+                     step_ms=_steps(t0, t1, time.perf_counter()))
 
 
 def _steps(t0: float, t1: float, t2: float) -> dict:
