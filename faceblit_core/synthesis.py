@@ -71,6 +71,7 @@ Fišer et al. 2017, "Example-Based Synthesis of Stylized Facial Animations", §3
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import inspect
 import math
@@ -279,6 +280,16 @@ def _as_jitter(jitter: Any, levels: int) -> JitterTable:
 
 
 # ====================================================================== small helpers
+@functools.lru_cache(maxsize=1024)
+def _c(value: int | float, dtype: torch.dtype = torch.int32) -> torch.Tensor:
+    """``value`` as a 0-dim host tensor of ``dtype``, for the scalar operand of an elementwise op.
+
+    A Python number costs a conversion (a small tensor copy) on every op; a 0-dim
+    tensor of the operand's dtype does not, on any device. Never modified in place.
+    """
+    return torch.tensor(value, dtype=dtype)
+
+
 def _f32(v: float) -> float:
     """``v`` rounded to float32, as a Python float (exact as a device scalar)."""
     return float(np.float32(v))
@@ -423,7 +434,8 @@ def _quantize(v: torch.Tensor, inv: torch.Tensor, size: torch.Tensor,
         bufs = tuple(torch.empty_like(v) for _ in range(3)) + (torch.empty(v.shape, dtype=torch.int32,
                                                                            device=v.device),)
     t, k, d, q = bufs
-    torch.mul(v, 256.0, out=t).add_(0.0)        # exact; + 0.0 turns −0 into +0 (sign bits read below)
+    f32 = torch.float32
+    torch.mul(v, _c(256.0, f32), out=t).add_(_c(0.0, f32))   # exact; + 0.0 turns −0 into +0 (sign bits read below)
     torch.mul(t, inv, out=k).floor_().clamp_(-1.0, 256.0)
     torch.mul(k, size, out=d)
     q.copy_(k)
@@ -431,9 +443,9 @@ def _quantize(v: torch.Tensor, inv: torch.Tensor, size: torch.Tensor,
     d.add_(size)
     hi = torch.sub(t, d, out=d).view(torch.int32)      # < 0 ⇔ t < (k + 1)·size
     # q + [t ≥ (k+1)·size] − [t < k·size] = q + 1 + sign(hi) + sign(lo), signs in {−1, 0}.
-    q += lo.bitwise_right_shift_(31)
-    q += hi.bitwise_right_shift_(31)
-    return q.add_(1).clamp_(0, 255)
+    q += lo.bitwise_right_shift_(_c(31))
+    q += hi.bitwise_right_shift_(_c(31))
+    return q.add_(_c(1)).clamp_(0, 255)
 
 
 # ============================================================ per-style device tables
@@ -916,7 +928,7 @@ def _styleblit(g_pos: Any, g_app: Any, style_app: Any, lut: Any, *, origin: tupl
     def lut_at(gxy: torch.Tensor, ga: torch.Tensor, out: torch.Tensor | None = None, bufs: tuple | None = None):
         """LUT(p) as padded style indices, from positions ``(2, m)`` float32 and appearance ``(m,)`` uint8."""
         q = _quantize(gxy, q_inv, q_size, bufs)
-        idx = q[1].bitwise_left_shift_(8).add_(q[0]).bitwise_left_shift_(8).add_(ga)
+        idx = q[1].bitwise_left_shift_(_c(8)).add_(q[0]).bitwise_left_shift_(_c(8)).add_(ga)
         return torch.index_select(st.lutpad, 0, idx, out=out) if out is not None else st.lutpad.index_select(0, idx)
 
     check(st.n_pad + (hh << st.s) + ww < 2**31, "padded index range", "< 2^31", st.n_pad + (hh << st.s) + ww)
@@ -1294,15 +1306,15 @@ def _unpack(packed: torch.Tensor, s: int, mask: int, off: int) -> torch.Tensor:
     """(k, 2) int32 (x, y) of positions packed as ``((y + off) << s) + x + off`` (any shape, k elements)."""
     flat = packed.reshape(-1)
     out = torch.empty((flat.numel(), 2), dtype=torch.int32, device=packed.device)
-    out[:, 0] = torch.bitwise_and(flat, mask).sub_(off)
-    out[:, 1] = torch.bitwise_right_shift(flat, s).sub_(off)
+    out[:, 0] = torch.bitwise_and(flat, _c(mask)).sub_(_c(off))
+    out[:, 1] = torch.bitwise_right_shift(flat, _c(s)).sub_(_c(off))
     return out
 
 
 def _repack(packed: torch.Tensor, s: int, mask: int, stride: int, add: int) -> torch.Tensor:
     """``(packed >> s)·stride + (packed & mask) + add``: a packed position re-packed with another row stride."""
-    out = torch.bitwise_right_shift(packed, s)
-    return out.mul_(stride).add_(torch.bitwise_and(packed, mask)).add_(add)
+    out = torch.bitwise_right_shift(packed, _c(s))
+    return out.mul_(_c(stride)).add_(torch.bitwise_and(packed, _c(mask))).add_(_c(add))
 
 
 def _denoise_dense(pk: torch.Tensor, cv: "_Canvas", Hs: int, Ws: int, tile_pixels: int | None) -> torch.Tensor:
@@ -1361,7 +1373,7 @@ def _denoise_dense(pk: torch.Tensor, cv: "_Canvas", Hs: int, Ws: int, tile_pixel
                 if dy in brow:
                     brow[dy].add_(e, alpha=w)
                 else:                      # first term of the row: no zeroing pass
-                    brow[dy] = torch.mul(e, w, out=b_buf[dy + 2 * r, :ld])
+                    brow[dy] = torch.mul(e, _c(w), out=b_buf[dy + 2 * r, :ld])
 
             # EQ_δ(y) = EQ_−δ(y + δ): one comparison over a domain longer by δ serves both.
             for dy in range(0, 2 * r + 1):
@@ -1378,12 +1390,12 @@ def _denoise_dense(pk: torch.Tensor, cv: "_Canvas", Hs: int, Ws: int, tile_pixel
                 sh = fb * (r - dx) - b          # field of cx = −dx moved to bits [b, b + fb)
                 sc = eq_buf[0 if best is None else 1, :L]
                 if sh > 0:
-                    torch.bitwise_right_shift(src, sh, out=sc)
+                    torch.bitwise_right_shift(src, _c(sh), out=sc)
                 elif sh < 0:
-                    torch.bitwise_left_shift(src, -sh, out=sc)
+                    torch.bitwise_left_shift(src, _c(-sh), out=sc)
                 else:
                     sc.copy_(src)
-                sc.bitwise_and_(fmask << b).add_(prio[(dy, dx)])
+                sc.bitwise_and_(_c(fmask << b)).add_(_c(prio[(dy, dx)]))
                 best = sc if best is None else torch.maximum(best, sc, out=best)
         else:
             bsum = {}
@@ -1405,11 +1417,11 @@ def _denoise_dense(pk: torch.Tensor, cv: "_Canvas", Hs: int, Ws: int, tile_pixel
                 o = s0 + dy * wd + dx
                 src = a_img[(-dy, -dx)][o:o + L]
                 if best is None:
-                    best = torch.bitwise_left_shift(src, b, out=eq_buf[0, :L]).add_(prio[(dy, dx)])
+                    best = torch.bitwise_left_shift(src, _c(b), out=eq_buf[0, :L]).add_(_c(prio[(dy, dx)]))
                 else:
-                    sc = torch.bitwise_left_shift(src, b, out=eq_buf[1, :L]).add_(prio[(dy, dx)])
+                    sc = torch.bitwise_left_shift(src, _c(b), out=eq_buf[1, :L]).add_(_c(prio[(dy, dx)]))
                     torch.maximum(best, sc, out=best)
-        pr = best.bitwise_and_((1 << b) - 1)
+        pr = best.bitwise_and_(_c((1 << b) - 1))
         p0 = (row0 + t0) * wd + R
         v = _denoise_pick(pk, cv.arange[p0:p0 + L], pk[p0:p0 + L], pr, foff, doff, r, Hs, Ws, eq_buf[:4, :L])
         out[t0:t1] = v.as_strided((nt, ww), (wd, 1))   # canvas rows, region columns
@@ -1425,11 +1437,11 @@ def _denoise_pick(pk: torch.Tensor, pos: torch.Tensor, v0: torch.Tensor, pr: tor
     """
     fidx = torch.index_select(foff, 0, pr, out=buf[1]).add_(pos)
     v = torch.index_select(pk, 0, fidx, out=buf[2]).sub_(torch.index_select(doff, 0, pr, out=buf[3]))
-    xq = torch.bitwise_and(v, 0xFFFF, out=buf[0]).sub_(r)
-    yq = torch.bitwise_right_shift(v, 16, out=buf[1]).sub_(r)
+    xq = torch.bitwise_and(v, _c(0xFFFF), out=buf[0]).sub_(_c(r))
+    yq = torch.bitwise_right_shift(v, _c(16), out=buf[1]).sub_(_c(r))
     # −1 where the new position leaves the style (one of four differences negative).
-    outside = torch.neg(xq, out=buf[3]).add_(Ws - 1).bitwise_or_(xq).bitwise_or_(yq)
-    outside.bitwise_or_(torch.neg(yq, out=buf[0]).add_(Hs - 1)).bitwise_right_shift_(31)
+    outside = torch.neg(xq, out=buf[3]).add_(_c(Ws - 1)).bitwise_or_(xq).bitwise_or_(yq)
+    outside.bitwise_or_(torch.neg(yq, out=buf[0]).add_(_c(Hs - 1))).bitwise_right_shift_(_c(31))
     # v ← v0 where outside: v ^= (v ^ v0) & outside.
     return v.bitwise_xor_(torch.bitwise_xor(v, v0, out=buf[1]).bitwise_and_(outside))
 
