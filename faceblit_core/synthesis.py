@@ -1335,15 +1335,21 @@ def _denoise_dense(pk: torch.Tensor, cv: "_Canvas", Hs: int, Ws: int, tile_pixel
     kp = torch.add(pk, cv.key_base)
 
     # r ≤ 2: the 2r + 1 counts of a row of A images fit as bit fields in one int32
-    # ("packed"); larger r keeps one image per count.
+    # ("packed"); larger r keeps one image per count. For r = 1 each field also holds the
+    # priority of its window entry: [count | priority | 0] from the top (see the scoring).
     fb = K.bit_length()            # bits of one count field (count ≤ K − 1 < 2^fb)
     packed = (2 * r + 1) * fb <= 31
+    with_prio = (2 * r + 1) * (fb + b + 1) <= 31
     if packed:
         n_eq, n_b, n_a = 4, 4 * r + 1, 2 * r + 1
+        F, c0 = (fb + b + 1, b + 1) if with_prio else (fb, 0)   # field width, count offset in it
         fmask = (1 << fb) - 1
         # E_(dy,dx) enters the fields cx with |dx − cx| ≤ r of the B row dy.
-        wts = {dx: sum(1 << (fb * (cx + r)) for cx in range(max(-r, dx - r), min(r, dx + r) + 1))
+        wts = {dx: sum(1 << (F * (cx + r) + c0) for cx in range(max(-r, dx - r), min(r, dx + r) + 1))
                for dx in range(-2 * r, 2 * r + 1)}
+        # Field cx of A row cy counts window entry d = (−cy, −cx) of the pixel at −d.
+        prow = {cy: sum(prio[(-cy, -cx)] << (F * (cx + r) + 1) for cx in range(-r, r + 1))
+                for cy in range(-r, r + 1)}
     else:
         n_eq, n_b, n_a = max(4, 4 * r + 1), (4 * r + 1) * (2 * r + 1), (2 * r + 1) ** 2
     n_img = n_eq + n_b + n_a + 2
@@ -1384,19 +1390,30 @@ def _denoise_dense(pk: torch.Tensor, cv: "_Canvas", Hs: int, Ws: int, tile_pixel
                     accumulate(-dy, e[:ld], wts[-dx])
             arow = {cy: _sum_into(a_buf[cy + r, :ld], [brow[dy] for dy in range(cy - r, cy + r + 1)])
                     for cy in range(-r, r + 1)}
+            if with_prio:
+                for cy, a_row in arow.items():
+                    a_row.add_(_c(prow[cy]))
             for dy, dx in win:
                 o = s0 + dy * wd + dx
                 src = arow[-dy][o:o + L]
-                sh = fb * (r - dx) - b          # field of cx = −dx moved to bits [b, b + fb)
                 sc = eq_buf[0 if best is None else 1, :L]
-                if sh > 0:
-                    torch.bitwise_right_shift(src, _c(sh), out=sc)
-                elif sh < 0:
-                    torch.bitwise_left_shift(src, _c(-sh), out=sc)
+                if with_prio:
+                    # Field cx = −dx to bits [31 − F, 31): its (count, priority) is unique among the
+                    # entries, so the bits below it never decide the maximum; bit 31 receives the
+                    # next field's 0 bit, so the score stays non-negative.
+                    torch.bitwise_left_shift(src, _c(31 - F * (r - dx + 1)), out=sc)
                 else:
-                    sc.copy_(src)
-                sc.bitwise_and_(_c(fmask << b)).add_(_c(prio[(dy, dx)]))
+                    sh = F * (r - dx) - b          # field of cx = −dx moved to bits [b, b + fb)
+                    if sh > 0:
+                        torch.bitwise_right_shift(src, _c(sh), out=sc)
+                    elif sh < 0:
+                        torch.bitwise_left_shift(src, _c(-sh), out=sc)
+                    else:
+                        sc.copy_(src)
+                    sc.bitwise_and_(_c(fmask << b)).add_(_c(prio[(dy, dx)]))
                 best = sc if best is None else torch.maximum(best, sc, out=best)
+            if with_prio:
+                best.bitwise_right_shift_(_c(32 - F))
         else:
             bsum = {}
             for dy in range(-2 * r, 2 * r + 1):
