@@ -1836,7 +1836,12 @@ def _vote_dense(lin: torch.Tensor, vs: _Voting, tile_pixels: int | None) -> torc
             torch.index_select(view, 0, flat[start:start + n], out=g if i else acc)
             if i:
                 acc_l.add_(g_l)
-        out[t0:t1] = _vote_colours(acc_l, n, vs, scratch).unflatten(0, (nt, w2))[:, :ww]
+        if pack is _PACKDIV:
+            # Only the region's columns, gathered straight into the output rows.
+            fields = acc_l.view(torch.int16).view(nt, w2, 4)[:, :ww, :3]
+            _div_colours(fields, vs.divtab, scratch[0], out[t0:t1])
+        else:
+            out[t0:t1] = _vote_colours(acc_l, n, vs, scratch).unflatten(0, (nt, w2))[:, :ww]
     return out
 
 
@@ -1871,8 +1876,15 @@ def _vote_at(sel: torch.Tensor, t: torch.Tensor, vs: _Voting) -> torch.Tensor:
 
 def _vote_scratch(n: int, pack: _VotePacking, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
     """Buffers of :func:`_vote_colours` for up to ``n`` pixels: table indices (int32) and colours (uint8)."""
-    c = 4 if pack is _PACKDIV else 3
-    return torch.empty(n * c, dtype=torch.int32, device=device), torch.empty(n * c, dtype=torch.uint8, device=device)
+    return torch.empty(n * 3, dtype=torch.int32, device=device), torch.empty(n * 3, dtype=torch.uint8, device=device)
+
+
+def _div_colours(fields: torch.Tensor, divtab: torch.Tensor, idx_buf: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
+    """Colours of ``"div"``-packed vote sums: ``fields`` (..., 3) int16 are the division-table indices
+    ``c·S + Σ`` already; widened into ``idx_buf`` and looked up into ``out`` (contiguous, same shape)."""
+    idx = idx_buf[:fields.numel()].view(fields.shape).copy_(fields)
+    torch.index_select(divtab, 0, idx.view(-1), out=out.view(-1))
+    return out
 
 
 def _vote_colours(acc_l: torch.Tensor, n: int, vs: _Voting, scratch: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
@@ -1880,9 +1892,8 @@ def _vote_colours(acc_l: torch.Tensor, n: int, vs: _Voting, scratch: tuple[torch
     (``acc_l``: the lanes of ``vs.pack``; ``scratch``: :func:`_vote_scratch`)."""
     pack = vs.pack
     if pack is _PACKDIV:
-        # The fields are the table indices already (c·S + Σ); the fourth (0) reads entry 0.
-        idx = scratch[0][:4 * n].view(n, 4).copy_(acc_l.view(torch.int16).view(n, 4))
-        return torch.index_select(vs.divtab, 0, idx.view(-1), out=scratch[1][:4 * n]).view(n, 4)[:, :3]
+        return _div_colours(acc_l.view(torch.int16).view(n, 4)[:, :3], vs.divtab, scratch[0],
+                            scratch[1][:3 * n].view(n, 3))
     idx = scratch[0][:3 * n].view(n, 3)
     if pack is _PACK16:
         lanes = acc_l.view(n, 2)
