@@ -882,8 +882,12 @@ def _unpad(res: torch.Tensor, st: "_StyleTables") -> torch.Tensor:
 
 def _styleblit(g_pos: Any, g_app: Any, style_app: Any, lut: Any, *, origin: tuple[int, int], jitter: Any,
                threshold: float, lambda_pos: float, lambda_app: float, lambda_temp: float, g_temp: Any,
-               style_temp: Any, levels: int, return_levels: bool, tile_pixels: int | None, pixels: Any) -> _Blit:
-    """:func:`styleblit` (same arguments and checks) up to the matches as padded style indices."""
+               style_temp: Any, levels: int, return_levels: bool, tile_pixels: int | None, pixels: Any,
+               emit: Callable[[int, int, torch.Tensor, _StyleTables], None] | None = None) -> _Blit:
+    """:func:`styleblit` (same arguments and checks) up to the matches as padded style indices.
+
+    ``emit(r0, r1, res, st)`` (whole regions only) receives each finished tile, region rows
+    [r0, r1) as padded indices (r1 − r0)·w of the tables ``st``, while they are still in cache."""
     device = _device_of(g_pos, g_app, style_app, lut, g_temp, style_temp)
     _check_arr(g_pos, "g_pos", (None, None, 2), torch.float32)
     hh, ww = int(g_pos.shape[0]), int(g_pos.shape[1])
@@ -1070,6 +1074,8 @@ def _styleblit(g_pos: Any, g_app: Any, style_app: Any, lut: Any, *, origin: tupl
             a, b = r0 * ww, r1 * ww
             run_tile(a, b, gxy_f[:, a:b], gaf[a:b], gt[:, a:b] if temporal else None,
                      (py_s[r0:r1, None] + px_i[None, :]).reshape(-1), lambda rl: rl.c[a:b])
+            if emit is not None:
+                emit(r0, r1, res[a:b], st)
     else:
         py = torch.div(sel, ww, rounding_mode="floor")
         ident = torch.arange(k, device=device)
@@ -1317,12 +1323,14 @@ def _repack(packed: torch.Tensor, s: int, mask: int, stride: int, add: int) -> t
     return out.mul_(_c(stride)).add_(torch.bitwise_and(packed, _c(mask))).add_(_c(add))
 
 
-def _denoise_dense(pk: torch.Tensor, cv: "_Canvas", Hs: int, Ws: int, tile_pixels: int | None) -> torch.Tensor:
+def _denoise_dense(pk: torch.Tensor, cv: "_Canvas", Hs: int, Ws: int, tile_pixels: int | None,
+                   emit: Callable[[int, int, torch.Tensor], None] | None = None) -> torch.Tensor:
     """:func:`denoise_nnf` of a whole region as packed positions.
 
     ``pk``: (cv.n,) int32 canvas holding ``((y + r) << 16) + (x + r)`` of the NNF at the region's
     canvas positions (rows ``row0 …``, columns ``R …``) and 0 elsewhere. Returns (h, w) int32,
-    the denoised NNF packed the same way.
+    the denoised NNF packed the same way. ``emit(t0, t1, rows)`` receives each finished tile's
+    rows [t0, t1) of the result while they are still in cache.
     """
     hh, ww, r, device = cv.hh, cv.ww, cv.r, pk.device
     win, prio, b, foff, doff = cv.win, cv.prio, cv.b, cv.foff, cv.doff
@@ -1442,6 +1450,8 @@ def _denoise_dense(pk: torch.Tensor, cv: "_Canvas", Hs: int, Ws: int, tile_pixel
         p0 = (row0 + t0) * wd + R
         v = _denoise_pick(pk, cv.arange[p0:p0 + L], pk[p0:p0 + L], pr, foff, doff, r, Hs, Ws, eq_buf[:4, :L])
         out[t0:t1] = v.as_strided((nt, ww), (wd, 1))   # canvas rows, region columns
+        if emit is not None:
+            emit(t0, t1, out[t0:t1])
     return out
 
 
@@ -2076,6 +2086,27 @@ class _KeepCache:
         return self.source is g_pos and self.lambda_pos == lambda_pos and self.version == _version(g_pos)
 
 
+class _NNFMap:
+    """An (h, w, 2) int32 NNF, or the packed positions it is unpacked from on first use.
+
+    A whole-frame synthesis keeps its NNFs packed (``((y + off) << s) + x + off``, as the
+    steps computed them): laying them out as (h, w, 2) costs a few ms per megapixel, and
+    only the next frame's :func:`synthesize` (or a caller asking) needs them.
+    """
+
+    def __init__(self, nnf: torch.Tensor | None = None, *, packed: torch.Tensor | None = None,
+                 unpack: tuple[int, int, int] = (0, 0, 0), shape: tuple[int, int] = (0, 0)) -> None:
+        self._nnf, self._packed, self._unpack, self._shape = nnf, packed, unpack, shape
+        self._lock = threading.Lock()
+
+    def get(self) -> torch.Tensor:
+        with self._lock:
+            if self._nnf is None:
+                self._nnf = _unpack(self._packed, *self._unpack).view(*self._shape, 2)
+                self._packed = None
+            return self._nnf
+
+
 @dataclass(frozen=True)
 class Synthesis:
     """One region's StyleBlit result, and what the next frame's :func:`synthesize` builds on.
@@ -2083,7 +2114,8 @@ class Synthesis:
     Attributes
     ----------
     nnf : (h, w, 2) int32 tensor
-        StyleBlit NNF (after keeping the previous frame's matches), style px (x, y).
+        StyleBlit NNF (after keeping the previous frame's matches), style px (x, y);
+        laid out on first access.
     denoised : (h, w, 2) int32 tensor
         The NNF after denoising (the same tensor as ``nnf`` when denoising is off).
     rgb : (h, w, 3) uint8 tensor
@@ -2098,8 +2130,6 @@ class Synthesis:
         device between steps, so the split there is only indicative.
     """
 
-    nnf: torch.Tensor
-    denoised: torch.Tensor
     rgb: torch.Tensor
     evaluated: int
     voted: int
@@ -2107,6 +2137,16 @@ class Synthesis:
     # The keep test's NNF-only terms for ``nnf``: the next frame, with the same G_pos
     # (face space), updates them only where the NNF changes.
     keep_cache: _KeepCache | None = field(default=None, repr=False)
+    _nnf: _NNFMap = field(default_factory=_NNFMap, repr=False)
+    _denoised: _NNFMap = field(default_factory=_NNFMap, repr=False)
+
+    @property
+    def nnf(self) -> torch.Tensor:
+        return self._nnf.get()
+
+    @property
+    def denoised(self) -> torch.Tensor:
+        return self._denoised.get()
 
 
 def synthesize(
@@ -2224,37 +2264,49 @@ def synthesize(
     revote = _grow(changed, r, hh, ww)
     if revote.numel():
         rgb.view(-1, 3).index_copy_(0, revote, vote(den, style_image, radius=r, pixels=revote))
-    return Synthesis(nnf=nnf, denoised=den, rgb=rgb, evaluated=int(redo.numel()), voted=int(revote.numel()),
-                     step_ms=_steps(t0, t1, time.perf_counter()), keep_cache=cache)
+    nnf_map = _NNFMap(nnf)
+    return Synthesis(rgb=rgb, evaluated=int(redo.numel()), voted=int(revote.numel()),
+                     step_ms=_steps(t0, t1, time.perf_counter()), keep_cache=cache, _nnf=nnf_map,
+                     _denoised=nnf_map if den is nnf else _NNFMap(den))
 
 
 def _synthesize_dense(g_pos: Any, g_app: Any, sapp: torch.Tensor, lut: Any, style_image: Any, r: int, denoise: bool,
                       styleblit_options: dict, t0: float) -> Synthesis:
-    """:func:`synthesize` without ``previous``: the steps chained on packed positions (contiguous
-    int32 planes), so that only the two returned NNFs are laid out as (h, w, 2)."""
+    """:func:`synthesize` without ``previous``: the steps chained on packed positions, each step's
+    input written by the previous step tile by tile while it is in cache; the NNFs stay packed."""
     device = sapp.device
     Hs, Ws = int(sapp.shape[0]), int(sapp.shape[1])
-    blit = _styleblit(g_pos, g_app, sapp, lut, **{**_STYLEBLIT_DEFAULTS, **styleblit_options})
-    hh, ww, st = blit.hh, blit.ww, blit.st
-    nnf = _unpack(blit.res, st.s, st.Wp - 1, st.P).view(hh, ww, 2)
-    t1 = time.perf_counter()
+    hh, ww = int(g_pos.shape[0]), int(g_pos.shape[1])
     vs = _voting(style_image, r, device)
-    if denoise and r > 0:
+    lin = torch.empty((hh, ww), dtype=torch.int32, device=device)   # vote input: y·wpad + x + lin_add
+    denoise = denoise and r > 0
+    if denoise:
         _check_denoise_style(Hs, Ws)
         cv = _denoise_canvas(hh, ww, r, device)
         pk = torch.zeros(cv.n, dtype=torch.int32, device=device)
-        # ((y + P) << s) + x + P  →  ((y + r) << 16) + x + r
-        pk.view(cv.hd, cv.wd)[cv.row0:cv.row0 + hh, cv.R:cv.R + ww] = _repack(
-            blit.res, st.s, st.Wp - 1, 1 << 16, (r - st.P) * ((1 << 16) + 1)).view(hh, ww)
-        packed = _denoise_dense(pk, cv, Hs, Ws, None)
-        den = _unpack(packed, 16, 0xFFFF, r).view(hh, ww, 2)
-        lin = _repack(packed, 16, 0xFFFF, vs.wpad, vs.lin_add - r * (vs.wpad + 1))
-    else:
-        den = nnf
-        lin = _repack(blit.res, st.s, st.Wp - 1, vs.wpad, vs.lin_add - st.P * (vs.wpad + 1)).view(hh, ww)
+        pk_rows = pk.view(cv.hd, cv.wd)[cv.row0:cv.row0 + hh, cv.R:cv.R + ww]
+
+    def blit_tile(r0: int, r1: int, res: torch.Tensor, st: _StyleTables) -> None:
+        rows = res.view(r1 - r0, ww)
+        if denoise:      # ((y + P) << s) + x + P  →  ((y + r) << 16) + x + r
+            pk_rows[r0:r1] = _repack(rows, st.s, st.Wp - 1, 1 << 16, (r - st.P) * ((1 << 16) + 1))
+        else:
+            lin[r0:r1] = _repack(rows, st.s, st.Wp - 1, vs.wpad, vs.lin_add - st.P * (vs.wpad + 1))
+
+    def denoise_tile(t0: int, t1: int, rows: torch.Tensor) -> None:
+        lin[t0:t1] = _repack(rows, 16, 0xFFFF, vs.wpad, vs.lin_add - r * (vs.wpad + 1))
+
+    blit = _styleblit(g_pos, g_app, sapp, lut, **{**_STYLEBLIT_DEFAULTS, **styleblit_options}, emit=blit_tile)
+    st = blit.st
+    nnf = _NNFMap(packed=blit.res, unpack=(st.s, st.Wp - 1, st.P), shape=(hh, ww))
+    t1 = time.perf_counter()
+    den = nnf
+    if denoise:
+        den = _NNFMap(packed=_denoise_dense(pk, cv, Hs, Ws, None, emit=denoise_tile), unpack=(16, 0xFFFF, r),
+                      shape=(hh, ww))
     rgb = _vote_dense(lin, vs, None)
-    return Synthesis(nnf=nnf, denoised=den, rgb=rgb, evaluated=hh * ww, voted=hh * ww,
-                     step_ms=_steps(t0, t1, time.perf_counter()))
+    return Synthesis(rgb=rgb, evaluated=hh * ww, voted=hh * ww, step_ms=_steps(t0, t1, time.perf_counter()),
+                     _nnf=nnf, _denoised=den)
 
 
 def _steps(t0: float, t1: float, t2: float) -> dict:
