@@ -1,9 +1,13 @@
 """Benchmark of StyleBlit + NNF denoising + voting (faceblit_core.synthesis) on real guides.
 
 Prints ``key=value`` lines: the median megapixels per second of the whole
-synthesis step (StyleBlit + denoise + vote) on one region, the per-step split in
-ms, the acceptance rate of each seed level, and (``video_*``) the same step frame
-to frame as the pipeline runs it on target2.mp4 (face space, incremental).
+synthesis step on one region (``synthesis.synthesize``: StyleBlit + NNF denoising +
+voting, as the pipeline runs a first frame; also without the optional denoising),
+each public step alone (``*_alone_ms``: styleblit, denoise_nnf, vote with their
+(h, w, 2) inputs and outputs), the acceptance rate of each seed level, and
+(``video_*``) the same step frame to frame as the pipeline runs it on target2.mp4
+(face space, incremental). Timings are medians of ``--repeat`` runs, the jobs
+interleaved so that a noisy machine weighs on all of them alike.
 
 Guides are the real thing: target2.png with dlib landmarks, the watercolorgirl
 exemplar with its hand-corrected landmarks, MLS positional guide (with
@@ -212,28 +216,37 @@ def run(args: argparse.Namespace) -> None:
     print(f"seed_maps_cold_ms={cold * 1e3:.1f}")
     print(f"seed_maps_moved_box_ms={moved * 1e3:.1f}")
 
-    syn.styleblit(gp_t, ga_t, sapp, lut, **kw)   # warm caches (style tables, seed maps)
-    steps = {"styleblit": [], "denoise": [], "vote": [], "total": []}
-    for _ in range(args.repeat):
+    # The headline: synthesis.synthesize of a whole frame (StyleBlit → NNF denoising →
+    # voting, as the pipeline runs a first frame), with and without the optional
+    # denoising, interleaved; then each public step alone, also interleaved.
+    def timed(f) -> float:
         _sync(device)
         t0 = time.perf_counter()
-        nnf = syn.styleblit(gp_t, ga_t, sapp, lut, **kw)
+        f()
         _sync(device)
-        t1 = time.perf_counter()
-        den = syn.denoise_nnf(nnf, style_shape=(hs, ws), radius=args.radius)
-        _sync(device)
-        t2 = time.perf_counter()
-        syn.vote(den, simg, radius=args.radius)
-        _sync(device)
-        t3 = time.perf_counter()
-        steps["styleblit"].append(t1 - t0)
-        steps["denoise"].append(t2 - t1)
-        steps["vote"].append(t3 - t2)
-        steps["total"].append(t3 - t0)
-    med = {k: statistics.median(v) for k, v in steps.items()}
+        return time.perf_counter() - t0
+
+    def synth(denoise: bool):
+        return lambda: syn.synthesize(gp_t, ga_t, sapp, lut, simg, radius=args.radius, denoise=denoise, **kw)
+
+    synth(True)()                                 # warm caches (style tables, seed maps)
+    nnf = syn.styleblit(gp_t, ga_t, sapp, lut, **kw)
+    den = syn.denoise_nnf(nnf, style_shape=(hs, ws), radius=args.radius)
+    jobs = {"total": synth(True), "no_denoise": synth(False),
+            "styleblit": lambda: syn.styleblit(gp_t, ga_t, sapp, lut, **kw),
+            "denoise": lambda: syn.denoise_nnf(nnf, style_shape=(hs, ws), radius=args.radius),
+            "vote": lambda: syn.vote(den, simg, radius=args.radius)}
+    times = {k: [] for k in jobs}
+    for i in range(args.repeat):
+        for k in (list(jobs) if i % 2 == 0 else list(jobs)[::-1]):
+            times[k].append(timed(jobs[k]))
+    med = {k: statistics.median(v) for k, v in times.items()}
     print(f"mpx_per_s={w * h / med['total'] / 1e6:.2f}")
-    for k in ("styleblit", "denoise", "vote", "total"):
-        print(f"{k}_ms={med[k] * 1e3:.1f}")
+    print(f"total_ms={med['total'] * 1e3:.1f}")
+    print(f"mpx_per_s_no_denoise={w * h / med['no_denoise'] / 1e6:.2f}")
+    print(f"total_no_denoise_ms={med['no_denoise'] * 1e3:.1f}")
+    for k in ("styleblit", "denoise", "vote"):
+        print(f"{k}_alone_ms={med[k] * 1e3:.1f}")
     _split(gp_t, ga_t, sapp, lut, kw, device, args)
     _moving_face(gp_t, ga_t, sapp, simg, lut, jt, device, args)
     nnf, lv = syn.styleblit(gp_t, ga_t, sapp, lut, return_levels=True, **kw)
@@ -359,7 +372,7 @@ def _moving_face(gp_t, ga_t, sapp, simg, lut, jt, device, args) -> None:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--size", default="768x1024", help="region WxH (guides of target2 resampled)")
-    ap.add_argument("--repeat", type=int, default=7)
+    ap.add_argument("--repeat", type=int, default=11)
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0 = torch default)")
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--levels", type=int, default=6)

@@ -109,12 +109,14 @@ LUT_LEVELS = 256
 MAX_LEVELS = 9
 #: Largest voting radius supported (``StylizeConfig.blend_radius`` range).
 MAX_RADIUS = 8
-#: Pixels per CPU tile and torch thread (each thread's share of a tile's temporaries stays in its L2).
-CPU_TILE_PIXELS = 1 << 16
+#: Pixels per CPU tile and torch thread, per step (measured best on the reference machine,
+#: 2 threads: StyleBlit 2^16, denoising 2^17 / r, voting 2^17; each way ±1 step is slower
+#: except voting, flat above).
+CPU_TILE_PIXELS = {"styleblit": 1 << 16, "denoise": 1 << 17, "vote": 1 << 17}
 
 
-def _cpu_tile_pixels() -> int:
-    return CPU_TILE_PIXELS * max(1, torch.get_num_threads())
+def _cpu_tile_pixels(step: str) -> int:
+    return CPU_TILE_PIXELS[step] * max(1, torch.get_num_threads())
 
 
 
@@ -945,7 +947,7 @@ def _styleblit(g_pos: Any, g_app: Any, style_app: Any, lut: Any, *, origin: tupl
         if temporal:
             gt = _to(g_temp, device).to(torch.int32).permute(2, 0, 1).reshape(3, -1)
         if tile_pixels is None:
-            tile_pixels = _cpu_tile_pixels() if device.type == "cpu" else n
+            tile_pixels = _cpu_tile_pixels("styleblit") if device.type == "cpu" else n
         rows_per_tile = max(1, min(hh, int(tile_pixels) // ww))
         # LUT(p) of every pixel (the fallback, and u(q) at the seeds), tile by tile so
         # the quantisation temporaries stay in cache.
@@ -1250,8 +1252,8 @@ def denoise_nnf(nnf: Any, *, style_shape: tuple[int, int], radius: int = 1,
     radius : int, keyword-only
         Window radius r in [0, 8] (``StylizeConfig.blend_radius``); 0 returns a copy.
     tile_pixels : int, optional, keyword-only
-        Pixels per tile; default ~2^16 per torch thread on the CPU (less for r > 1), the whole
-        region elsewhere. Tuning only: the result does not depend on it.
+        Pixels per tile; default 2^17 / r per torch thread on the CPU, the whole region
+        elsewhere. Tuning only: the result does not depend on it.
     pixels : (k,) int64 tensor or numpy array, optional, keyword-only
         Denoise only these pixels (region-linear indices ``y·w + x``); the result is
         then ``(k, 2)``, equal to the full result at those pixels.
@@ -1362,7 +1364,7 @@ def _denoise_dense(pk: torch.Tensor, cv: "_Canvas", Hs: int, Ws: int, tile_pixel
         n_eq, n_b, n_a = max(4, 4 * r + 1), (4 * r + 1) * (2 * r + 1), (2 * r + 1) ** 2
     n_img = n_eq + n_b + n_a + 2
     if tile_pixels is None:
-        tile_pixels = _cpu_tile_pixels() // r if device.type == "cpu" else hh * ww
+        tile_pixels = _cpu_tile_pixels("denoise") // r if device.type == "cpu" else hh * ww
     budget_rows = max(1, (1 << 26) // (n_img * wd * 4) - 2 * r)   # ≤ 64 MiB of images per tile
     rows_t = max(1, min(hh, int(tile_pixels) // wd, budget_rows))
     ld_max = (rows_t + 2 * r) * wd
@@ -1772,8 +1774,8 @@ def vote(nnf: Any, style_image: Any, *, radius: int = 1, tile_pixels: int | None
     radius : int, keyword-only
         Window radius r in [0, 8] (``StylizeConfig.blend_radius``; StyleBlit demo: 1).
     tile_pixels : int, optional, keyword-only
-        Pixels per tile; default 2^16 on the CPU, the whole region elsewhere.
-        Tuning only: the result does not depend on it.
+        Pixels per tile; default 2^17 per torch thread on the CPU, the whole region
+        elsewhere. Tuning only: the result does not depend on it.
     pixels : (k,) int64 tensor or numpy array, optional, keyword-only
         Vote only at these pixels (region-linear indices ``y·w + x``); the result is
         then ``(k, 3)``, equal to the full result at those pixels.
@@ -1819,7 +1821,7 @@ def _vote_dense(lin: torch.Tensor, vs: _Voting, tile_pixels: int | None) -> torc
     device = lin.device
     w2 = ww + 2 * r
     if tile_pixels is None:
-        tile_pixels = (1 << 16) if device.type == "cpu" else hh * w2
+        tile_pixels = _cpu_tile_pixels("vote") if device.type == "cpu" else hh * w2
     rows_t = max(1, min(hh, int(tile_pixels) // w2))
     out = torch.empty((hh, ww, 3), dtype=torch.uint8, device=device)
     # Index tile (rows t0 − r … t1 + r, plus a spare row) over a padded canvas whose
