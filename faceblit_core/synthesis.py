@@ -22,12 +22,13 @@ The vectorized functions equal their references bit for bit, and CPU equals CUDA
           + λ_app·|Ga(p) − Sa(o)| + λ_temp·(|ΔR| + |ΔG| + |ΔB|)/3
 
   with ``λ``, ``256/W`` and the threshold rounded to float32 once. Only IEEE
-  add/sub/mul/abs/compare run on the device; the one division (``/3`` of the
-  temporal term) is tabulated on the host for the 766 possible sums, because
-  CUDA divides by a host scalar as a multiplication by its reciprocal.
+  add/sub/mul/abs/compare run on the device; the division of the temporal term
+  (``/3``) is tabulated on the host for the 766 possible sums, because CUDA
+  divides by a host scalar as a multiplication by its reciprocal.
 * Positions are quantised exactly, ``x8 = clip(floor(x·256/W), 0, 255)`` of the
-  real quotient (as :func:`faceblit_core.lut.quantize_position`, float64):
-  an estimate is corrected with exact integer-valued float32 comparisons.
+  real quotient (as :func:`faceblit_core.lut.quantize_position`, float64): the
+  float64 quotient of a float32 position by the exact ``W/256`` never rounds
+  across an integer, and it is divided on the device by a device tensor.
 * Voting sums colours in integers and rounds half up.
 
 Speed notes
@@ -410,12 +411,12 @@ def quantize_position_torch(v: torch.Tensor, size: int) -> torch.Tensor:
 
     Notes
     -----
-    ``k = floor(t·f32(1/size))`` with ``t = v·256`` (exact) is within one of the
-    true quotient; it is corrected by the signs of ``t − k·size`` and
-    ``t − (k + 1)·size``. A float subtraction is zero only for equal operands and
-    never flips the sign of its exact result, so these signs are exact, and they
-    are read from the sign bit (bool tensors are slow on the CPU). No device
-    division is involved, so CPU and CUDA agree.
+    Computed as ``floor(v / (size/256))`` in float64: ``v`` and ``size/256`` are exact
+    there, and the correctly rounded quotient of a float32 numerator cannot cross an
+    integer (a non-integer quotient lies at least ``2^-24·q`` from one, far more than
+    half a float64 ulp), so the floor is the real quotient's. The divisor is a
+    device tensor, never a host scalar: CUDA turns division by a host scalar into
+    multiplication by its reciprocal, which is not correctly rounded.
 
     References
     ----------
@@ -423,31 +424,18 @@ def quantize_position_torch(v: torch.Tensor, size: int) -> torch.Tensor:
     """
     size = int(size)
     check(1 <= size <= 65535, "size", "an integer in [1, 65535]", size)
-    return _quantize(v, torch.tensor(_f32(1.0 / size), device=v.device),
-                     torch.tensor(float(size), device=v.device))
+    return _quantize(v, torch.tensor(size / 256.0, dtype=torch.float64, device=v.device))
 
 
-def _quantize(v: torch.Tensor, inv: torch.Tensor, size: torch.Tensor,
-              bufs: tuple[torch.Tensor, ...] | None = None) -> torch.Tensor:
-    """:func:`quantize_position_torch` with float32 ``inv = f32(1/size)`` and ``size``
-    broadcastable to ``v`` (e.g. ``(2, 1)`` for stacked x and y); ``bufs`` = three float32
-    and one int32 buffer shaped like ``v`` (optional, avoids allocations)."""
-    if bufs is None:
-        bufs = tuple(torch.empty_like(v) for _ in range(3)) + (torch.empty(v.shape, dtype=torch.int32,
-                                                                           device=v.device),)
-    t, k, d, q = bufs
-    f32 = torch.float32
-    torch.mul(v, _c(256.0, f32), out=t).add_(_c(0.0, f32))   # exact; + 0.0 turns −0 into +0 (sign bits read below)
-    torch.mul(t, inv, out=k).floor_().clamp_(-1.0, 256.0)
-    torch.mul(k, size, out=d)
-    q.copy_(k)
-    lo = torch.sub(t, d, out=k).view(torch.int32)      # < 0 ⇔ t < k·size
-    d.add_(size)
-    hi = torch.sub(t, d, out=d).view(torch.int32)      # < 0 ⇔ t < (k + 1)·size
-    # q + [t ≥ (k+1)·size] − [t < k·size] = q + 1 + sign(hi) + sign(lo), signs in {−1, 0}.
-    q += lo.bitwise_right_shift_(_c(31))
-    q += hi.bitwise_right_shift_(_c(31))
-    return q.add_(_c(1)).clamp_(0, 255)
+def _quantize(v: torch.Tensor, div: torch.Tensor, bufs: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
+    """:func:`quantize_position_torch` with ``div = size/256`` as a float64 device tensor broadcastable
+    to ``v`` (e.g. ``(2, 1)`` for stacked x and y); ``bufs`` = a float64 and an int32 buffer shaped
+    like ``v`` (optional, avoids allocations)."""
+    d, q = bufs if bufs is not None else (torch.empty(v.shape, dtype=torch.float64, device=v.device),
+                                          torch.empty(v.shape, dtype=torch.int32, device=v.device))
+    d.copy_(v)
+    torch.div(d, div, out=d).floor_().clamp_(0.0, 255.0)
+    return q.copy_(d)
 
 
 # ============================================================ per-style device tables
@@ -928,12 +916,11 @@ def _styleblit(g_pos: Any, g_app: Any, style_app: Any, lut: Any, *, origin: tupl
     mask_x = st.Wp - 1
     i32 = dict(dtype=torch.int32, device=device)
     f32 = dict(dtype=torch.float32, device=device)
-    q_inv = torch.tensor([[_f32(1.0 / Ws)], [_f32(1.0 / Hs)]], **f32)
-    q_size = torch.tensor([[float(Ws)], [float(Hs)]], **f32)
+    q_div = torch.tensor([[Ws / 256.0], [Hs / 256.0]], dtype=torch.float64, device=device)
 
     def lut_at(gxy: torch.Tensor, ga: torch.Tensor, out: torch.Tensor | None = None, bufs: tuple | None = None):
         """LUT(p) as padded style indices, from positions ``(2, m)`` float32 and appearance ``(m,)`` uint8."""
-        q = _quantize(gxy, q_inv, q_size, bufs)
+        q = _quantize(gxy, q_div, bufs)
         idx = q[1].bitwise_left_shift_(_c(8)).add_(q[0]).bitwise_left_shift_(_c(8)).add_(ga)
         return torch.index_select(st.lutpad, 0, idx, out=out) if out is not None else st.lutpad.index_select(0, idx)
 
@@ -953,7 +940,7 @@ def _styleblit(g_pos: Any, g_app: Any, style_app: Any, lut: Any, *, origin: tupl
         # the quantisation temporaries stay in cache.
         ulut = torch.empty(n, **i32)
         cap = rows_per_tile * ww
-        qbufs = tuple(torch.empty((2, cap), **f32) for _ in range(3)) + (torch.empty((2, cap), **i32),)
+        qbufs = (torch.empty((2, cap), dtype=torch.float64, device=device), torch.empty((2, cap), **i32))
         # G_pos split into x and y planes, one whole-frame copy per plane (a transposing
         # copy, or copies per tile, are several times slower).
         gxy_f = torch.empty((2, n), **f32)

@@ -128,7 +128,7 @@ def test_seeds_are_floor_of_h_times_b_plus_j_in_frame_coordinates():
 def test_quantize_position_is_exact_floor_like_the_lut_module():
     lut_mod = pytest.importorskip("faceblit_core.lut")
     rng = np.random.default_rng(0)
-    for size in (1, 3, 255, 256, 480, 768, 1000, 1024):
+    for size in (1, 3, 255, 256, 480, 683, 768, 1000, 1024, 4095, 65535):
         k = np.arange(-3, 260)
         exact = (k * size / 256.0).astype(np.float32)          # multiples of size/256 and neighbours
         v = np.concatenate([exact, np.nextafter(exact, -np.inf), np.nextafter(exact, np.inf),
