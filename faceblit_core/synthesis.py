@@ -1332,21 +1332,18 @@ def _denoise_dense(pk: torch.Tensor, cv: "_Canvas", Hs: int, Ws: int, tile_pixel
     kp = torch.add(pk, cv.key_base)
 
     # r ≤ 2: the 2r + 1 counts of a row of A images fit as bit fields in one int32
-    # ("packed"); larger r keeps one image per count. For r = 1 each field also holds the
-    # priority of its window entry: [count | priority | 0] from the top (see the scoring).
+    # ("packed"), for r = 1 even in one int16 with room for a score (count << b) + priority:
+    # half the bytes through memory, which bounds these passes. Larger r keeps one image
+    # per count.
     fb = K.bit_length()            # bits of one count field (count ≤ K − 1 < 2^fb)
     packed = (2 * r + 1) * fb <= 31
-    with_prio = (2 * r + 1) * (fb + b + 1) <= 31
+    ct = torch.int16 if (2 * r + 1) * fb <= 15 and fb + b <= 15 else torch.int32
     if packed:
         n_eq, n_b, n_a = 4, 4 * r + 1, 2 * r + 1
-        F, c0 = (fb + b + 1, b + 1) if with_prio else (fb, 0)   # field width, count offset in it
         fmask = (1 << fb) - 1
         # E_(dy,dx) enters the fields cx with |dx − cx| ≤ r of the B row dy.
-        wts = {dx: sum(1 << (F * (cx + r) + c0) for cx in range(max(-r, dx - r), min(r, dx + r) + 1))
+        wts = {dx: sum(1 << (fb * (cx + r)) for cx in range(max(-r, dx - r), min(r, dx + r) + 1))
                for dx in range(-2 * r, 2 * r + 1)}
-        # Field cx of A row cy counts window entry d = (−cy, −cx) of the pixel at −d.
-        prow = {cy: sum(prio[(-cy, -cx)] << (F * (cx + r) + 1) for cx in range(-r, r + 1))
-                for cy in range(-r, r + 1)}
     else:
         n_eq, n_b, n_a = max(4, 4 * r + 1), (4 * r + 1) * (2 * r + 1), (2 * r + 1) ** 2
     n_img = n_eq + n_b + n_a + 2
@@ -1357,7 +1354,11 @@ def _denoise_dense(pk: torch.Tensor, cv: "_Canvas", Hs: int, Ws: int, tile_pixel
     ld_max = (rows_t + 2 * r) * wd
     pool = torch.empty((n_eq + n_b + n_a, ld_max), **i32)
     eq_buf, b_buf, a_buf = pool[:n_eq], pool[n_eq:n_eq + n_b], pool[n_eq + n_b:]
-    ebuf = torch.empty(ld_max + 2 * r * wd + 2 * r, **i32) if packed else None
+    ebuf = torch.empty(ld_max + 2 * r * wd + 2 * r, dtype=ct, device=device) if packed else None
+    s_buf = eq_buf                 # scores
+    if packed and ct is not torch.int32:
+        nbuf = torch.empty((n_b + n_a + 2, ld_max), dtype=ct, device=device)
+        b_buf, a_buf, s_buf = nbuf[:n_b], nbuf[n_b:n_b + n_a], nbuf[n_b + n_a:]
     out = torch.empty((hh, ww), **i32)
     for t0 in range(0, hh, rows_t):
         t1 = min(hh, t0 + rows_t)
@@ -1376,7 +1377,7 @@ def _denoise_dense(pk: torch.Tensor, cv: "_Canvas", Hs: int, Ws: int, tile_pixel
                 if dy in brow:
                     brow[dy].add_(e, alpha=w)
                 else:                      # first term of the row: no zeroing pass
-                    brow[dy] = torch.mul(e, _c(w), out=b_buf[dy + 2 * r, :ld])
+                    brow[dy] = torch.mul(e, _c(w, ct), out=b_buf[dy + 2 * r, :ld])
 
             # EQ_δ(y) = EQ_−δ(y + δ): one comparison over a domain longer by δ serves both.
             for dy in range(0, 2 * r + 1):
@@ -1387,30 +1388,21 @@ def _denoise_dense(pk: torch.Tensor, cv: "_Canvas", Hs: int, Ws: int, tile_pixel
                     accumulate(-dy, e[:ld], wts[-dx])
             arow = {cy: _sum_into(a_buf[cy + r, :ld], [brow[dy] for dy in range(cy - r, cy + r + 1)])
                     for cy in range(-r, r + 1)}
-            if with_prio:
-                for cy, a_row in arow.items():
-                    a_row.add_(_c(prow[cy]))
             for dy, dx in win:
                 o = s0 + dy * wd + dx
                 src = arow[-dy][o:o + L]
-                sc = eq_buf[0 if best is None else 1, :L]
-                if with_prio:
-                    # Field cx = −dx to bits [31 − F, 31): its (count, priority) is unique among the
-                    # entries, so the bits below it never decide the maximum; bit 31 receives the
-                    # next field's 0 bit, so the score stays non-negative.
-                    torch.bitwise_left_shift(src, _c(31 - F * (r - dx + 1)), out=sc)
+                sc = s_buf[0 if best is None else 1, :L]
+                sh = fb * (r - dx) - b          # field of cx = −dx moved to bits [b, b + fb)
+                if sh > 0:
+                    torch.bitwise_right_shift(src, _c(sh, ct), out=sc)
+                elif sh < 0:
+                    torch.bitwise_left_shift(src, _c(-sh, ct), out=sc)
                 else:
-                    sh = F * (r - dx) - b          # field of cx = −dx moved to bits [b, b + fb)
-                    if sh > 0:
-                        torch.bitwise_right_shift(src, _c(sh), out=sc)
-                    elif sh < 0:
-                        torch.bitwise_left_shift(src, _c(-sh), out=sc)
-                    else:
-                        sc.copy_(src)
-                    sc.bitwise_and_(_c(fmask << b)).add_(_c(prio[(dy, dx)]))
+                    sc.copy_(src)
+                sc.bitwise_and_(_c(fmask << b, ct)).add_(_c(prio[(dy, dx)], ct))
                 best = sc if best is None else torch.maximum(best, sc, out=best)
-            if with_prio:
-                best.bitwise_right_shift_(_c(32 - F))
+            if ct is not torch.int32:
+                best = eq_buf[0, :L].copy_(best)
         else:
             bsum = {}
             for dy in range(-2 * r, 2 * r + 1):
