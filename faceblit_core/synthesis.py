@@ -1049,8 +1049,8 @@ def _styleblit(g_pos: Any, g_app: Any, style_app: Any, lut: Any, *, origin: tupl
             if rl.has_dummy:
                 bi.clamp_(max=st.n_pad - 1)
             accepted(bi, v)
-            # res ← bi where accepted: res + (bi − res)·acc (branch-free select).
-            torch.addcmul(res_t, torch.sub(bi, res_t, out=bi), acc, out=res_t)
+            # res ← bi where accepted: res += (bi − res)·acc (branch-free select; faster than an integer addcmul).
+            res_t.add_(torch.sub(bi, res_t, out=bi).mul_(acc))
             if return_levels:
                 lv = lvl[a:b]
                 lv.add_(torch.neg(lv, out=v["mx"]).add_(level).mul_(acc))
