@@ -946,7 +946,7 @@ def _styleblit(g_pos: Any, g_app: Any, style_app: Any, lut: Any, *, origin: tupl
         gxy_f = torch.empty((2, n), **f32)
         gxy_f[0] = gp_flat[:, 0]
         gxy_f[1] = gp_flat[:, 1]
-        gaf = ga_u8.to(torch.float32)
+        gaf_b = torch.empty(cap, **f32)          # G_app as float32, one tile at a time
         for r0 in range(0, hh, rows_per_tile):
             a, b = r0 * ww, min(hh, r0 + rows_per_tile) * ww
             lut_at(gxy_f[:, a:b], ga_u8[a:b], ulut[a:b], tuple(x[:, :b - a] for x in qbufs))
@@ -1061,7 +1061,7 @@ def _styleblit(g_pos: Any, g_app: Any, style_app: Any, lut: Any, *, origin: tupl
         for r0 in range(0, hh, rows_per_tile):
             r1 = min(hh, r0 + rows_per_tile)
             a, b = r0 * ww, r1 * ww
-            run_tile(a, b, gxy_f[:, a:b], gaf[a:b], gt[:, a:b] if temporal else None,
+            run_tile(a, b, gxy_f[:, a:b], gaf_b[:b - a].copy_(ga_u8[a:b]), gt[:, a:b] if temporal else None,
                      (py_s[r0:r1, None] + px_i[None, :]).reshape(-1), lambda rl: rl.c[a:b])
             if emit is not None:
                 emit(r0, r1, res[a:b], st)
