@@ -997,7 +997,7 @@ def _styleblit(g_pos: Any, g_app: Any, style_app: Any, lut: Any, *, origin: tupl
         t_b, s_b = torch.empty(cap, **i32), torch.empty(cap, **i32)
 
     # Scalars as 0-dim host tensors of the operand dtype: no per-op conversion.
-    c_mask, c_s, c_p = (torch.tensor(v, dtype=torch.int32) for v in (mask_x, st.s, st.P))
+    c_mask, c_s, c_pp = (torch.tensor(v, dtype=torch.int32) for v in (mask_x, st.s, (st.P << st.s) + st.P))
     c_thr = torch.tensor(thr_bits, dtype=torch.int32)
     c_lp, c_la = (torch.tensor(v, dtype=torch.float32) for v in (lam_pos, lam_app))
 
@@ -1010,9 +1010,12 @@ def _styleblit(g_pos: Any, g_app: Any, style_app: Any, lut: Any, *, origin: tupl
         patterns, so the test is an int32 comparison (bool tensors are slow on the CPU).
         """
         oxy, e, mi = v["oxy"], v["ox"], v["mi"]
-        torch.bitwise_and(bi, c_mask, out=v["mx"])
-        torch.bitwise_right_shift(bi, c_s, out=v["my"])
-        oxy.copy_(mi.sub_(c_p))                                    # (o.x, o.y), exact in float32
+        # (o.x, o.y) from the unpadded index (o.y << s) + o.x: exact for a candidate inside the
+        # style; one outside decodes to garbage, but its Sa is NaN, and so is its error.
+        unpadded = torch.sub(bi, c_pp, out=v["acc"])
+        torch.bitwise_and(unpadded, c_mask, out=v["mx"])
+        torch.bitwise_right_shift(unpadded, c_s, out=v["my"])
+        oxy.copy_(mi)                                              # exact in float32
         torch.sub(v["gxy"], oxy, out=oxy)
         oxy.abs_().mul_(scale)                                     # |Gx − o.x|·256/Ws, |Gy − o.y|·256/Hs
         torch.add(e, v["oy"], out=e).mul_(c_lp)
