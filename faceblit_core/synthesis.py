@@ -1397,12 +1397,12 @@ def _denoise_dense(pk: torch.Tensor, cv: "_Canvas", Hs: int, Ws: int, tile_pixel
                 sc = s_buf[0 if best is None else 1, :L]
                 sh = fb * (r - dx) - b          # field of cx = −dx moved to bits [b, b + fb)
                 if sh > 0:
-                    torch.bitwise_right_shift(src, _c(sh, ct), out=sc)
+                    torch.bitwise_right_shift(src, _c(sh, ct), out=sc).bitwise_and_(_c(fmask << b, ct))
                 elif sh < 0:
-                    torch.bitwise_left_shift(src, _c(-sh, ct), out=sc)
+                    torch.bitwise_left_shift(src, _c(-sh, ct), out=sc).bitwise_and_(_c(fmask << b, ct))
                 else:
-                    sc.copy_(src)
-                sc.bitwise_and_(_c(fmask << b, ct)).add_(_c(prio[(dy, dx)], ct))
+                    torch.bitwise_and(src, _c(fmask << b, ct), out=sc)
+                sc.add_(_c(prio[(dy, dx)], ct))
                 best = sc if best is None else torch.maximum(best, sc, out=best)
             if ct is not torch.int32:
                 best = eq_buf[0, :L].copy_(best)
