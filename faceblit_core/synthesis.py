@@ -618,6 +618,24 @@ class _RegionLevel:
     qx: torch.Tensor     # (n_ids,) int32 region px of each ring id's seed (0 where none), for
     qy: torch.Tensor     #   styleblit at selected pixels
     inr: torch.Tensor    # (n_ids,) int32 1 where the ring id's seed lies in the region
+    x0: int              # region origin, frame px
+    y0: int
+    hh: int
+    ww: int
+    _terms: dict = field(default_factory=dict, repr=False)
+
+    def seed_terms(self, s: int, n_pad: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """For the region's seed cells (rny·rnx,): the region-linear index of each seed (int32,
+        clamped into the region), 1 where it lies in the region (int32), and ``−((qy << s) + qx)``
+        there, ``n_pad`` elsewhere: ``bp = LUT(q)·keep + qneg`` (cached per padded layout)."""
+        terms = self._terms.get((s, n_pad))
+        if terms is None:
+            qx, qy = self.sx - self.x0, self.sy - self.y0
+            qflat = (qy.clamp(0, self.hh - 1) * self.ww + qx.clamp(0, self.ww - 1)).reshape(-1)
+            keep = self.inreg.reshape(-1).to(torch.int32)
+            qneg = torch.where(self.inreg, -((qy << s) + qx), n_pad).reshape(-1).to(torch.int32)
+            terms = self._terms[(s, n_pad)] = (qflat.to(torch.int32), keep, qneg)
+        return terms
 
 
 def _region_levels(jt: JitterTable, levels: int, x0: int, y0: int, hh: int, ww: int,
@@ -663,7 +681,7 @@ def _region_levels(jt: JitterTable, levels: int, x0: int, y0: int, hh: int, ww: 
             torch.stack(((sx - x0).clamp(0, ww - 1), (sy - y0).clamp(0, hh - 1))))
         out.append(_RegionLevel(c=c, n_ids=n_win + 1, has_dummy=has_dummy, sx=sx, sy=sy, inreg=inreg,
                                 gx_off=gx_off, gy_off=gy_off, nwx=wl.nwx, qx=qxy[0], qy=qxy[1],
-                                inr=inreg_w.to(torch.int32)))
+                                inr=inreg_w.to(torch.int32), x0=x0, y0=y0, hh=hh, ww=ww))
     with _SEED_LOCK:
         _REGIONS[key] = out
         while len(_REGIONS) > 4:
@@ -956,15 +974,12 @@ def _styleblit(g_pos: Any, g_app: Any, style_app: Any, lut: Any, *, origin: tupl
         # Pixels without an in-region seed get bp = n_pad, clamped to the last (NaN) cell.
         tables = []
         for level, rl in zip(range(1, levels + 1), region):
-            qx = rl.sx - x0
-            qy = rl.sy - y0
-            qflat = (qy.clamp(0, hh - 1) * ww + qx.clamp(0, ww - 1)).reshape(-1)
-            u = ulut.index_select(0, qflat).view_as(qx)
-            bp_cells = torch.where(rl.inreg, u - ((qy << st.s) + qx), st.n_pad)
+            qflat, keep, qneg = rl.seed_terms(st.s, st.n_pad)
+            bp_cells = ulut.index_select(0, qflat).mul_(keep).add_(qneg).view(rl.sx.shape)
             bp = torch.empty(rl.n_ids, **i32)
             bp[-1] = st.n_pad
             nwy = (rl.n_ids - 1) // rl.nwx
-            bp[:-1].view(nwy, rl.nwx)[rl.gy_off:rl.gy_off + qx.shape[0], rl.gx_off:rl.gx_off + qx.shape[1]] = bp_cells
+            bp[:-1].view(nwy, rl.nwx)[rl.gy_off:rl.gy_off + bp_cells.shape[0], rl.gx_off:rl.gx_off + bp_cells.shape[1]] = bp_cells
             tables.append((level, rl, bp))
         res = ulut
         n_out = n
