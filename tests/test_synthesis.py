@@ -331,7 +331,7 @@ def test_large_radius_paths(radius):
                                   syn.denoise_nnf_reference(nnf, style_shape=(30, 25), radius=radius))
 
 
-@pytest.mark.parametrize("radius", [1, 6, 7, 8])
+@pytest.mark.parametrize("radius", [0, 1, 2, 6, 7, 8])
 def test_vote_of_a_bright_exemplar_with_a_large_window(radius):
     # Red sums above 2^15 (r ≥ 6) once came back sign-extended from the packed lanes.
     image = np.full((40, 40, 3), 250, np.uint8)
@@ -444,6 +444,24 @@ def test_incremental_synthesis_equals_the_full_computation_frame_after_frame(rad
         prev, prev_nnf = got, nnf
     assert evaluated[0] == 40 * 52
     assert 0 < max(evaluated[1:]) < 40 * 52 // 2       # later frames redo only what changed
+
+
+@pytest.mark.parametrize("radius, denoise, temporal", [(1, True, False), (2, True, True), (1, False, True),
+                                                       (0, True, False)])
+def test_whole_frame_synthesis_equals_the_steps_across_tile_borders(monkeypatch, radius, denoise, temporal):
+    # synthesize() without ``previous`` chains the steps on packed positions, each step
+    # writing the next one's input tile by tile: tiles of a few rows put borders everywhere.
+    monkeypatch.setattr(syn, "CPU_TILE_PIXELS", {"styleblit": 97, "denoise": 61, "vote": 83})
+    g_pos, g_app, app, lut, image, kw = _guides(37, 29, 40, 44, 9, temporal=temporal)
+    got = syn.synthesize(g_pos, g_app, app, lut, image, radius=radius, denoise=denoise, origin=(4, 2), jitter=5,
+                         levels=4, **kw)
+    monkeypatch.undo()
+    nnf, den, rgb = _full_synthesis(g_pos, g_app, app, lut, image, None, keep_threshold=0.0, radius=radius,
+                                    denoise=denoise, origin=(4, 2), jitter=5, levels=4, **kw)
+    np.testing.assert_array_equal(got.rgb.numpy(), rgb.numpy())
+    np.testing.assert_array_equal(got.nnf.numpy(), nnf.numpy())
+    np.testing.assert_array_equal(got.denoised.numpy(), den.numpy())
+    assert (got.denoised is got.nnf) == (not denoise or radius == 0)
 
 
 def test_incremental_synthesis_notices_a_changed_positional_guide():
