@@ -1347,7 +1347,7 @@ def _denoise_dense(pk: torch.Tensor, cv: "_Canvas", Hs: int, Ws: int, tile_pixel
     rows [t0, t1) of the result while they are still in cache.
     """
     hh, ww, r, device = cv.hh, cv.ww, cv.r, pk.device
-    win, prio, b, foff, doff = cv.win, cv.prio, cv.b, cv.foff, cv.doff
+    win, prio, b, foff = cv.win, cv.prio, cv.b, cv.foff
     K = len(win)
     R, wd, row0 = cv.R, cv.wd, cv.row0
     i32 = dict(dtype=torch.int32, device=device)
@@ -1454,22 +1454,26 @@ def _denoise_dense(pk: torch.Tensor, cv: "_Canvas", Hs: int, Ws: int, tile_pixel
                     torch.maximum(best, sc, out=best)
         pr = best.bitwise_and_(_c((1 << b) - 1))
         p0 = (row0 + t0) * wd + R
-        v = _denoise_pick(pk, cv.arange[p0:p0 + L], pk[p0:p0 + L], pr, foff, doff, r, Hs, Ws, eq_buf[:4, :L])
+        v = _denoise_pick(kp, cv.arange[p0:p0 + L], cv.key_base[p0:p0 + L], pk[p0:p0 + L], pr, foff, r, Hs, Ws,
+                          eq_buf[:4, :L])
         out[t0:t1] = v.as_strided((nt, ww), (wd, 1))   # canvas rows, region columns
         if emit is not None:
             emit(t0, t1, out[t0:t1])
     return out
 
 
-def _denoise_pick(pk: torch.Tensor, pos: torch.Tensor, v0: torch.Tensor, pr: torch.Tensor, foff: torch.Tensor,
-                  doff: torch.Tensor, r: int, Hs: int, Ws: int, buf: torch.Tensor) -> torch.Tensor:
+def _denoise_pick(keys: torch.Tensor, pos: torch.Tensor, kb: torch.Tensor, v0: torch.Tensor, pr: torch.Tensor,
+                  foff: torch.Tensor, r: int, Hs: int, Ws: int, buf: torch.Tensor) -> torch.Tensor:
     """Packed denoised NNF of the canvas positions ``pos`` whose winning window entry has priority ``pr``.
 
-    ``v0 = pk[pos]`` (the pixel's own packed NNF), kept where the winner's position
+    ``keys`` holds each position's key ``pk(q) + key_base(q)`` and ``kb = key_base[pos]``: the
+    winner's packed NNF moved back by its offset d, ``pk(p + d) − ((dy << 16) + dx)``, is
+    ``keys(p + d) − key_base(p)`` (the winner lies in the region), with no table of offsets.
+    ``v0 = pk[pos]`` (the pixel's own packed NNF) is kept where the winner's position
     leaves the style. ``buf``: (4, len(pos)) int32 scratch; the result lives in ``buf[2]``.
     """
     fidx = torch.index_select(foff, 0, pr, out=buf[1]).add_(pos)
-    v = torch.index_select(pk, 0, fidx, out=buf[2]).sub_(torch.index_select(doff, 0, pr, out=buf[3]))
+    v = torch.index_select(keys, 0, fidx, out=buf[2]).sub_(kb)
     xq = torch.bitwise_and(v, _c(0xFFFF), out=buf[0]).sub_(_c(r))
     yq = torch.bitwise_right_shift(v, _c(16), out=buf[1]).sub_(_c(r))
     # −1 where the new position leaves the style (one of four differences negative).
@@ -1499,7 +1503,7 @@ def _window_entries(sel: torch.Tensor, t: torch.Tensor, win: list):
 def _denoise_at(sel: torch.Tensor, t: torch.Tensor, cv: "_Canvas", Hs: int, Ws: int) -> torch.Tensor:
     """:func:`denoise_nnf` at the region-linear pixels ``sel`` only: the window's packed NNF and keys
     gathered per pixel (as the dense path's canvases hold them), then the same count and pick."""
-    win, prio, doff, b, r = cv.win, cv.prio, cv.doff, cv.b, cv.r
+    win, prio, b, r = cv.win, cv.prio, cv.b, cv.r
     i32 = dict(dtype=torch.int32, device=sel.device)
     k = sel.numel()
     q, inside, qy, qx = _window_entries(sel, t, win)
@@ -1510,10 +1514,11 @@ def _denoise_at(sel: torch.Tensor, t: torch.Tensor, cv: "_Canvas", Hs: int, Ws: 
     score = count.bitwise_left_shift_(b).add_(torch.tensor([prio[d] for d in win], **i32)[:, None])
     pr = score.amax(dim=0).bitwise_and_((1 << b) - 1)
     # The pick reads the winner's entry from the gathered rows: "canvas offset" = entry row · k.
-    rows = torch.zeros_like(doff)
+    rows = torch.zeros_like(cv.foff)
     for i, d in enumerate(win):
         rows[prio[d]] = i * k
-    v = _denoise_pick(pk.reshape(-1), torch.arange(k, **i32), pk[len(win) // 2], pr, rows, doff, r, Hs, Ws,
+    c = len(win) // 2
+    v = _denoise_pick(keys.reshape(-1), torch.arange(k, **i32), keys[c] - pk[c], pk[c], pr, rows, r, Hs, Ws,
                       torch.empty((4, k), **i32))
     return torch.stack(((v & 0xFFFF) - r, (v >> 16) - r), dim=1)
 
@@ -1534,7 +1539,6 @@ class _Canvas:
     prio: dict               # offset → tie priority (centre K, then K − 1 … in raster order)
     b: int                   # 2^b > every priority
     foff: torch.Tensor       # (2^b,) int32 priority → canvas offset dy·wd + dx
-    doff: torch.Tensor       # (2^b,) int32 priority → packed offset (dy << 16) + dx
 
 
 _CANVASES: OrderedDict = OrderedDict()
@@ -1569,12 +1573,10 @@ def _denoise_canvas(hh: int, ww: int, r: int, device: torch.device) -> _Canvas:
             prio[d] = rank
             rank -= 1
     foff = torch.zeros(1 << b, **i32)
-    doff = torch.zeros(1 << b, **i32)
     for (dy, dx), pv in prio.items():
         foff[pv] = dy * wd + dx
-        doff[pv] = (dy << 16) + dx
     cv = _Canvas(hh=hh, ww=ww, r=r, R=R, wd=wd, hd=hd, row0=row0, n=n, key_base=kb, arange=torch.arange(n, **i32),
-                 win=win, prio=prio, b=b, foff=foff, doff=doff)
+                 win=win, prio=prio, b=b, foff=foff)
     with _SEED_LOCK:
         _CANVASES[key] = cv
         while len(_CANVASES) > 4:
