@@ -970,7 +970,7 @@ def _styleblit(g_pos: Any, g_app: Any, style_app: Any, lut: Any, *, origin: tupl
         gxy_f = torch.empty((2, n), **f32)
         gxy_f[0] = gp_flat[:, 0]
         gxy_f[1] = gp_flat[:, 1]
-        gaf_b = torch.empty(cap, **f32)          # G_app as float32, one tile at a time
+        gaf_b = torch.empty(cap, dtype=torch.float16, device=device)   # G_app as float16, a tile at a time
         for r0 in range(0, hh, rows_per_tile):
             a, b = r0 * ww, min(hh, r0 + rows_per_tile) * ww
             lut_at(gxy_f[:, a:b], ga_u8[a:b], ulut[a:b], tuple(x[:, :b - a] for x in qbufs))
@@ -1041,10 +1041,10 @@ def _styleblit(g_pos: Any, g_app: Any, style_app: Any, lut: Any, *, origin: tupl
         torch.sub(v["gxy"], oxy, out=oxy)
         oxy.abs_().mul_(scale)                                     # |Gx − o.x|·256/Ws, |Gy − o.y|·256/Hs
         torch.add(e, v["oy"], out=e).mul_(c_lp)
-        # float16 table: half the bytes to gather from; widened exactly to float32
-        sa = v["sa"].copy_(torch.index_select(st.sa, 0, bi, out=v["sa16"]))
-        torch.sub(v["gaf"], sa, out=sa)
-        e.add_(sa.abs_().mul_(c_la))
+        # |Ga − Sa| of 8-bit values is exact in float16 (NaN stays NaN): half the bytes.
+        d16 = torch.index_select(st.sa, 0, bi, out=v["sa16"])
+        torch.sub(v["gaf"], d16, out=d16).abs_()
+        e.add_(v["sa"].copy_(d16).mul_(c_la))
         if temporal:
             ssum, d = v["ssum"], v["tmp"]
             for ch in range(3):
@@ -1094,7 +1094,7 @@ def _styleblit(g_pos: Any, g_app: Any, style_app: Any, lut: Any, *, origin: tupl
     else:
         py = torch.div(sel, ww, rounding_mode="floor")
         ident = torch.arange(k, device=device)
-        run_tile(0, k, gxy_s, ga_s.to(torch.float32),
+        run_tile(0, k, gxy_s, ga_s.to(torch.float16),
                  _to(g_temp, device).reshape(n, 3).index_select(0, sel).t().to(torch.int32) if temporal else None,
                  ((py << st.s) + (sel - py * ww)).to(torch.int32), lambda rl: ident)
     return _Blit(res=res, st=st, hh=hh, ww=ww, levels=lvl)
