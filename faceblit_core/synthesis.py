@@ -861,7 +861,7 @@ def styleblit(
                       lambda_pos=lambda_pos, lambda_app=lambda_app, lambda_temp=lambda_temp, g_temp=g_temp,
                       style_temp=style_temp, levels=levels, return_levels=return_levels, tile_pixels=tile_pixels,
                       pixels=pixels)
-    nnf = _unpad(blit.res, blit.st)
+    nnf = _unpack(blit.res, blit.st.s, blit.st.Wp - 1, blit.st.P)
     if pixels is None:
         nnf = nnf.view(blit.hh, blit.ww, 2)
     if return_levels:
@@ -884,14 +884,6 @@ class _Blit:
     hh: int
     ww: int
     levels: torch.Tensor | None  # (h·w,) or (k,) int32 accepted level, with ``return_levels``
-
-
-def _unpad(res: torch.Tensor, st: "_StyleTables") -> torch.Tensor:
-    """(k, 2) int32 style (x, y) of padded style indices ``res`` (k,)."""
-    out = torch.empty((res.numel(), 2), dtype=torch.int32, device=res.device)
-    out[:, 0] = torch.bitwise_and(res, st.Wp - 1).sub_(st.P)
-    out[:, 1] = torch.bitwise_right_shift(res, st.s).sub_(st.P)
-    return out
 
 
 def _styleblit(g_pos: Any, g_app: Any, style_app: Any, lut: Any, *, origin: tuple[int, int], jitter: Any,
