@@ -350,17 +350,14 @@ def _moving_face(gp_t, ga_t, sapp, simg, lut, jt, device, args) -> None:
     h, w = ga_t.shape
     if fw + 60 > w or fh + 40 > h:
         return
-    hs, ws = sapp.shape
     times = []
     for i in range(args.repeat + 1):
         x0, y0 = 150 + 3 * i, 200 + 2 * i
         g, a = gp_t[y0:y0 + fh, x0:x0 + fw].contiguous(), ga_t[y0:y0 + fh, x0:x0 + fw].contiguous()
         _sync(device)
         t0 = time.perf_counter()
-        nnf = syn.styleblit(g, a, sapp, lut, jitter=jt, levels=args.levels, threshold=args.threshold,
-                            origin=(x0, y0))
-        den = syn.denoise_nnf(nnf, style_shape=(hs, ws), radius=args.radius)
-        syn.vote(den, simg, radius=args.radius)
+        syn.synthesize(g, a, sapp, lut, simg, radius=args.radius, jitter=jt, levels=args.levels,
+                       threshold=args.threshold, origin=(x0, y0))
         _sync(device)
         if i:
             times.append(time.perf_counter() - t0)
