@@ -82,6 +82,8 @@ _IMAGE_READ_EXTENSIONS = IMAGE_EXTENSIONS | {".bmp", ".tif", ".tiff"}
 VIDEO_EXTENSIONS = frozenset({".mp4", ".m4v", ".mov", ".mkv", ".webm", ".avi"})
 #: ffmpeg codec names of still-image decoders: a single frame of one of them is an image.
 _IMAGE_CODECS = frozenset({"png", "mjpeg", "webp", "bmp", "tiff", "jpeg2000", "jpegls", "pam", "ppm", "pgm", "qoi", "jpegxl"})
+#: Video encoders a WebM file cannot hold; :class:`VideoWriter` uses VP9 there instead.
+_NOT_IN_WEBM = frozenset({"libx264", "libx265"})
 #: Audio codecs each container takes as a stream copy; others are re-encoded (``None`` = any).
 _AUDIO_COPY_OK: dict[str, frozenset[str] | None] = {
     ".mp4": frozenset({"aac", "mp3", "alac", "ac3", "eac3", "opus", "flac"}),
@@ -905,7 +907,7 @@ def _same_file(a: Path, b: Path) -> bool:
 
 def _check_video_extension(name: str, ext: str) -> None:
     if ext in _IMAGE_READ_EXTENSIONS:
-        raise OutputError(f"{name}: is an image file name; a video needs .mp4/.mov/.mkv/.webm (images are written with write_image)")
+        raise OutputError(f"{name}: is an image file name; a video needs one of {', '.join(sorted(VIDEO_EXTENSIONS))}")
     if ext not in VIDEO_EXTENSIONS:
         raise OutputError(f"{name}: unknown video extension {ext or '(none)'!r}; use one of {', '.join(sorted(VIDEO_EXTENSIONS))}")
 
@@ -1181,7 +1183,9 @@ class VideoWriter:
         File whose first audio stream is copied into the output (no audio when
         it has none).
     codec : str, keyword-only
-        ffmpeg video encoder (default ``libx264``).
+        ffmpeg video encoder (default ``libx264``). WebM cannot hold H.264/H.265:
+        for a ``.webm`` path ``libx264``/``libx265`` become ``libvpx-vp9`` at the same
+        CRF (constant quality; ``preset`` does not apply).
     crf : int, keyword-only
         Constant rate factor, 0–63 (lower = better).
     preset : str, keyword-only
@@ -1305,6 +1309,11 @@ class VideoWriter:
             "colorspace": "bt709", "color_primaries": "bt709", "color_trc": "bt709", "color_range": "tv",
             "max_muxing_queue_size": 4096,
         }
+        if ext == ".webm" and codec in _NOT_IN_WEBM:
+            # WebM holds VP8/VP9/AV1 only: the H.264/H.265 default becomes VP9 at the same CRF
+            # (b:v 0 = constant quality; cpu-used 4 trades a little size for speed).
+            kw.update(vcodec="libvpx-vp9", **{"b:v": 0, "row-mt": 1, "cpu-used": 4})
+            del kw["preset"]
         if audio is not None and audio.has_audio and audio.audio_stream is not None:
             span = {}
             if self.audio_span is not None:

@@ -480,6 +480,14 @@ def _write_some(path, n=3, **kw):
             w.write(f)
 
 
+def test_writer_encodes_webm_with_vp9_when_asked_for_h264(tmp_path):
+    # WebM holds VP8/VP9/AV1 only; the default encoder must not make ffmpeg fail.
+    out = tmp_path / "o.webm"
+    _write_some(out, n=4)
+    info = media.probe(out)
+    assert info.video_codec == "vp9" and info.n_frames == 4 and (info.width, info.height) == (32, 32)
+
+
 def test_writer_refuses_existing_missing_folder_images_and_input(tmp_path):
     existing = tmp_path / "out.mp4"
     existing.write_bytes(b"keep me")
@@ -494,7 +502,7 @@ def test_writer_refuses_existing_missing_folder_images_and_input(tmp_path):
 
     with pytest.raises(OutputError) as ei:
         _write_some(tmp_path / "still.png")
-    assert_user_error(ei, OutputError, "image", "write_image")
+    assert_user_error(ei, OutputError, "image file name", ".mp4")
 
     with pytest.raises(OutputError) as ei:
         _write_some(tmp_path / "noext")
