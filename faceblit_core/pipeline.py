@@ -20,6 +20,7 @@ import math
 import os
 import queue
 import signal
+import sys
 import threading
 import time
 from dataclasses import asdict, dataclass, field
@@ -666,7 +667,7 @@ def stylize_video(
     overwrite : bool, keyword-only
         Replace an existing output.
     progress : bool, keyword-only
-        Show a progress bar (tqdm, on stderr).
+        Show a progress bar (tqdm, on stderr; only when stderr is a terminal).
 
     Returns
     -------
@@ -875,7 +876,8 @@ def _progress_bar(total: int | None, enabled: bool, label: str):
         return None
     from tqdm import tqdm
 
-    return tqdm(total=total, desc=label, unit="frame", dynamic_ncols=True, leave=False, file=__import__("sys").stderr)
+    # disable=None: no bar when stderr is not a terminal (a log file would fill with \r updates).
+    return tqdm(total=total, desc=label, unit="frame", dynamic_ncols=True, leave=False, file=sys.stderr, disable=None)
 
 
 def _set_threads() -> None:
