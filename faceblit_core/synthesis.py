@@ -1010,10 +1010,8 @@ def _styleblit(g_pos: Any, g_app: Any, style_app: Any, lut: Any, *, origin: tupl
     if temporal:
         t_b, s_b = torch.empty(cap, **i32), torch.empty(cap, **i32)
 
-    # Scalars as 0-dim host tensors of the operand dtype: no per-op conversion.
-    c_mask, c_s, c_pp = (torch.tensor(v, dtype=torch.int32) for v in (mask_x, st.s, (st.P << st.s) + st.P))
-    c_thr = torch.tensor(thr_bits, dtype=torch.int32)
-    c_lp, c_la = (torch.tensor(v, dtype=torch.float32) for v in (lam_pos, lam_app))
+    c_mask, c_s, c_pp, c_thr = _c(mask_x), _c(st.s), _c((st.P << st.s) + st.P), _c(thr_bits)
+    c_lp, c_la = _c(lam_pos, torch.float32), _c(lam_app, torch.float32)
 
     def accepted(bi: torch.Tensor, v: dict) -> torch.Tensor:
         """1 where the candidate with padded style index ``bi`` has e < thr, else 0 (int32).
@@ -1308,7 +1306,7 @@ def denoise_nnf(nnf: Any, *, style_shape: tuple[int, int], radius: int = 1,
         return _denoise_at(sel, t, cv, Hs, Ws)
     # NNF packed as ((y + r) << 16) + (x + r) (see _denoise_dense).
     pk = torch.zeros(cv.n, dtype=torch.int32, device=device)
-    pk.view(cv.hd, cv.wd)[cv.row0:cv.row0 + hh, cv.R:cv.R + ww] = (t[..., 1] << 16).add_(t[..., 0]).add_((r << 16) + r)
+    cv.region(pk)[:] = (t[..., 1] << 16).add_(t[..., 0]).add_((r << 16) + r)
     return _unpack(_denoise_dense(pk, cv, Hs, Ws, tile_pixels), 16, 0xFFFF, r).view(hh, ww, 2)
 
 
@@ -1371,13 +1369,10 @@ def _denoise_dense(pk: torch.Tensor, cv: "_Canvas", Hs: int, Ws: int, tile_pixel
     budget_rows = max(1, (1 << 26) // (n_img * wd * 4) - 2 * r)   # ≤ 64 MiB of images per tile
     rows_t = max(1, min(hh, int(tile_pixels) // wd, budget_rows))
     ld_max = (rows_t + 2 * r) * wd
-    pool = torch.empty((n_eq + n_b + n_a, ld_max), **i32)
-    eq_buf, b_buf, a_buf = pool[:n_eq], pool[n_eq:n_eq + n_b], pool[n_eq + n_b:]
+    eq_buf = torch.empty((n_eq, ld_max), **i32)   # EQ images (unpacked), then the pick's scratch
+    imgs = torch.empty((n_b + n_a + 2, ld_max), dtype=ct, device=device)
+    b_buf, a_buf, s_buf = imgs[:n_b], imgs[n_b:n_b + n_a], imgs[n_b + n_a:]   # B, A rows and two score rows
     ebuf = torch.empty(ld_max + 2 * r * wd + 2 * r, dtype=ct, device=device) if packed else None
-    s_buf = eq_buf                 # scores
-    if packed and ct is not torch.int32:
-        nbuf = torch.empty((n_b + n_a + 2, ld_max), dtype=ct, device=device)
-        b_buf, a_buf, s_buf = nbuf[:n_b], nbuf[n_b:n_b + n_a], nbuf[n_b + n_a:]
     out = torch.empty((hh, ww), **i32)
     for t0 in range(0, hh, rows_t):
         t1 = min(hh, t0 + rows_t)
@@ -1514,7 +1509,7 @@ def _denoise_at(sel: torch.Tensor, t: torch.Tensor, cv: "_Canvas", Hs: int, Ws: 
     c = len(win) // 2
     v = _denoise_pick(keys.reshape(-1), torch.arange(k, **i32), keys[c] - pk[c], pk[c], pr, rows, r, Hs, Ws,
                       torch.empty((4, k), **i32))
-    return torch.stack(((v & 0xFFFF) - r, (v >> 16) - r), dim=1)
+    return _unpack(v, 16, 0xFFFF, r)
 
 
 @dataclass
@@ -1533,6 +1528,10 @@ class _Canvas:
     prio: dict               # offset → tie priority (centre K, then K − 1 … in raster order)
     b: int                   # 2^b > every priority
     foff: torch.Tensor       # (2^b,) int32 priority → canvas offset dy·wd + dx
+
+    def region(self, canvas: torch.Tensor) -> torch.Tensor:
+        """The (h, w) view of a (n,) canvas at the region's positions."""
+        return canvas.view(self.hd, self.wd)[self.row0:self.row0 + self.hh, self.R:self.R + self.ww]
 
 
 _CANVASES: OrderedDict = OrderedDict()
@@ -2135,12 +2134,12 @@ class Synthesis:
     rgb: torch.Tensor
     evaluated: int
     voted: int
+    _nnf: _NNFMap = field(repr=False)
+    _denoised: _NNFMap = field(repr=False)
     step_ms: dict = field(default_factory=dict)
     # The keep test's NNF-only terms for ``nnf``: the next frame, with the same G_pos
     # (face space), updates them only where the NNF changes.
     keep_cache: _KeepCache | None = field(default=None, repr=False)
-    _nnf: _NNFMap = field(default_factory=_NNFMap, repr=False)
-    _denoised: _NNFMap = field(default_factory=_NNFMap, repr=False)
 
     @property
     def nnf(self) -> torch.Tensor:
@@ -2286,7 +2285,7 @@ def _synthesize_dense(g_pos: Any, g_app: Any, sapp: torch.Tensor, lut: Any, styl
         _check_denoise_style(Hs, Ws)
         cv = _denoise_canvas(hh, ww, r, device)
         pk = torch.zeros(cv.n, dtype=torch.int32, device=device)
-        pk_rows = pk.view(cv.hd, cv.wd)[cv.row0:cv.row0 + hh, cv.R:cv.R + ww]
+        pk_rows = cv.region(pk)
 
     def blit_tile(r0: int, r1: int, res: torch.Tensor, st: _StyleTables) -> None:
         rows = res.view(r1 - r0, ww)
