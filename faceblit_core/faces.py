@@ -1746,7 +1746,13 @@ def landmarks_of_image(
     options = {"weights": fan_weights} if backend == "fan" else {}
     faces = sorted(get_backend(backend, **options).detect(image), key=lambda f: -f.area)
     if not faces:
-        points = detect_style_landmarks(image)  # raises StyleError saying how to give them by hand
+        try:
+            points = detect_style_landmarks(image)
+        except StyleError:  # its message is for stylize's exemplar (--style-landmarks): say it for this command
+            raise StyleError(
+                f"{path}: no face found (every detector tried); for a style exemplar, write its 68 landmarks by hand "
+                f"(68 lines 'x y', iBUG/dlib order, pixels) into {Path(path).stem}.lm.txt beside it"
+            ) from None
         faces = [Face(points=points, box=box_from_points(points), score=0.0, id=0)]
     faces = [f.copy(id=i) for i, f in enumerate(faces)]
     result = ImageLandmarks(path=str(path), faces=faces)

@@ -52,7 +52,7 @@ from typing import IO, Any, Iterator, Sequence
 import numpy as np
 
 from faceblit_core.checks import check, check_array
-from faceblit_core.errors import EnvironmentProblem, InputError, OutputError, ProcessingError
+from faceblit_core.errors import EnvironmentProblem, FaceblitError, InputError, OutputError, ProcessingError
 
 __all__ = [
     "MediaInfo",
@@ -1455,6 +1455,15 @@ class VideoWriter:
 # --------------------------------------------------------------------------------------
 
 
+def _is_video(p: Path) -> bool:
+    """Whether ffmpeg reads ``p`` as a video (not a still): tells a user who gave a clip
+    where an image is expected what happened. Only called once OpenCV failed to decode it."""
+    try:
+        return not probe(p).is_image
+    except FaceblitError:
+        return False
+
+
 def read_image(path: str | os.PathLike[str]) -> np.ndarray:
     """Read a still image as upright RGB uint8 with OpenCV.
 
@@ -1477,7 +1486,8 @@ def read_image(path: str | os.PathLike[str]) -> np.ndarray:
     Raises
     ------
     InputError
-        Missing, a directory, unreadable, empty, or not an image OpenCV can decode.
+        Missing, a directory, unreadable, empty, or not an image OpenCV can decode
+        (a video says so: ``"NAME: is a video; give an image"``).
 
     References
     ----------
@@ -1501,6 +1511,8 @@ def read_image(path: str | os.PathLike[str]) -> np.ndarray:
     except cv2.error:
         img = None
     if img is None or img.size == 0:
+        if _is_video(p):
+            raise InputError(f"{name}: is a video; give an image")
         raise InputError(f"{name}: not an image OpenCV can decode (corrupt, truncated or unsupported format)")
     if img.ndim == 2:
         img = np.repeat(img[:, :, None], 3, axis=2)
