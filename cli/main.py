@@ -11,28 +11,72 @@ from __future__ import annotations
 
 import inspect
 import json
+import re
 import sys
+import time
 from dataclasses import fields
 from pathlib import Path
 from typing import List, Optional
 
 import typer
+from typer.core import TyperCommand, TyperGroup
 
 from faceblit_core._version import __version__
 
+
+def _plain_flags(params: list) -> list:
+    """On/off options show no value type in ``--help`` (typer 0.29 writes ``<bool>`` beside every flag)."""
+    for p in params:
+        if getattr(p, "is_flag", False) and p.metavar is None:
+            p.metavar = ""
+    return params
+
+
+class _Command(TyperCommand):
+    """A command whose help shows flags without a value and whose usage line reads
+    ``faceblit stylize [OPTIONS] INPUT...`` (typer 0.29 writes required arguments as ``{INPUT}``)."""
+
+    def get_params(self, ctx):
+        return _plain_flags(super().get_params(ctx))
+
+    def collect_usage_pieces(self, ctx) -> list[str]:
+        pieces = [self.options_metavar] if self.options_metavar else []
+        for p in self.get_params(ctx):
+            if p.param_type_name == "argument":
+                name = p.metavar or p.name.upper()
+                if p.nargs != 1 and not name.endswith("..."):
+                    name += "..."
+                pieces.append(name if p.required else f"[{name}]")
+        return pieces
+
+
+class _Group(TyperGroup):
+    """The root command, with flags shown without a value (as :class:`_Command`)."""
+
+    def get_params(self, ctx):
+        return _plain_flags(super().get_params(ctx))
+
+
 app = typer.Typer(
+    cls=_Group,
     name="faceblit",
     help="Repaint every face in a video with the brush strokes of ONE painted portrait (example-based: FaceBlit/StyleBlit).",
     add_completion=False,
     no_args_is_help=True,
     pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
 )
 
 _DEBUG = False
+#: When the command started (perf_counter): the summary's "in all with start-up" counts from here.
+_STARTED = time.perf_counter()
 
 
-def _fail(exc: BaseException) -> "typer.Exit":
-    """Print the one-line reason of a failure and return the Exit carrying its code."""
+def _fail(exc: BaseException, command: str) -> "typer.Exit":
+    """Print the one-line reason of a failure and return the Exit carrying its code.
+
+    Usage errors (exit 2) point to ``faceblit COMMAND --help``.
+    """
     from faceblit_core.errors import ConfigError, FaceblitError, Interrupted
 
     if _DEBUG:
@@ -49,6 +93,8 @@ def _fail(exc: BaseException) -> "typer.Exit":
             field, sep, rest = message.partition(":")
             if sep and field.isidentifier():
                 message = f"--{field.replace('_', '-')}:{rest}"
+        if exc.exit_code == 2:
+            message += f" (see 'faceblit {command} --help')"
         typer.echo(f"faceblit: error: {message}", err=True)
         return typer.Exit(exc.exit_code)
     # A bug, not bad input: say what it was in one line, never hide it.
@@ -75,46 +121,95 @@ def _root(
 
 
 # --------------------------------------------------------------------------------- stylize
+#: Help panels of the tunables (``stylize --help``), by topic; a field not named here
+#: lands in "Tunables", so a new field is never hidden. On/off switches get their own
+#: panel: their ``--x/--no-x`` column would squeeze every other panel's help text.
+_PANELS = {
+    "Synthesis (StyleBlit, voting, lookup table)": ("threshold", "lambda_pos", "lambda_app", "lambda_temp", "levels", "seed", "boil",
+                                                    "blend_radius", "lut_radius", "style_max_side"),
+    "Guides and motion": ("mls_alpha", "mls_grid", "temporal_blur", "mask_feather", "margin", "synthesis_space", "flow_follow", "keep_tolerance"),
+    "Faces": ("landmarks", "max_faces", "detect_every", "smooth_min_cutoff", "smooth_beta", "scene_cut"),
+    "Device and encoding": ("device", "codec", "crf", "preset"),
+}
+
+
+def _short_help(doc: str) -> str:
+    """The help text of a tunable: its documentation without the parenthesised remarks
+    (references, FaceBlit's values), which the README and the dataclass keep."""
+    short = doc
+    while True:
+        # Not a formula's brackets, such as "(2r+1)^2" or "|^(2 alpha)": only a remark before punctuation or the end.
+        shorter = re.sub(r" \([^()]*\)(?=[;,.:]|$)", "", short)
+        if shorter == short:
+            return short
+        short = shorter
+
+
 def _config_parameters() -> list[inspect.Parameter]:
     """One CLI option per StylizeConfig field, so the CLI and the dataclass never drift apart."""
     from faceblit_core.config import StylizeConfig
 
     docs = StylizeConfig.describe()
+    panel_of = {name: panel for panel, names in _PANELS.items() for name in names}
     params = []
     for f in fields(StylizeConfig):
         flag = "--" + f.name.replace("_", "-")
         if isinstance(f.default, bool):
             decls = [f"{flag}/--no-{f.name.replace('_', '-')}"]
+            panel = "Switches"
         else:
             decls = [flag]
-        help_text = docs[f.name]
+            panel = panel_of.get(f.name, "Tunables")
+        help_text = _short_help(docs[f.name])
         if f.name == "landmarks":
             from faceblit_core.faces import backend_names
 
-            help_text = f"landmark backend: {' | '.join(backend_names())} | FILE.json (per-frame landmarks, for reproducible renders)"
-        option = typer.Option(f.default, *decls, help=help_text, rich_help_panel="Tunables")
-        params.append(inspect.Parameter(f.name, inspect.Parameter.KEYWORD_ONLY, default=option, annotation=type(f.default)))
-    return params
+            help_text = f"landmark backend: {' | '.join(backend_names())} | FILE.json (per-frame landmarks)"
+        option = typer.Option(f.default, *decls, help=help_text, rich_help_panel=panel)
+        params.append((panel, inspect.Parameter(f.name, inspect.Parameter.KEYWORD_ONLY, default=option, annotation=type(f.default))))
+    order = [*_PANELS, "Switches", "Tunables"]  # panels appear in the help in the order of their first option
+    return [p for _, p in sorted(params, key=lambda item: order.index(item[0]))]
 
 
 def _stylize(
-    inputs: List[str] = typer.Argument(..., help="Input video(s) or image(s); '-' reads standard input."),
-    style: str = typer.Option(..., "--style", "-s", help="The style exemplar: one painted portrait (png/jpg)."),
-    output: Optional[str] = typer.Option(None, "--output", "-o", help="Output file ('-' = standard output, MP4). Only with one input."),
-    out_dir: Optional[Path] = typer.Option(None, "--out-dir", help="Folder for the outputs of several inputs (default: next to each input, NAME-STYLE.EXT)."),
-    style_landmarks: Optional[Path] = typer.Option(None, "--style-landmarks", help="68 landmarks of the exemplar (68 lines 'x y', or JSON); default: NAME.lm.txt beside the style, else detected."),
-    fan_weights: Optional[Path] = typer.Option(None, "--fan-weights", help="Weights file of the 'fan' landmark backend (2DFAN4-11f355bf06.pth.tar)."),
-    frames: Optional[str] = typer.Option(None, "--frames", help="Only frames START:END (0-based, END exclusive), for previews and regression renders."),
+    inputs: List[str] = typer.Argument(..., metavar="INPUT...", help="Input video(s) or image(s); '-' reads standard input."),
+    style: str = typer.Option(..., "--style", "-s", metavar="IMAGE", help="The style exemplar: one painted portrait (png/jpg)."),
+    output: Optional[str] = typer.Option(None, "--output", "-o", metavar="FILE", help="Output file ('-' = standard output, MP4). One input only; not with --out-dir."),
+    out_dir: Optional[Path] = typer.Option(None, "--out-dir", metavar="DIR", help="Folder for the outputs, NAME-STYLE.EXT (default: next to each input). Not for '-'."),
+    style_landmarks: Optional[Path] = typer.Option(None, "--style-landmarks", metavar="FILE", help="68 landmarks of the exemplar (68 lines 'x y', or JSON); default: NAME.lm.txt beside the style, else detected."),
+    fan_weights: Optional[Path] = typer.Option(None, "--fan-weights", metavar="FILE", help="Weights file of the 'fan' landmark backend (2DFAN4-11f355bf06.pth.tar)."),
+    frames: Optional[str] = typer.Option(None, "--frames", metavar="START:END", help="Only these frames (0-based, END exclusive), for previews and regression renders."),
     side_by_side: bool = typer.Option(False, "--side-by-side", help="Write input | output side by side, for review."),
-    save_guides: Optional[Path] = typer.Option(None, "--save-guides", help="Write each frame's guides (positional, appearance, temporal, mask) as PNGs into this folder."),
-    cache_dir: Optional[Path] = typer.Option(None, "--cache-dir", help="Style cache folder (default $FACEBLIT_CACHE_DIR, $XDG_CACHE_HOME/faceblit or ~/.cache/faceblit)."),
-    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing output file."),
-    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
-    as_json: bool = typer.Option(False, "--json", help="Print a machine-readable summary (to stderr when the video goes to stdout)."),
+    save_guides: Optional[Path] = typer.Option(None, "--save-guides", metavar="DIR", help="Write each frame's guides as PNGs into this folder."),
+    cache_dir: Optional[Path] = typer.Option(None, "--cache-dir", metavar="DIR", help="Style cache folder (default $FACEBLIT_CACHE_DIR, $XDG_CACHE_HOME/faceblit or ~/.cache/faceblit)."),
+    overwrite: bool = typer.Option(False, "--overwrite", "-y", help="Replace existing output files."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress, no summary lines (errors still)."),
+    as_json: bool = typer.Option(False, "--json", help="One JSON line per input on stdout (stderr when a video goes to stdout)."),
     **tunables,
 ) -> None:
     """Stylize the faces of videos or images with one style exemplar."""
+    status = _Status(enabled=not quiet)
+    status("loading")  # the imports below take seconds on a cold start
     from faceblit_core.pipeline import parse_frame_range, stylize_batch
+
+    # Where a video goes to stdout, the JSON lines go to stderr.
+    json_to_stderr = output == "-" or (output is None and "-" in inputs)
+
+    def emit(record: dict) -> None:
+        typer.echo(json.dumps({**record, "style": style, "version": __version__}), err=json_to_stderr)
+
+    def done(summary) -> None:
+        status.clear()
+        if as_json:
+            emit({"input": summary.input, "status": "written", **summary.to_dict()})
+        elif not quiet:
+            typer.echo(summary.describe(), err=True)
+
+    def failed(path: str, exc) -> None:
+        status.clear()
+        message = _report_input_error(path, exc, batch=len(inputs) > 1)
+        if as_json:
+            emit({"input": path, "status": "failed", "error": message, "exit_code": exc.exit_code})
 
     try:
         from faceblit_core.config import StylizeConfig
@@ -135,30 +230,58 @@ def _stylize(
             cache_dir=cache_dir,
             overwrite=overwrite,
             progress=not quiet,
-            on_error=lambda path, exc: _report_input_error(path, exc, batch=len(inputs) > 1),
+            on_error=failed,
+            on_done=done,
+            on_status=status,
+            started=_STARTED,
         )
     except BaseException as exc:  # noqa: BLE001 - _fail re-raises with --debug and never hides a bug
+        status.clear()
         if isinstance(exc, typer.Exit):
             raise
-        raise _fail(exc)
-    to_stderr = output == "-" or not as_json
-    for s in summaries:
-        if as_json:
-            typer.echo(json.dumps(s.to_dict()), err=output == "-")
-        elif not quiet:
-            typer.echo(s.describe(), err=to_stderr)
+        raise _fail(exc, "stylize")
+    status.clear()
     if failures:
         if len(inputs) > 1:  # one input: its one-line error above says it all
             typer.echo(f"faceblit: {len(failures)} of {len(inputs)} input(s) failed", err=True)
         raise typer.Exit(failures[0].exit_code if len(inputs) == 1 else 1)
 
 
-def _report_input_error(path: str, exc: BaseException, *, batch: bool) -> None:
-    """One line per failed input. In a batch it names the input (once: most messages start with it)."""
+def _report_input_error(path: str, exc: BaseException, *, batch: bool) -> str:
+    """One line per failed input. In a batch it names the input (once: most messages start with it).
+
+    Returns the message printed (without the ``faceblit: error:`` prefix).
+    """
+    if _DEBUG:
+        import traceback
+
+        traceback.print_exception(exc)
     message = getattr(exc, "message", str(exc))
     if batch and path not in message:
         message = f"{path}: {message}"
     typer.echo(f"faceblit: error: {message}", err=True)
+    return message
+
+
+class _Status:
+    """A one-line status on stderr for the first seconds of a command (imports, style
+    preparation), before the progress bar: only on a terminal, so logs and pipes stay clean."""
+
+    def __init__(self, *, enabled: bool) -> None:
+        self.enabled = enabled and sys.stderr.isatty()
+        self.shown = False
+
+    def __call__(self, text: str) -> None:
+        if self.enabled:
+            sys.stderr.write(f"\r\033[Kfaceblit: {text}…")
+            sys.stderr.flush()
+            self.shown = True
+
+    def clear(self) -> None:
+        if self.shown:
+            sys.stderr.write("\r\033[K")
+            sys.stderr.flush()
+            self.shown = False
 
 
 def _terminate_as_interrupt() -> None:
@@ -189,12 +312,12 @@ def _register_stylize() -> None:
     """Add ``stylize`` with one option per tunable; done on first use so ``--version`` stays light."""
     global _registered
     if not _registered:
-        app.command("stylize", no_args_is_help=True)(_with_tunables(_stylize))
+        app.command("stylize", cls=_Command, no_args_is_help=True)(_with_tunables(_stylize))
         _registered = True
 
 
 # --------------------------------------------------------------------------- prepare-style
-@app.command("prepare-style", no_args_is_help=True)
+@app.command("prepare-style", cls=_Command, no_args_is_help=True)
 def prepare_style_cmd(
     style: Path = typer.Argument(..., help="The style exemplar image."),
     style_landmarks: Optional[Path] = typer.Option(None, "--style-landmarks", help="68 landmarks of the exemplar; default NAME.lm.txt beside it, else detected."),
@@ -214,19 +337,19 @@ def prepare_style_cmd(
         cfg = StylizeConfig(lambda_pos=lambda_pos, lambda_app=lambda_app, lut_radius=lut_radius, temporal_blur=temporal_blur, style_max_side=style_max_side)
         report = prepare_style_report(style, landmarks=style_landmarks, config=cfg, cache_dir=cache_dir)
     except BaseException as exc:  # noqa: BLE001
-        raise _fail(exc)
+        raise _fail(exc, "prepare-style")
     typer.echo(report.describe())
 
 
 # ------------------------------------------------------------------------------ landmarks
-@app.command("landmarks", no_args_is_help=True)
+@app.command("landmarks", cls=_Command, no_args_is_help=True)
 def landmarks_cmd(
     image: Path = typer.Argument(..., help="An image (photo or painted portrait)."),
     draw: Optional[Path] = typer.Option(None, "--draw", help="Write the image with the numbered points drawn on it (PNG)."),
     save: Optional[Path] = typer.Option(None, "--save", help="Write the points: .txt (FaceBlit's 68 lines 'x y') or .json."),
     backend: str = typer.Option("dlib", "--landmarks", help="Landmark backend (dlib, fan)."),
     fan_weights: Optional[Path] = typer.Option(None, "--fan-weights", help="Weights of the 'fan' backend."),
-    overwrite: bool = typer.Option(False, "--overwrite", help="Replace existing --draw/--save files."),
+    overwrite: bool = typer.Option(False, "--overwrite", "-y", help="Replace existing --draw/--save files."),
 ) -> None:
     """Detect the 68 landmarks of the faces in an image, to check or correct them."""
     try:
@@ -234,17 +357,18 @@ def landmarks_cmd(
 
         result = landmarks_of_image(image, backend=backend, fan_weights=fan_weights, draw=draw, save=save, overwrite=overwrite)
     except BaseException as exc:  # noqa: BLE001
-        raise _fail(exc)
+        raise _fail(exc, "landmarks")
     typer.echo(result.describe())
 
 
 # -------------------------------------------------------------------------------- compare
-@app.command("compare", no_args_is_help=True)
+@app.command("compare", cls=_Command, no_args_is_help=True)
 def compare_cmd(
     a: Path = typer.Argument(..., help="First video or image."),
     b: Path = typer.Argument(..., help="Second video or image."),
     min_psnr: Optional[float] = typer.Option(None, "--min-psnr", help="Exit 1 when any frame's PSNR (dB) is below this."),
     as_json: bool = typer.Option(False, "--json", help="Print per-frame scores as JSON."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No summary line: only the exit code (and the line saying which frame is below --min-psnr)."),
 ) -> None:
     """Per-frame PSNR and SSIM of two videos or images (for CI regression renders)."""
     try:
@@ -252,7 +376,7 @@ def compare_cmd(
 
         scores = compare_media(a, b)
     except BaseException as exc:  # noqa: BLE001
-        raise _fail(exc)
+        raise _fail(exc, "compare")
     psnrs = [s.psnr for s in scores]
     ssims = [s.ssim for s in scores]
     worst = min(psnrs)
@@ -261,7 +385,7 @@ def compare_cmd(
         finite = lambda v: v if v != float("inf") else None  # noqa: E731 - JSON has no Infinity: identical frames give null
         frames_json = [{**s.__dict__, "psnr": finite(s.psnr)} for s in scores]
         typer.echo(json.dumps({"frames": frames_json, "min_psnr": finite(worst), "below": len(below)}, default=float))
-    else:
+    elif not quiet:
         finite_psnrs = [p for p in psnrs if p != float("inf")]
         mean_psnr = sum(finite_psnrs) / len(finite_psnrs) if finite_psnrs else float("inf")  # all identical → inf
         typer.echo(f"frames={len(scores)} psnr_min={worst:.2f} psnr_mean={mean_psnr:.2f} ssim_min={min(ssims):.4f} ssim_mean={sum(ssims) / len(ssims):.4f}")
@@ -283,12 +407,14 @@ def main() -> None:
 
     _register_stylize()
     try:
-        code = app(standalone_mode=False)
+        code = app(standalone_mode=False, prog_name="faceblit")
     except click_exceptions.NoArgsIsHelpError as exc:
         exc.show()
         code = 2
     except click_exceptions.ClickException as exc:
-        print(f"faceblit: error: {exc.format_message()} (see 'faceblit --help')", file=sys.stderr)
+        ctx = getattr(exc, "ctx", None)  # usage errors know their command: point to its own help
+        where = ctx.command_path if ctx is not None else "faceblit"
+        print(f"faceblit: error: {exc.format_message()} (see '{where} --help')", file=sys.stderr)
         code = exc.exit_code
     except typer.Abort:
         code = 130

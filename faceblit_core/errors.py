@@ -11,7 +11,8 @@ code meaning
 0    success
 1    ``compare``: at least one frame below ``--min-psnr``; ``stylize`` batch:
      at least one input failed (the others were written)
-2    usage error (bad option or value) — raised by Typer/Click
+2    usage error: bad option or value (Typer/Click, :class:`ConfigError`),
+     conflicting options or colliding inputs/outputs (:class:`UsageError`)
 3    input error: missing, unreadable, not a video/image, truncated or corrupt
 4    style error: style not an image, no face found, bad landmark file
 5    output error: unwritable folder, output exists, output equals input, disk full
@@ -22,6 +23,8 @@ code meaning
 """
 
 from __future__ import annotations
+
+from typing import Sequence
 
 
 class FaceblitError(Exception):
@@ -73,12 +76,41 @@ class ConfigError(FaceblitError, ValueError):
     exit_code = 2
 
 
-class Interrupted(FaceblitError):
-    """The run was stopped by SIGINT (exit 130) or SIGTERM (exit 143)."""
+class UsageError(FaceblitError):
+    """Options that exclude each other, or inputs of one run that would collide (exit 2).
 
-    def __init__(self, signum: int, *, to_stdout: bool = False) -> None:
+    Raised before anything is read or written: two inputs that would write the same
+    output, an input given twice, ``-o`` with ``--out-dir``, standard input with ``--out-dir``.
+    """
+
+    exit_code = 2
+
+
+class Interrupted(FaceblitError):
+    """The run was stopped by SIGINT (exit 130) or SIGTERM (exit 143).
+
+    Parameters
+    ----------
+    signum : int
+        The signal (2 or 15).
+    to_stdout : bool, keyword-only
+        The output in progress was going to standard output (what went down the pipe is incomplete).
+    written : sequence of str, keyword-only
+        Outputs of a batch completed before the signal (named in the message).
+    total : int, keyword-only
+        Number of inputs of the batch; above 1 the message says how many outputs were written.
+    """
+
+    def __init__(self, signum: int, *, to_stdout: bool = False, written: Sequence[str] = (), total: int = 1) -> None:
         name = {2: "SIGINT", 15: "SIGTERM"}.get(signum, f"signal {signum}")
         # Bytes already sent down a pipe cannot be taken back: say the stream is incomplete.
-        what = "the video sent to stdout is incomplete" if to_stdout else "no output was written"
+        if total > 1:
+            done = f"{len(written)} of {total} outputs written" + (f" ({', '.join(written)})" if written else "")
+            current = "the video sent to stdout is incomplete" if to_stdout else "the one in progress was not written"
+            what = f"{done}; {current}"
+        else:
+            what = "the video sent to stdout is incomplete" if to_stdout else "no output was written"
         super().__init__(f"interrupted by {name}; {what}")
+        self.signum = signum
+        self.to_stdout = to_stdout
         self.exit_code = 128 + signum

@@ -30,7 +30,7 @@ from typing import Callable, Iterator, Sequence
 import numpy as np
 
 from faceblit_core.config import StylizeConfig
-from faceblit_core.errors import ConfigError, EnvironmentProblem, FaceblitError, Interrupted, OutputError
+from faceblit_core.errors import ConfigError, EnvironmentProblem, FaceblitError, Interrupted, OutputError, UsageError
 from faceblit_core.faces import inter_ocular
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff")
@@ -38,7 +38,14 @@ IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff")
 
 @dataclass
 class RunSummary:
-    """What one ``stylize`` run did (printed by the CLI, ``--json`` gives :meth:`to_dict`)."""
+    """What one ``stylize`` run did (printed by the CLI, ``--json`` gives :meth:`to_dict`).
+
+    Two clocks: ``seconds`` is the whole run of this input, start-up included
+    (probing, landmark models, the writer's ffmpeg; for the first input of a batch
+    also the style preparation and whatever the caller counted before, see
+    :func:`stylize_batch`), ``render_seconds`` only the frames (decode → stylize →
+    encode, until the output is complete). :attr:`fps` uses the latter.
+    """
 
     input: str
     output: str
@@ -49,24 +56,28 @@ class RunSummary:
     scene_cuts: int = 0
     fps_in: float = 0.0
     seconds: float = 0.0
+    render_seconds: float = 0.0
     device: str = "cpu"
     stage_ms: dict = field(default_factory=dict)
 
     @property
     def fps(self) -> float:
-        """End-to-end frames per second of the run."""
-        return self.frames / self.seconds if self.seconds > 0 else 0.0
+        """Frames per second of the rendering alone (start-up not included)."""
+        return self.frames / self.render_seconds if self.render_seconds > 0 else 0.0
 
     def to_dict(self) -> dict:
         d = asdict(self)
         d["fps"] = round(self.fps, 3)
+        d["seconds"] = round(self.seconds, 3)
+        d["render_seconds"] = round(self.render_seconds, 3)
         d["stage_ms"] = {k: round(v, 3) for k, v in self.stage_ms.items()}
         return d
 
     def describe(self) -> str:
         return (
             f"{self.output}: {self.frames} frame(s), face on {self.frames_with_face}, "
-            f"no face on {self.frames_without_face} (written unchanged), {self.seconds:.1f} s, {self.fps:.1f} fps on {self.device}"
+            f"no face on {self.frames_without_face} (written unchanged), {self.fps:.1f} fps on {self.device} "
+            f"(rendering only; {self.seconds:.1f} s in all with start-up)"
         )
 
 
@@ -734,6 +745,7 @@ def stylize_video(
         try:
             with writer:
                 media.release_signals(held)
+                render_started = time.perf_counter()
                 # Made inside the writer's block: a signal arriving while they start
                 # must still abort the writer (its temporary file and its ffmpeg).
                 # iter_frames decodes ahead in its own thread (bounded), overlapping the synthesis.
@@ -761,6 +773,7 @@ def stylize_video(
                 reader.close()
             if bar is not None:
                 bar.close()
+    summary.render_seconds = time.perf_counter() - render_started
     summary.seconds = time.perf_counter() - started
     summary.scene_cuts = stylizer.scene_cuts
     summary.stage_ms = {k: v / max(1, summary.frames) for k, v in stylizer.stage_ms.items()}
@@ -805,13 +818,16 @@ def stylize_image(
         target = out_path if str(out_path) == "-" else stack.enter_context(media.atomic_output(out_path, overwrite=overwrite, inputs=[input]))
         stylizer = _make_stylizer(style, config, device=resolve_device(config.device), fps=25.0, video=False,
                                   style_landmarks=style_landmarks, fan_weights=fan_weights, cache_dir=cache_dir, save_guides=save_guides)
+        render_started = time.perf_counter()
         out, faces = stylizer(frame)
         if side_by_side:
             out = np.concatenate([frame, out], axis=1)
         media.write_image(target, out, overwrite=True)
+    done = time.perf_counter()
     return RunSummary(
         input=str(input), output=str(out_path), frames=1, frames_with_face=int(bool(faces)), frames_without_face=int(not faces),
-        max_faces=len(faces), seconds=time.perf_counter() - started, device=stylizer.device, stage_ms=dict(stylizer.stage_ms),
+        max_faces=len(faces), seconds=done - started, render_seconds=done - render_started, device=stylizer.device,
+        stage_ms=dict(stylizer.stage_ms),
     )
 
 
@@ -823,12 +839,36 @@ def stylize_batch(
     out_dir: str | os.PathLike | None = None,
     config: StylizeConfig | None = None,
     on_error: Callable[[str, FaceblitError], None] | None = None,
+    on_done: Callable[[RunSummary], None] | None = None,
+    on_status: Callable[[str], None] | None = None,
+    started: float | None = None,
     **options,
 ) -> tuple[list[RunSummary], list[FaceblitError]]:
     """Stylize several inputs with one style; continue past a failing input.
 
     The style is prepared once. ``output`` is allowed with a single input only;
     otherwise outputs go to ``out_dir`` (or next to each input) as ``NAME-STYLE.EXT``.
+    Standard input (``-``) writes to ``output`` when given, else to standard output;
+    it has no name to put into ``out_dir``.
+
+    Before anything is read or written, the run is refused when two inputs are the
+    same file (also through a link), when two inputs would write the same output
+    (e.g. ``a/clip.mp4`` and ``b/clip.mp4`` with one ``out_dir``; paths compared
+    resolved, and without case on a case-insensitive file system), or when an
+    output would be another input of the run.
+
+    Parameters
+    ----------
+    on_error : callable(path, error), keyword-only
+        Called for each failed input (the batch goes on).
+    on_done : callable(RunSummary), keyword-only
+        Called for each written output, as soon as it is complete.
+    on_status : callable(str), keyword-only
+        Told what the batch is doing before the frames start (``"preparing style S"``),
+        for a status line during the first seconds.
+    started : float, keyword-only
+        ``time.perf_counter()`` when the caller started (e.g. before its imports); the
+        first input's ``seconds`` count from there. Default: now.
 
     Returns
     -------
@@ -839,36 +879,132 @@ def stylize_batch(
 
     Raises
     ------
+    UsageError
+        ``output`` with several inputs or with ``out_dir``, standard input with
+        ``out_dir``, an input given twice, two outputs that collide (exit 2).
     OutputError
-        ``output`` given with several inputs, or ``out_dir`` is not a folder.
-    StyleError, EnvironmentProblem, Interrupted
+        ``out_dir`` is not a folder.
+    StyleError, EnvironmentProblem, ConfigError
         Stop the batch.
+    Interrupted
+        Stops the batch; with several inputs its message names the outputs written.
     """
     from faceblit_core.errors import StyleError
 
+    started = time.perf_counter() if started is None else started
     config = config or StylizeConfig()
+    status = on_status or (lambda text: None)
+    if output is not None and out_dir is not None:
+        raise UsageError("-o/--output and --out-dir exclude each other: -o names the one output, --out-dir the folder of several")
     if output is not None and len(inputs) > 1:
-        raise ConfigError("-o/--output takes one input; use --out-dir for several")
+        raise UsageError("-o/--output takes one input; use --out-dir for several")
+    if out_dir is not None and "-" in inputs:
+        raise UsageError("standard input ('-') has no name to write into --out-dir; give it -o FILE (without -o it goes to standard output)")
+    # Standard input has no name to derive one from: its output goes to standard output.
+    targets = [output if output is not None else ("-" if path == "-" else str(default_output_path(path, style, out_dir=out_dir))) for path in inputs]
+    _check_distinct(inputs, targets)
+    if out_dir is not None and not Path(out_dir).is_dir():
+        raise OutputError(f"{out_dir}: --out-dir is not an existing folder")
     if len(inputs) == 1 and inputs[0] != "-":
         from faceblit_core.media import probe
 
-        probe(inputs[0])  # a bad input is reported as such before the style is prepared
-    if out_dir is not None and not Path(out_dir).is_dir():
-        raise OutputError(f"{out_dir}: --out-dir is not an existing folder")
+        try:
+            probe(inputs[0])  # a bad input is reported as such before the style is prepared
+        except FaceblitError as exc:
+            if isinstance(exc, (EnvironmentProblem, Interrupted)):
+                raise
+            if on_error is not None:
+                on_error(inputs[0], exc)
+            return [], [exc]
+    status(f"preparing style {_style_path(style)}")
     asset = _load_style(style, config=config, style_landmarks=options.pop("style_landmarks", None), cache_dir=options.get("cache_dir"))
     summaries, failures = [], []
-    for path in inputs:
-        # Standard input has no name to derive one from: its output goes to standard output.
-        target = output if output is not None else ("-" if path == "-" else str(default_output_path(path, style, out_dir=out_dir)))
+    for index, (path, target) in enumerate(zip(inputs, targets)):
+        status(f"starting {path}")
+        input_started = time.perf_counter()
         try:
-            summaries.append(stylize_video(path, asset, target, config=config, **options))
-        except (StyleError, EnvironmentProblem, Interrupted, ConfigError):
+            summary = stylize_video(path, asset, target, config=config, **options)
+        except (StyleError, EnvironmentProblem, ConfigError):
             raise
+        except (Interrupted, KeyboardInterrupt) as exc:
+            signum = getattr(exc, "signum", signal.SIGINT)
+            raise Interrupted(signum, to_stdout=getattr(exc, "to_stdout", target == "-"), written=[s.output for s in summaries],
+                              total=len(inputs)) from None
         except FaceblitError as exc:
             failures.append(exc)
             if on_error is not None:
                 on_error(path, exc)
+            continue
+        if index == 0:  # the first input carries the start-up: style preparation, and the caller's before it
+            summary.seconds += input_started - started
+        summaries.append(summary)
+        if on_done is not None:
+            on_done(summary)
     return summaries, failures
+
+
+def _check_distinct(inputs: Sequence[str], targets: Sequence[str]) -> None:
+    """Refuse a batch whose inputs repeat or whose outputs collide, before anything is written.
+
+    Inputs are compared by file identity (``st_dev``, ``st_ino``: symbolic and hard
+    links, ``./a`` and ``a``); outputs by their resolved path (symbolic links of the
+    folders), without case where the folder is on a case-insensitive file system.
+    Missing inputs are left to fail on their own (exit 3).
+
+    Raises
+    ------
+    UsageError
+        Naming both inputs and the output they share.
+    """
+    seen_in: dict = {}
+    for path in inputs:
+        key = "-" if path == "-" else _file_id(path)
+        if key is None:
+            continue
+        if key in seen_in:
+            raise UsageError(f"{seen_in[key]} and {path} are the same input; give each input once")
+        seen_in[key] = path
+    seen_out: dict = {}
+    folded: dict = {}
+    for path, target in zip(inputs, targets):
+        if target == "-":
+            continue  # stdout: only standard input writes there, and it is given at most once
+        resolved = os.path.realpath(target)
+        other = seen_out.get(resolved)
+        if other is None:
+            fold = (os.path.dirname(resolved), os.path.basename(resolved).casefold())
+            other = folded.get(fold)
+            if other is not None and not _case_insensitive(os.path.dirname(resolved)):
+                other = None
+            folded.setdefault(fold, path)
+        if other is not None:
+            raise UsageError(f"{other} and {path} would both be written to {target}; rename one, or run them separately")
+        seen_out[resolved] = path
+        out_id = _file_id(target)
+        if out_id is not None and out_id in seen_in and seen_in[out_id] != path:
+            raise UsageError(f"the output of {path}, {target}, is another input of this run ({seen_in[out_id]}); choose another --out-dir")
+
+
+def _file_id(path: str | os.PathLike) -> tuple[int, int] | None:
+    """``(st_dev, st_ino)`` of an existing file (links followed), else None."""
+    try:
+        st = os.stat(path)
+    except (OSError, ValueError):
+        return None
+    return st.st_dev, st.st_ino
+
+
+def _case_insensitive(folder: str) -> bool:
+    """Whether names in ``folder`` ignore case (macOS, Windows, some mounts): a hidden probe file
+    is made and looked up in upper case. True when that cannot be tried (the safe answer)."""
+    import tempfile
+
+    try:
+        with tempfile.NamedTemporaryFile(prefix=".faceblit-case-", dir=folder or ".") as probe_file:
+            name = os.path.basename(probe_file.name)
+            return os.path.exists(os.path.join(folder or ".", name.upper()))
+    except OSError:
+        return True
 
 
 def _progress_bar(total: int | None, enabled: bool, label: str):

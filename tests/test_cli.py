@@ -1,5 +1,6 @@
 """CLI shell: version is fast and light, bad options exit 2 with one line, help lists every tunable."""
 
+import re
 import subprocess
 import sys
 from dataclasses import fields
@@ -64,3 +65,247 @@ def test_an_interrupt_while_writing_to_stdout_says_the_stream_is_incomplete():
     assert Interrupted(2).message == "interrupted by SIGINT; no output was written"
     stdout = Interrupted(15, to_stdout=True)
     assert stdout.exit_code == 143 and "sent to stdout is incomplete" in stdout.message
+
+
+# ------------------------------------------------------------------ issue 12: batch safety, options, messages
+import json  # noqa: E402 - the helpers below belong to these tests
+import os  # noqa: E402
+import pty  # noqa: E402
+import shutil  # noqa: E402
+import signal  # noqa: E402
+import threading  # noqa: E402
+import time  # noqa: E402
+
+import cv2  # noqa: E402
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+
+CLIP = REPO / "samples" / "clip.mp4"
+STYLE = REPO / "samples" / "exemplar.png"
+
+
+def run_in(cwd, *args, **kw):
+    env = dict(os.environ, PYTHONDONTWRITEBYTECODE="1", COLUMNS="200")
+    return subprocess.run([*FACEBLIT, *map(str, args)], capture_output=True, text=True, cwd=cwd, timeout=300, env=env, **kw)
+
+
+def one_error_line(r) -> str:
+    lines = [ln for ln in r.stderr.splitlines() if ln.strip()]
+    assert len(lines) == 1 and lines[0].startswith("faceblit: error: "), r.stderr[-2000:]
+    assert "Traceback" not in r.stderr
+    return lines[0]
+
+
+@pytest.fixture(scope="module")
+def small(tmp_path_factory):
+    """A 200×260 exemplar with its landmarks beside it, already in a style cache, and a
+    one-frame still of the sample (renders in well under a second)."""
+    d = tmp_path_factory.mktemp("small-style")
+    bgr = cv2.imread(str(STYLE))
+    h, w = bgr.shape[:2]
+    cv2.imwrite(str(d / "small.png"), cv2.resize(bgr, (200, 260), interpolation=cv2.INTER_AREA))
+    lm = np.loadtxt(REPO / "samples" / "exemplar.lm.txt")
+    np.savetxt(d / "small.lm.txt", (lm + 0.5) * [200 / w, 260 / h] - 0.5, fmt="%.3f")
+    from faceblit_core import media
+
+    frame = next(iter(media.iter_frames(media.probe(CLIP))))
+    cv2.imwrite(str(d / "still.png"), frame[:, :, ::-1])
+    cache = d / "cache"
+    r = run_in(d, "prepare-style", d / "small.png", "--cache-dir", cache)
+    assert r.returncode == 0, r.stderr
+    return {"style": d / "small.png", "still": d / "still.png", "cache": cache}
+
+
+def test_two_inputs_never_write_the_same_output(tmp_path):
+    """a/clip.mp4 and b/clip.mp4 into one --out-dir would both be D/clip-S.mp4: refused up front
+    (exit 2, both named, nothing written), --overwrite or not; so are an input given twice
+    (also through a symbolic link) and an output that is another input of the run."""
+    for sub in ("a", "b", "D"):
+        (tmp_path / sub).mkdir()
+    shutil.copy(CLIP, tmp_path / "a" / "clip.mp4")
+    shutil.copy(CLIP, tmp_path / "b" / "clip.mp4")
+    (tmp_path / "link.mp4").symlink_to(tmp_path / "a" / "clip.mp4")
+    before = sorted(p.name for p in tmp_path.rglob("*"))
+    r = run_in(tmp_path, "stylize", "a/clip.mp4", "b/clip.mp4", "--style", STYLE, "--out-dir", "D", "--overwrite")
+    assert r.returncode == 2
+    line = one_error_line(r)
+    assert "a/clip.mp4 and b/clip.mp4 would both be written to D/clip-exemplar.mp4" in line
+    r = run_in(tmp_path, "stylize", "a/clip.mp4", "link.mp4", "--style", STYLE, "--out-dir", "D")
+    assert r.returncode == 2 and "a/clip.mp4 and link.mp4 are the same input" in one_error_line(r)
+    r = run_in(tmp_path, "stylize", "a/clip.mp4", "./a/../a/clip.mp4", "--style", STYLE, "-y")
+    assert r.returncode == 2 and "are the same input" in one_error_line(r)
+    # a/clip.mp4's output next to it would be the second input, which would be replaced before it is read.
+    shutil.copy(CLIP, tmp_path / "a" / "clip-exemplar.mp4")
+    r = run_in(tmp_path, "stylize", "a/clip.mp4", "a/clip-exemplar.mp4", "--style", STYLE, "-y")
+    assert r.returncode == 2 and "is another input of this run (a/clip-exemplar.mp4)" in one_error_line(r)
+    (tmp_path / "a" / "clip-exemplar.mp4").unlink()
+    assert sorted(p.name for p in tmp_path.rglob("*")) == before  # nothing written
+
+
+def test_colliding_names_compare_without_case_on_a_case_insensitive_folder(tmp_path, monkeypatch):
+    from faceblit_core import pipeline
+    from faceblit_core.errors import UsageError
+
+    targets = [str(tmp_path / "Clip-S.mp4"), str(tmp_path / "clip-S.mp4")]
+    assert pipeline._case_insensitive(str(tmp_path)) is False  # this machine's tmp: names keep their case
+    pipeline._check_distinct(["x/Clip.mp4", "y/clip.mp4"], targets)  # distinct files here
+    monkeypatch.setattr(pipeline, "_case_insensitive", lambda folder: True)  # as on macOS / Windows
+    with pytest.raises(UsageError, match="x/Clip.mp4 and y/clip.mp4 would both be written to"):
+        pipeline._check_distinct(["x/Clip.mp4", "y/clip.mp4"], targets)
+    (tmp_path / "real").mkdir()
+    (tmp_path / "alias").symlink_to(tmp_path / "real")
+    with pytest.raises(UsageError, match="would both be written"):  # one folder under two names
+        pipeline._check_distinct(["p.mp4", "q.mp4"], [str(tmp_path / "real" / "o.mp4"), str(tmp_path / "alias" / "o.mp4")])
+    assert list((tmp_path / "real").iterdir()) == []
+
+
+def test_conflicting_options_are_usage_errors(tmp_path):
+    (tmp_path / "D").mkdir()
+    r = run_in(tmp_path, "stylize", CLIP, "--style", STYLE, "-o", "x.mp4", "--out-dir", "D")
+    assert r.returncode == 2 and "-o/--output and --out-dir exclude each other" in one_error_line(r)
+    with open(CLIP, "rb") as stdin:  # stdin has no name to put into --out-dir (it used to go to stdout silently)
+        r = run_in(tmp_path, "stylize", "-", "--style", STYLE, "--out-dir", "D", stdin=stdin)
+    assert r.returncode == 2 and "standard input ('-') has no name to write into --out-dir" in one_error_line(r)
+    assert r.stdout == ""
+    assert sorted(os.listdir(tmp_path)) == ["D"] and os.listdir(tmp_path / "D") == []
+
+
+def test_an_interrupted_batch_says_which_outputs_were_written(small, tmp_path):
+    """SIGINT while the second of two inputs is being written: the first output stays and is
+    named, the second is not written; exit 130."""
+    long_clip = tmp_path / "long.mp4"
+    from faceblit_core import media
+
+    subprocess.run([media.find_ffmpeg(), "-hide_banner", "-loglevel", "error", "-stream_loop", "3", "-i", str(CLIP), "-c", "copy",
+                    str(long_clip)], check=True)
+    out = tmp_path / "D"
+    out.mkdir()
+    env = dict(os.environ, PYTHONDONTWRITEBYTECODE="1")
+
+    def default_signals():  # a suite started with `cmd &` inherits SIGINT ignored
+        signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+    proc = subprocess.Popen([*FACEBLIT, "stylize", str(small["still"]), str(long_clip), "--style", str(small["style"]), "--out-dir", str(out),
+                             "--cache-dir", str(small["cache"]), "-q"], cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, preexec_fn=default_signals)
+    deadline = time.monotonic() + 180
+    while not ("still-small.png" in os.listdir(out) and any(".partial" in n for n in os.listdir(out))):
+        assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    lines = [ln for ln in err.splitlines() if ln.strip()]
+    assert lines == [f"faceblit: error: interrupted by SIGINT; 1 of 2 outputs written ({out / 'still-small.png'}); the one in progress was not written"]
+    assert os.listdir(out) == ["still-small.png"]
+
+
+def test_messages_name_the_file_and_what_to_give(small, tmp_path):
+    flat = tmp_path / "flat.png"
+    cv2.imwrite(str(flat), np.full((120, 100, 3), (60, 120, 200), np.uint8))
+    r = run_in(tmp_path, "landmarks", flat)
+    line = one_error_line(r)
+    assert r.returncode == 4 and f"{flat}: no face found" in line and "lm.txt" in line
+    assert "--style-landmarks" not in line and "style image" not in line  # options and words of another command
+    r = run_in(tmp_path, "landmarks", CLIP)
+    assert r.returncode == 3 and one_error_line(r) == f"faceblit: error: {CLIP}: is a video; give an image"
+    r = run_in(tmp_path, "prepare-style", CLIP, "--cache-dir", small["cache"])
+    assert r.returncode == 4 and one_error_line(r) == f"faceblit: error: style image {CLIP}: is a video; give an image"
+    r = run_in(tmp_path, "stylize", small["still"], "--style", CLIP, "-o", "o.png", "--cache-dir", small["cache"])
+    assert r.returncode == 4 and one_error_line(r) == f"faceblit: error: style image {CLIP}: is a video; give an image"
+    assert sorted(os.listdir(tmp_path)) == ["flat.png"]
+
+
+def test_cli_conventions_short_options_and_help_pointers(tmp_path):
+    for args in (["-h"], ["stylize", "-h"], ["compare", "-h"], ["landmarks", "-h"]):
+        r = run(*args)
+        assert r.returncode == 0 and "Usage: faceblit" in r.stdout, (args, r.stderr)
+    # -y is --overwrite: it parses (the missing input is what fails, exit 3, not a usage error)
+    r = run("stylize", str(tmp_path / "missing.mp4"), "--style", str(STYLE), "-y")
+    assert r.returncode == 3 and "no such file" in r.stderr
+    r = run("stylize", str(tmp_path / "x.mp4"), "--style", str(STYLE), "--no-such-flag")
+    assert r.returncode == 2 and "(see 'faceblit stylize --help')" in r.stderr
+    r = run("compare", str(tmp_path / "x.mp4"))
+    assert r.returncode == 2 and "(see 'faceblit compare --help')" in r.stderr
+    r = run("stylize", str(tmp_path / "x.mp4"), "--style", str(STYLE), "--levels", "12")
+    assert r.returncode == 2 and r.stderr.rstrip().endswith("(see 'faceblit stylize --help')")
+
+
+def test_stylize_help_reads_at_80_columns():
+    env = dict(os.environ, COLUMNS="80", TERM="dumb")
+    out = run("stylize", "--help", env=env).stdout
+    usage = next(ln for ln in out.splitlines() if "Usage:" in ln)
+    assert "faceblit stylize [OPTIONS] INPUT..." in usage and "{" not in usage
+    assert "<bool>" not in out  # flags take no value
+    assert max(len(ln) for ln in out.splitlines()) <= 80
+    assert len(out.splitlines()) < 200  # was ~270, with descriptions squeezed into 22 columns
+    threshold = next(ln for ln in out.splitlines() if "--threshold" in ln)
+    assert "StyleBlit acceptance threshold" in threshold  # the description has room on the option's line
+    for panel in ("Synthesis", "Guides and motion", "Faces", "Device and encoding", "Switches"):
+        assert panel in out
+    compare = run("compare", "--help", env=env).stdout
+    assert "compare [OPTIONS] A B" in compare and "--quiet" in compare
+
+
+def test_compare_quiet(small):
+    r = run("compare", str(small["still"]), str(small["still"]))
+    assert r.returncode == 0 and r.stdout.startswith("frames=1 ")
+    r = run("compare", str(small["still"]), str(small["still"]), "--quiet")
+    assert r.returncode == 0 and r.stdout == "" and r.stderr == ""
+
+
+def test_json_batch_has_a_record_for_every_input(small, tmp_path):
+    """--json: one JSON line per input (JSON lines), failed ones included, each with the version and style."""
+    from faceblit_core._version import __version__
+
+    (tmp_path / "bad.mp4").write_text("not a video\n")
+    (tmp_path / "D").mkdir()
+    r = run_in(tmp_path, "stylize", small["still"], "bad.mp4", CLIP, "--style", small["style"], "--out-dir", "D", "--frames", "0:2",
+               "--cache-dir", small["cache"], "--json", "-q")
+    assert r.returncode == 1, r.stderr
+    records = [json.loads(line) for line in r.stdout.splitlines()]
+    assert [(rec["input"], rec["status"]) for rec in records] == [(str(small["still"]), "written"), ("bad.mp4", "failed"), (str(CLIP), "written")]
+    assert all(rec["version"] == __version__ and rec["style"] == str(small["style"]) for rec in records)
+    bad = records[1]
+    assert bad["exit_code"] == 3 and bad["error"].startswith("bad.mp4: not a video or image")
+    assert records[2]["output"] == "D/clip-small.mp4" and records[2]["frames"] == 2
+    assert 0 < records[2]["render_seconds"] <= records[2]["seconds"]
+    assert records[2]["fps"] == pytest.approx(2 / records[2]["render_seconds"], rel=0.01)
+
+
+def _stderr_on_a_terminal(args, cwd) -> str:
+    """Run the CLI with stderr on a pseudo-terminal (stdout piped); return what the terminal got."""
+    master, slave = pty.openpty()
+    env = dict(os.environ, PYTHONDONTWRITEBYTECODE="1", COLUMNS="100")
+    proc = subprocess.Popen([*FACEBLIT, *map(str, args)], cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=slave)
+    os.close(slave)
+    chunks = []
+
+    def drain():
+        while True:
+            try:
+                data = os.read(master, 4096)
+            except OSError:  # EIO: the child closed the terminal
+                return
+            if not data:
+                return
+            chunks.append(data)
+
+    reader = threading.Thread(target=drain)
+    reader.start()
+    proc.communicate(timeout=300)
+    reader.join(timeout=10)
+    os.close(master)
+    assert proc.returncode == 0, b"".join(chunks)[-2000:]
+    return b"".join(chunks).decode(errors="replace")
+
+
+def test_start_up_shows_a_status_on_a_terminal_only_and_fps_says_what_it_counts(small, tmp_path):
+    args = ["stylize", small["still"], "--style", small["style"], "--cache-dir", small["cache"], "-o"]
+    tty = _stderr_on_a_terminal([*args, tmp_path / "tty.png"], tmp_path)
+    assert "faceblit: preparing style" in tty and "\x1b[K" in tty  # a one-line status, rewritten in place
+    r = run_in(tmp_path, *args, tmp_path / "pipe.png")
+    assert r.returncode == 0, r.stderr
+    assert "preparing style" not in r.stderr and "\r" not in r.stderr and "\x1b" not in r.stderr  # logs stay clean
+    (line,) = r.stderr.splitlines()
+    assert re.search(r" [0-9.]+ fps on cpu \(rendering only; [0-9.]+ s in all with start-up\)$", line), line

@@ -389,7 +389,9 @@ def batch(unusual, styles, cache, tmp_path_factory):
     inputs.insert(len(inputs) // 2, unusual["bad.mp4"])
     r = run_cli("stylize", *inputs, "--style", styles["small"], "--out-dir", out, "--frames", "0:50",
                 "--cache-dir", cache, "--json", "-q", timeout=900)
-    summaries = {Path(s["input"]).name: s for s in map(json.loads, r.stdout.splitlines())}
+    records = [json.loads(line) for line in r.stdout.splitlines()]  # JSON lines: one per input, failed ones included
+    summaries = {Path(s["input"]).name: s for s in records if s["status"] == "written"}
+    assert [Path(s["input"]).name for s in records if s["status"] == "failed"] == ["bad.mp4"], r.stderr[-3000:]
     return r, summaries, out, before
 
 
