@@ -1,15 +1,31 @@
-"""CLI shell: version is fast and light, bad options exit 2 with one line, help lists every tunable."""
+"""CLI shell: version is fast and light, bad options exit 2 with one line, help lists every tunable;
+batches never write one output twice, conflicting options are usage errors, messages name the
+file, --json gives a record per input (issue 12)."""
 
+import json
+import os
+import pty
 import re
+import shutil
+import signal
 import subprocess
 import sys
+import threading
+import time
 from dataclasses import fields
 from pathlib import Path
 
+import cv2
+import numpy as np
+import pytest
+
+from faceblit_core import media
 from faceblit_core.config import StylizeConfig
 
 FACEBLIT = [sys.executable, "-m", "cli.main"]
 REPO = Path(__file__).resolve().parents[1]
+CLIP = REPO / "samples" / "clip.mp4"
+STYLE = REPO / "samples" / "exemplar.png"
 
 
 def run(*args, **kw):
@@ -48,8 +64,6 @@ def test_debug_shows_the_traceback_and_keeps_the_exit_code(tmp_path):
 
 
 def test_output_that_is_a_folder_is_named_as_such(tmp_path):
-    import pytest
-
     from faceblit_core.errors import OutputError
     from faceblit_core.media import check_output
 
@@ -68,20 +82,6 @@ def test_an_interrupt_while_writing_to_stdout_says_the_stream_is_incomplete():
 
 
 # ------------------------------------------------------------------ issue 12: batch safety, options, messages
-import json  # noqa: E402 - the helpers below belong to these tests
-import os  # noqa: E402
-import pty  # noqa: E402
-import shutil  # noqa: E402
-import signal  # noqa: E402
-import threading  # noqa: E402
-import time  # noqa: E402
-
-import cv2  # noqa: E402
-import numpy as np  # noqa: E402
-import pytest  # noqa: E402
-
-CLIP = REPO / "samples" / "clip.mp4"
-STYLE = REPO / "samples" / "exemplar.png"
 
 
 def run_in(cwd, *args, **kw):
@@ -106,8 +106,6 @@ def small(tmp_path_factory):
     cv2.imwrite(str(d / "small.png"), cv2.resize(bgr, (200, 260), interpolation=cv2.INTER_AREA))
     lm = np.loadtxt(REPO / "samples" / "exemplar.lm.txt")
     np.savetxt(d / "small.lm.txt", (lm + 0.5) * [200 / w, 260 / h] - 0.5, fmt="%.3f")
-    from faceblit_core import media
-
     frame = next(iter(media.iter_frames(media.probe(CLIP))))
     cv2.imwrite(str(d / "still.png"), frame[:, :, ::-1])
     cache = d / "cache"
@@ -174,8 +172,6 @@ def test_an_interrupted_batch_says_which_outputs_were_written(small, tmp_path):
     """SIGINT while the second of two inputs is being written: the first output stays and is
     named, the second is not written; exit 130."""
     long_clip = tmp_path / "long.mp4"
-    from faceblit_core import media
-
     subprocess.run([media.find_ffmpeg(), "-hide_banner", "-loglevel", "error", "-stream_loop", "3", "-i", str(CLIP), "-c", "copy",
                     str(long_clip)], check=True)
     out = tmp_path / "D"
