@@ -10,6 +10,7 @@ stderr, so stdout stays free for ``-o -`` (video on stdout).
 from __future__ import annotations
 
 import inspect
+import os
 import json
 import re
 import sys
@@ -339,6 +340,43 @@ def prepare_style_cmd(
     except BaseException as exc:  # noqa: BLE001
         raise _fail(exc, "prepare-style")
     typer.echo(report.describe())
+
+
+# ---------------------------------------------------------------------------------- cache
+@app.command("cache")
+def cache_cmd(
+    clear: bool = typer.Option(False, "--clear", help="Remove every entry (those in use by a running faceblit are kept)."),
+    prune: bool = typer.Option(False, "--prune", help="Remove least recently used entries until the cache fits its limit."),
+    cache_dir: Optional[Path] = typer.Option(None, "--cache-dir", help="Style cache folder (default as stylize's)."),
+) -> None:
+    """Show where the style cache is and what it holds (entries, sizes, last use, total vs limit)."""
+    import datetime
+    import os
+
+    try:
+        from faceblit_core import cache
+        from faceblit_core.errors import ConfigError
+        from faceblit_core.style import default_cache_dir
+
+        if clear and prune:
+            raise ConfigError("--clear and --prune: give one of them")
+        folder = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir()
+        limit = cache.max_bytes()
+        if clear or prune:
+            done = cache.prune(folder, 0 if clear else None)
+            kept = f"; {len(done.busy)} in use kept" if done.busy else ""
+            typer.echo(f"removed {len(done.removed)} entr{'y' if len(done.removed) == 1 else 'ies'} ({cache.format_bytes(done.bytes_before - done.bytes_after)}){kept}")
+        entries = cache.list_entries(folder)
+    except BaseException as exc:  # noqa: BLE001
+        raise _fail(exc)
+    source = f"${cache.MAX_BYTES_ENV}" if os.environ.get(cache.MAX_BYTES_ENV, "").strip() else "default"
+    typer.echo(f"cache: {folder}{'' if folder.is_dir() else ' (not created yet)'}")
+    for e in reversed(entries):  # most recently used first
+        used = datetime.datetime.fromtimestamp(e.last_used).isoformat(" ", "seconds")
+        typer.echo(f"  {e.key[:16]}  {cache.format_bytes(e.size):>10}  last used {used}{'  (in use)' if e.in_use else ''}")
+    total = sum(e.size for e in entries)
+    typer.echo(f"{len(entries)} entr{'y' if len(entries) == 1 else 'ies'}, {cache.format_bytes(total)} of "
+               f"{cache.format_bytes(limit) + ' (' + source + ')' if limit else 'no limit ($' + cache.MAX_BYTES_ENV + '=0)'}")
 
 
 # ------------------------------------------------------------------------------ landmarks

@@ -18,17 +18,22 @@ Everything the synthesis needs from the exemplar depends only on the image, its
 Cache
 -----
 Folder: ``cache_dir`` if given, else ``$FACEBLIT_CACHE_DIR``, else
-``$XDG_CACHE_HOME/faceblit``, else ``~/.cache/faceblit``. One uncompressed
-``.npz`` per entry (~66 MiB for a 768×1024 exemplar, most of it the table),
-named ``<key>.npz`` (a renamed copy of a style finds its entry). The key is a SHA-256 over a format
+``$XDG_CACHE_HOME/faceblit``, else ``~/.cache/faceblit``. One file per entry
+(~66 MiB for a 768×1024 exemplar, nearly all of it the table), named
+``<key>.fbstyle`` (a renamed copy of a style finds its entry). The key is a SHA-256 over a format
 version, the faceblit version, the style file's BYTES, the landmark VALUES (or
 "detected"), and every parameter (``lambda_pos``, ``lambda_app``, ``lut_radius``,
-``temporal_blur``, ``style_max_side``): any change makes a new entry, never a stale hit. An entry is
-written to a temporary file in the same folder and renamed with
-:func:`os.replace`, so concurrent runs never see half a file (the last writer
-wins; both wrote the same content). An unreadable, truncated or inconsistent
-entry is rebuilt. Entries are never deleted automatically: ``rm -r`` the folder
-to reclaim space.
+``temporal_blur``, ``style_max_side``): any change makes a new entry, never a stale hit.
+
+Layout: the table as a ``.npy`` record first (its data 64-byte aligned, so a
+hit memory-maps it instead of reading 64 MiB: a still touches a few MiB of it),
+then ``format_version``, ``key``, ``image``, ``landmarks``, ``app``,
+``app_cdf``, ``temp`` as further ``.npy`` records. An entry is written to a
+temporary file in the same folder and renamed with :func:`os.replace`, so
+concurrent runs never see half a file (the last writer wins; both wrote the
+same content). An unreadable, truncated or inconsistent entry is rebuilt.
+The folder is kept under a size limit, least recently used entries evicted,
+and an entry in use by another run is never removed: :mod:`faceblit_core.cache`.
 
 References
 ----------
@@ -49,6 +54,7 @@ from typing import Any
 
 import numpy as np
 
+from faceblit_core import cache as _cache
 from faceblit_core import lut as _lut
 from faceblit_core._version import __version__
 from faceblit_core.checks import check, check_array
@@ -57,12 +63,14 @@ from faceblit_core.errors import InputError, StyleError
 __all__ = ["StyleAsset", "PrepareReport", "prepare_style", "prepare_style_report", "default_cache_dir", "style_key", "FORMAT_VERSION"]
 
 #: Version of the cached file's layout and of the recipe; bump it when either changes.
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 #: Suffix of the landmark file looked up next to a style image (``NAME.png`` → ``NAME.lm.txt``).
 SIBLING_LANDMARKS_SUFFIX = ".lm.txt"
 
 _DEFAULTS = {"lambda_pos": 10.0, "lambda_app": 2.0, "lut_radius": 30.0, "temporal_blur": 6.0}
 _ARRAYS = ("image", "landmarks", "app", "app_cdf", "temp", "lut")
+# Records after the table, in file order.
+_SMALL = ("image", "landmarks", "app", "app_cdf", "temp")
 
 
 @dataclass(frozen=True, eq=False)
@@ -356,7 +364,7 @@ def prepare_style_report(
     stages["hash"] = time.perf_counter() - t
 
     folder = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir()
-    entry = folder / f"{key}.npz"
+    entry = folder / f"{key}{_cache.ENTRY_SUFFIX}"
     note = ""
     if entry.exists():
         t = time.perf_counter()
@@ -378,6 +386,15 @@ def prepare_style_report(
     except OSError as exc:
         entry = None
         notes.append(f"cache not written: {exc.strerror or exc}")
+    else:
+        try:
+            pruned = _cache.prune(folder, keep=[entry])
+        except OSError as exc:  # a full or read-only folder must not fail the run
+            notes.append(f"cache not pruned: {exc.strerror or exc}")
+        else:
+            if pruned.removed:
+                notes.append(f"evicted {len(pruned.removed)} least recently used cache entr{'y' if len(pruned.removed) == 1 else 'ies'} "
+                             f"({_cache.format_bytes(pruned.bytes_before - pruned.bytes_after)})")
     note = "; ".join(notes)
     stages["save"] = time.perf_counter() - t
     return PrepareReport(asset, False, time.perf_counter() - t_start, stages, entry, lm_source, note)
@@ -510,18 +527,22 @@ def _build(data: bytes, style_path: Path, name: str, points, lm_source: str, key
 
 # ------------------------------------------------------------------------------- cache files
 def _save_entry(entry: Path, asset: StyleAsset) -> None:
-    """Write an entry atomically: temporary file in the same folder, then ``os.replace``."""
+    """Write an entry atomically: temporary file in the same folder (locked while written), then ``os.replace``."""
+    from numpy.lib import format as npy
+
     entry.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{entry.stem}.", suffix=".tmp", dir=entry.parent)
+    fd, tmp = tempfile.mkstemp(prefix=f".{asset.key}.", suffix=".tmp", dir=entry.parent)
     try:
+        # Held until closed: a prune removes a temporary file only when its writer is gone.
+        _cache.lock_exclusive_now(fd)
         with os.fdopen(fd, "wb") as f:
-            np.savez(
-                f,
-                format_version=np.int64(FORMAT_VERSION),
-                key=np.array(asset.key),
-                **{k: getattr(asset, k) for k in _ARRAYS},
-            )
-        os.replace(tmp, entry)
+            npy.write_array(f, np.ascontiguousarray(asset.lut), version=(1, 0), allow_pickle=False)
+            npy.write_array(f, np.array(FORMAT_VERSION, dtype=np.int64), version=(1, 0), allow_pickle=False)
+            npy.write_array(f, np.array(asset.key), version=(1, 0), allow_pickle=False)
+            for name in _SMALL:
+                npy.write_array(f, np.ascontiguousarray(getattr(asset, name)), version=(1, 0), allow_pickle=False)
+            os.replace(tmp, entry)
+        _cache.touch(entry)
     except BaseException:
         try:
             os.unlink(tmp)
@@ -531,12 +552,37 @@ def _save_entry(entry: Path, asset: StyleAsset) -> None:
 
 
 def _load_entry(entry: Path, key: str, *, path: str, params: dict) -> StyleAsset:
-    """Read and verify an entry; raises on anything missing, truncated or inconsistent."""
-    with np.load(entry, allow_pickle=False) as z:
-        if int(z["format_version"]) != FORMAT_VERSION or str(z["key"]) != key:
+    """Read and verify an entry, the table memory-mapped; raises on anything missing, truncated or inconsistent.
+
+    The small arrays are read; the 64 MiB table is mapped read-only (a hit then
+    costs milliseconds, and the pages a still never looks up are never read).
+    The map carries a shared lock on the entry for as long as the table lives, so
+    a prune by another run skips it (:mod:`faceblit_core.cache`). The entry's
+    last use is set to now.
+    """
+    import mmap
+
+    from numpy.lib import format as npy
+
+    with open(entry, "rb") as f:
+        _cache.lock_shared(f)
+        if npy.read_magic(f) != (1, 0):
+            raise ValueError("not a table record")
+        shape, fortran, dtype = npy.read_array_header_1_0(f)
+        check(shape == (256, 256, 256) and not fortran and dtype == np.dtype(np.int32), "cached lut", "(256, 256, 256) int32", (shape, dtype))
+        offset = f.tell()
+        f.seek(offset + int(np.prod(shape)) * dtype.itemsize)
+        if int(npy.read_array(f, allow_pickle=False)) != FORMAT_VERSION or str(npy.read_array(f, allow_pickle=False)) != key:
             raise ValueError("entry of another key or format")
-        arrays = {k: z[k] for k in _ARRAYS}
+        arrays = {name: npy.read_array(f, allow_pickle=False) for name in _SMALL}
+        # The map duplicates the descriptor: the shared lock lives as long as the table.
+        # Copy-on-write (never written back): torch warns about read-only arrays.
+        mapped = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_COPY)
+    arrays["lut"] = np.frombuffer(mapped, dtype=np.int32, count=256**3, offset=offset).reshape(shape)
     asset = StyleAsset(key=key, path=path, params=dict(params), **arrays)  # checks shapes and dtypes
-    lo, hi = int(asset.lut.min()), int(asset.lut.max())
+    # One slab as a sanity check of the values (all 64 MiB would defeat the map).
+    slab = asset.lut[128]
+    lo, hi = int(slab.min()), int(slab.max())
     check(0 <= lo and hi < asset.width * asset.height, "cached lut values", f"in [0, {asset.width * asset.height})", (lo, hi))
+    _cache.touch(entry)
     return asset

@@ -82,11 +82,11 @@ def test_builds_the_documented_assets_then_hits_the_cache(style_file, cache):
         np.testing.assert_array_equal(getattr(r2.asset, name), getattr(a, name))
     assert "cache" in r2.describe()
     # one entry, no temporary files left behind
-    assert [p.name for p in cache.iterdir()] == [f"{a.key}.npz"]
+    assert [p.name for p in cache.iterdir() if p.name != ".lock"] == [f"{a.key}.fbstyle"]
     # the plain form returns the asset; a renamed copy of the file finds the same entry
     copy = shutil.copy(style_file, style_file.with_name("renamed.png"))
     assert isinstance(prepare_style(copy, landmarks=pts, cache_dir=cache, temporal_blur=4.0, **FAST), StyleAsset)
-    assert len(list(cache.iterdir())) == 1
+    assert len(list(cache.glob("*.fbstyle"))) == 1
 
 
 def test_sibling_landmark_file_is_used_automatically(style_file, cache):
@@ -237,10 +237,10 @@ def test_concurrent_runs_on_the_same_style_never_see_half_a_file(style_file, cac
 
     def reader():
         while any(p.poll() is None for p in procs):
-            entries = list(cache.glob("*.npz")) if cache.is_dir() else []
+            entries = list(cache.glob("*.fbstyle")) if cache.is_dir() else []
             for e in entries:
                 try:
-                    S._load_entry(e, e.stem, path="x", params={})
+                    S._load_entry(e, e.name[: -len(".fbstyle")], path="x", params={})
                     loads[0] += 1
                 except FileNotFoundError:
                     pass
@@ -255,7 +255,7 @@ def test_concurrent_runs_on_the_same_style_never_see_half_a_file(style_file, cac
     keys = {o[0].split()[0] for o in outs}
     assert len(keys) == 1 and not errors, errors[:3]
     assert loads[0] > 0
-    assert sorted(p.name for p in cache.iterdir()) == [f"{keys.pop()}.npz"]  # no temporary files left
+    assert sorted(p.name for p in cache.iterdir() if p.name != ".lock") == [f"{keys.pop()}.fbstyle"]  # no temporary files left
     assert prepare_style_report(style_file, cache_dir=cache, lut_radius=3.0).cache_hit
 
 
@@ -273,7 +273,7 @@ def test_two_threads_building_at_once_agree(style_file, cache):
     [t.join() for t in threads]
     assert len(results) == 2
     np.testing.assert_array_equal(results[0].asset.lut, results[1].asset.lut)
-    assert len(list(cache.iterdir())) == 1
+    assert len(list(cache.glob("*.fbstyle"))) == 1
 
 
 # ------------------------------------------------------------------------------------- errors
