@@ -356,11 +356,10 @@ def cache_cmd(
     try:
         from faceblit_core import cache
         from faceblit_core.errors import ConfigError
-        from faceblit_core.style import default_cache_dir
 
         if clear and prune:
             raise ConfigError("--clear and --prune: give one of them")
-        folder = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir()
+        folder = Path(cache_dir).expanduser() if cache_dir is not None else cache.default_cache_dir()
         limit = cache.max_bytes()
         if clear or prune:
             done = cache.prune(folder, 0 if clear else None)

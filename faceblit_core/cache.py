@@ -52,6 +52,8 @@ __all__ = [
     "touch",
     "lock_shared",
     "format_bytes",
+    "default_cache_dir",
+    "model_file",
 ]
 
 #: Suffix of a cache entry (the style module's file layout).
@@ -137,6 +139,34 @@ def format_bytes(n: int) -> str:
         if n >= scale:
             return f"{n / scale:.1f} {unit}"
     return f"{n} B"
+
+
+# ------------------------------------------------------------------------------- folder
+def default_cache_dir() -> Path:
+    """The style cache folder when none is given.
+
+    Returns
+    -------
+    Path
+        ``$FACEBLIT_CACHE_DIR``, else ``$XDG_CACHE_HOME/faceblit``, else
+        ``~/.cache/faceblit`` (not created here).
+    """
+    env = os.environ.get("FACEBLIT_CACHE_DIR")
+    if env:
+        return Path(env).expanduser()
+    xdg = os.environ.get("XDG_CACHE_HOME")
+    if xdg:
+        return Path(xdg).expanduser() / "faceblit"
+    return Path.home() / ".cache" / "faceblit"
+
+
+def model_file(name: str) -> Path:
+    """Where a derived model file (e.g. dlib's decoded HOG detector) is kept: ``default_cache_dir()/models/NAME``.
+
+    Not counted against the limit nor removed by a prune: a few hundred KB that
+    are rebuilt when missing.
+    """
+    return default_cache_dir() / "models" / name
 
 
 # ------------------------------------------------------------------------------- locking

@@ -28,6 +28,7 @@ and resets at scene cuts.
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import math
 import os
@@ -359,6 +360,34 @@ def _models_dir() -> Path:
     return Path(list(spec.submodule_search_locations)[0]) / "models"
 
 
+def _hog_detector(dlib: Any) -> Any:
+    """dlib's frontal-face HOG detector, kept decoded in the cache folder.
+
+    ``dlib.get_frontal_face_detector()`` decodes a compressed model built into
+    dlib: ~0.4 s of CPU, a tenth of a whole one-still run. Its saved form (150 KB,
+    ``models/`` of the cache folder, one file per dlib version) loads in ~2 ms and
+    detects identically. A missing or damaged file is rebuilt; an unwritable
+    folder only costs the time.
+    """
+    from faceblit_core.cache import model_file
+
+    path = model_file(f"dlib-{dlib.__version__}-frontal-face.svm")
+    try:
+        return dlib.fhog_object_detector(str(path))
+    except RuntimeError:  # absent or damaged (dlib raises RuntimeError for both)
+        pass
+    model = dlib.get_frontal_face_detector()
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        model.save(str(tmp))
+        os.replace(tmp, path)  # concurrent runs never read half a file
+    except (OSError, RuntimeError):
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+    return model
+
+
 def _dlib_model(kind: str) -> Any:
     """Load a dlib model once per process ("hog", "predictor" or "cnn")."""
     with _dlib_lock:
@@ -369,7 +398,7 @@ def _dlib_model(kind: str) -> Any:
         except ImportError:
             raise EnvironmentProblem("dlib is not installed (pip install dlib-bin)") from None
         if kind == "hog":
-            model = dlib.get_frontal_face_detector()
+            model = _hog_detector(dlib)
         else:
             path = _models_dir() / _MODEL_FILES[kind]
             if not path.is_file():

@@ -55,6 +55,7 @@ from typing import Any
 import numpy as np
 
 from faceblit_core import cache as _cache
+from faceblit_core.cache import default_cache_dir
 from faceblit_core import lut as _lut
 from faceblit_core._version import __version__
 from faceblit_core.checks import check, check_array
@@ -182,25 +183,6 @@ class PrepareReport:
             what += f"; cached as {self.cache_file}" if self.cache_file else "; not cached"
         note = f" ({self.note})" if self.note else ""
         return f"{name}: {a.width}x{a.height}, key {a.key[:12]}: {what}{note}"
-
-
-# ------------------------------------------------------------------------------ cache folder
-def default_cache_dir() -> Path:
-    """The style cache folder when none is given.
-
-    Returns
-    -------
-    Path
-        ``$FACEBLIT_CACHE_DIR``, else ``$XDG_CACHE_HOME/faceblit``, else
-        ``~/.cache/faceblit`` (not created here).
-    """
-    env = os.environ.get("FACEBLIT_CACHE_DIR")
-    if env:
-        return Path(env).expanduser()
-    xdg = os.environ.get("XDG_CACHE_HOME")
-    if xdg:
-        return Path(xdg).expanduser() / "faceblit"
-    return Path.home() / ".cache" / "faceblit"
 
 
 def style_key(image_bytes: bytes, landmarks: np.ndarray | None, params: dict, *, max_side: int | None = None) -> str:
