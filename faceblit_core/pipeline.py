@@ -255,8 +255,11 @@ class FrameStylizer:
         faces_sorted = sorted(faces, key=lambda f: -f.area)
         if cfg.background:
             main = faces_sorted[0] if faces_sorted else None
-            stylized, _ = self._synthesize(frame, main, Region.full(W, H), background=True)
-            out[...] = stylized
+            # Letterbox/pillarbox bars stay as they are: stylized, their edge rows were
+            # mapped onto the exemplar's border and smeared into streaks (issue 12).
+            picture = active_picture(frame)
+            stylized, _ = self._synthesize(frame, main, picture, background=True)
+            out[picture.y0 : picture.y1, picture.x0 : picture.x1] = stylized
             faces_sorted = faces_sorted[1:]
         for face in faces_sorted:
             # The mask reaches well above the brows (forehead ellipse): grow the region from its outline.
@@ -284,11 +287,17 @@ class FrameStylizer:
         H, W = frame.shape[:2]
         t = time.perf_counter()
         if face is None:
-            # No landmarks to steer by: map the frame onto the exemplar by scaling alone.
-            ys, xs = np.mgrid[region.y0 : region.y1, region.x0 : region.x1].astype(np.float32)
-            g_pos = np.stack([xs * (style.width / W), ys * (style.height / H)], axis=-1)
+            # No landmarks to steer by: map the region (the picture) onto the exemplar by scaling alone.
+            ys, xs = np.mgrid[0 : region.height, 0 : region.width].astype(np.float32)
+            g_pos = np.stack([xs * (style.width / region.width), ys * (style.height / region.height)], axis=-1)
         else:
-            anchors = background_anchors(W, H, face.points, style.landmarks, style.width, style.height) if background else None
+            anchors = None
+            if background:
+                # The picture's bottom corners (not a letterbox bar's) pin the body; the
+                # anchors' style side does not depend on where the picture starts.
+                origin = np.array([region.x0, region.y0], dtype=np.float32)
+                p, q = background_anchors(region.width, region.height, face.points - origin, style.landmarks, style.width, style.height)
+                anchors = (p + origin, q)
             g_pos = positional_guide(face.points, style.landmarks, region=region, alpha=cfg.mls_alpha, grid=cfg.mls_grid, anchors=anchors)
         t = self._tick("guide_pos", t)
         mask = flow = None
@@ -493,6 +502,45 @@ class FrameStylizer:
             if image.ndim == 2:
                 image = np.repeat(image[..., None], 3, axis=2)
             write_image(self.save_guides / f"{tag}_{name}.png", image, overwrite=True)
+
+
+def active_picture(frame: np.ndarray, *, level: int = 24, max_bar: float = 1 / 3) -> "Region":
+    """The frame without its letterbox/pillarbox bars: the region background mode stylizes.
+
+    A bar is a run of whole rows (top, bottom) or columns (left, right) at the
+    frame's edge whose every pixel is dark (all channels ≤ ``level``: encoders
+    leave a little noise in black). Bars wider than ``max_bar`` of the frame
+    are not taken as bars (a dark scene is picture, not a bar), nor is an
+    all-dark frame.
+
+    Parameters
+    ----------
+    frame : (H, W, 3) uint8 RGB
+    level : int, keyword-only
+        Brightest value (0–255) a bar pixel may have.
+    max_bar : float, keyword-only
+        Largest bar, as a fraction of the frame's height (width for side bars).
+
+    Returns
+    -------
+    Region
+        The picture, frame px; the whole frame when there are no bars.
+    """
+    from faceblit_core.geometry import Region
+
+    H, W = frame.shape[:2]
+    dark = frame.max(axis=2) <= level
+    rows, cols = dark.all(axis=1), dark.all(axis=0)
+
+    def run(flags: np.ndarray, limit: int) -> int:
+        n = int(np.argmin(flags)) if not flags.all() else len(flags)
+        return n if n <= limit else 0
+
+    if rows.all():
+        return Region.full(W, H)
+    top, bottom = run(rows, int(H * max_bar)), run(rows[::-1], int(H * max_bar))
+    left, right = run(cols, int(W * max_bar)), run(cols[::-1], int(W * max_bar))
+    return Region(left, top, W - right, H - bottom)
 
 
 def _fixed_point_maps(xy: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

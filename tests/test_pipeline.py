@@ -159,3 +159,42 @@ def test_keep_previous_nnf_keeps_only_what_still_meets_the_threshold():
     assert torch.equal(out[2:], new[2:])
     with pytest.raises(ValueError):
         keep_previous_nnf(new, prev[:2], g_pos, g_app, style_app, threshold=1.0)
+
+
+def test_active_picture_finds_letterbox_and_pillarbox_bars():
+    from faceblit_core.geometry import Region
+    from faceblit_core.pipeline import active_picture
+
+    rng = np.random.default_rng(0)
+    frame = np.zeros((120, 160, 3), np.uint8)
+    frame[20:110, 8:150] = rng.integers(30, 255, (90, 142, 3))
+    frame[:20] = rng.integers(0, 18, (20, 160, 3))  # an encoded black bar is not exactly 0
+    assert active_picture(frame) == Region(8, 20, 150, 110)
+    assert active_picture(np.zeros((120, 160, 3), np.uint8)) == Region.full(160, 120)  # an all-black frame
+    dark_scene = frame.copy()
+    dark_scene[:60] = 0  # half the frame dark: a dark scene, not a bar
+    assert active_picture(dark_scene).y0 == 0
+
+
+def test_background_mode_keeps_letterbox_bars_dark_and_unsmeared(tmp_path, cache):
+    # The sample clip with black bars of 48 px above and below (a letterboxed film).
+    bar = 48
+    clip = tmp_path / "letterbox.mp4"
+    frames = list(media.iter_frames(media.probe(CLIP), start=0, end=4))
+    h, w = frames[0].shape[:2]
+    with media.VideoWriter(clip, width=w, height=h + 2 * bar, fps=25) as writer:
+        for f in frames:
+            writer.write(np.pad(f, ((bar, bar), (0, 0), (0, 0))))
+    out = tmp_path / "bg.mp4"
+    stylize_video(clip, STYLE, out, config=StylizeConfig(background=True), cache_dir=cache, progress=False)
+    src, res = _frame(clip, 3).astype(int), _frame(out, 3).astype(int)
+    # Stylized, the bars read the exemplar's border rows: bright streaks (mean ~150 before the fix).
+    for rows in (slice(0, bar - 2), slice(-(bar - 2), None)):
+        assert res[rows].max() <= src[rows].max() + 8, "bar repainted"
+        assert res[rows].std() < 3, "bar not uniform"
+    # ... and the picture itself is still repainted.
+    assert np.abs(res[bar + 4 : -bar - 4] - src[bar + 4 : -bar - 4]).mean() > 5
+    # No streaks along the picture's edges: a streak is a row almost constant across the frame
+    # while the rows next to it differ from it (the exemplar's border row stretched out).
+    edge = res[bar : bar + 6].mean(axis=2)
+    assert edge.std(axis=1).min() > 2, "a picture edge row is one smeared colour"
