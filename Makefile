@@ -8,7 +8,7 @@ STAMP  := $(VENV)/.installed
 # keeps pip from resolving a multi-GB CUDA build for the `torch>=` requirement.
 TORCH_PIN ?= torch==2.13.0
 
-.PHONY: venv demo test bench gpu-check clean
+.PHONY: venv demo test bench bench-startup gpu-check clean
 
 venv: $(STAMP)
 
@@ -29,6 +29,10 @@ test: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) bench/run.py
+
+# Whole-process time of a cached-style still (one of `make bench`'s scripts).
+bench-startup: $(STAMP)
+	$(PY) bench/run.py startup
 
 gpu-check: $(STAMP)
 	$(PY) bench/gpu_check.py

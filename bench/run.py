@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-ORDER = ["transcode", "landmarks", "guides", "lut", "synthesis", "pipeline", "memory"]
+ORDER = ["transcode", "landmarks", "guides", "lut", "synthesis", "pipeline", "memory", "startup"]
 
 
 def main(argv: list[str]) -> int:
