@@ -311,6 +311,8 @@ def prepare_style_report(
     cache_dir : str or path-like, keyword-only
         Cache folder; default :func:`default_cache_dir`. Created when missing. If
         it cannot be written the asset is still returned (``cache_file`` None).
+        After an entry is written, least recently used entries are evicted down
+        to :func:`faceblit_core.cache.max_bytes` (said in ``note``).
     config : StylizeConfig, optional, keyword-only
         Source of the four parameters not given explicitly.
 
@@ -326,7 +328,8 @@ def prepare_style_report(
         pixels; the landmark file is missing or bad; landmarks lie outside the
         image; no face is found when detecting.
     ConfigError
-        A parameter is outside its range (see :class:`faceblit_core.config.StylizeConfig`).
+        A parameter is outside its range (see :class:`faceblit_core.config.StylizeConfig`),
+        or ``$FACEBLIT_CACHE_MAX_BYTES`` is malformed.
 
     References
     ----------
@@ -336,6 +339,7 @@ def prepare_style_report(
     stages: dict[str, float] = {}
     params = _resolve_params(config, lambda_pos=lambda_pos, lambda_app=lambda_app, lut_radius=lut_radius, temporal_blur=temporal_blur)
     max_side = _resolve_max_side(config, max_side)
+    _cache.max_bytes()  # a malformed $FACEBLIT_CACHE_MAX_BYTES fails now, not after the build
     style_path = Path(os.fspath(path))
     name = os.fspath(path)
 

@@ -53,6 +53,14 @@ def test_limit_parsing(monkeypatch):
         C.max_bytes()
 
 
+def test_a_malformed_limit_fails_before_any_work(tmp_path, monkeypatch):
+    monkeypatch.setenv(C.MAX_BYTES_ENV, "2 gigs")
+    s, pts = _style(tmp_path, 1)
+    with pytest.raises(ConfigError, match="FACEBLIT_CACHE_MAX_BYTES"):
+        prepare_style_report(s, landmarks=pts, cache_dir=tmp_path / "c", lut_radius=2.0)
+    assert not (tmp_path / "c").exists()
+
+
 def test_prune_evicts_least_recently_used_first_until_the_limit(tmp_path):
     d = tmp_path / "c"
     old = _fake(d, "a" * 64, 3000, age_s=400)
