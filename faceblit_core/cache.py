@@ -129,7 +129,7 @@ def max_bytes(value: str | None = None) -> int:
         return DEFAULT_MAX_BYTES
     m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([KMGT]?)(?:I?B)?\s*", text.upper())
     if not m:
-        raise ConfigError(f"{MAX_BYTES_ENV}: expected a size in bytes such as 2G, 500M or 2147483648 (0 = no limit), got {text!r}")
+        raise ConfigError(f"${MAX_BYTES_ENV}: expected a size in bytes such as 2G, 500M or 2147483648 (0 = no limit), got {text!r}")
     return int(float(m.group(1)) * _UNITS[m.group(2)])
 
 
