@@ -343,13 +343,16 @@ def prepare_style_cmd(
 
 
 # ---------------------------------------------------------------------------------- cache
-@app.command("cache")
+@app.command("cache", cls=_Command)
 def cache_cmd(
     clear: bool = typer.Option(False, "--clear", help="Remove every entry (those in use by a running faceblit are kept)."),
     prune: bool = typer.Option(False, "--prune", help="Remove least recently used entries until the cache fits its limit."),
     cache_dir: Optional[Path] = typer.Option(None, "--cache-dir", help="Style cache folder (default as stylize's)."),
 ) -> None:
-    """Show where the style cache is and what it holds (entries, sizes, last use, total vs limit)."""
+    """Show where the style cache is and what it holds (entries, sizes, last use, total vs limit).
+
+    The limit is $FACEBLIT_CACHE_MAX_BYTES (e.g. 500M, 8G; 0 = none), default 2 GiB.
+    """
     import datetime
     import os
 
@@ -367,7 +370,7 @@ def cache_cmd(
             typer.echo(f"removed {len(done.removed)} entr{'y' if len(done.removed) == 1 else 'ies'} ({cache.format_bytes(done.bytes_before - done.bytes_after)}){kept}")
         entries = cache.list_entries(folder)
     except BaseException as exc:  # noqa: BLE001
-        raise _fail(exc)
+        raise _fail(exc, "cache")
     source = f"${cache.MAX_BYTES_ENV}" if os.environ.get(cache.MAX_BYTES_ENV, "").strip() else "default"
     typer.echo(f"cache: {folder}{'' if folder.is_dir() else ' (not created yet)'}")
     for e in reversed(entries):  # most recently used first

@@ -219,6 +219,6 @@ def test_cache_command_shows_where_and_what_then_prunes_and_clears(tmp_path):
     assert r.returncode == 0 and r.stdout.splitlines()[0] == "removed 1 entry (2.0 MiB)" and "0 entries, 0 B" in r.stdout
     assert not list(d.glob("*" + C.ENTRY_SUFFIX))
     r = _cli("cache", "--clear", "--prune", "--cache-dir", str(d))
-    assert r.returncode == 2 and r.stderr.strip() == "faceblit: error: --clear and --prune: give one of them"
+    assert r.returncode == 2 and r.stderr.strip() == "faceblit: error: --clear and --prune: give one of them (see 'faceblit cache --help')"
     r = _cli("cache", "--cache-dir", str(d), env_extra={C.MAX_BYTES_ENV: "much"})
     assert r.returncode == 2 and r.stderr.startswith("faceblit: error: $FACEBLIT_CACHE_MAX_BYTES: expected a size") and "Traceback" not in r.stderr
