@@ -7,7 +7,6 @@ import importlib.util
 import json
 import re
 import subprocess
-import sys
 from pathlib import Path
 
 import cv2
@@ -19,9 +18,9 @@ CLIP_W, CLIP_H, CLIP_FPS, CLIP_FRAMES = 360, 480, 25, 75
 
 
 def _ffmpeg() -> str:
-    import imageio_ffmpeg
+    from faceblit_core.media import find_ffmpeg
 
-    return imageio_ffmpeg.get_ffmpeg_exe()
+    return find_ffmpeg()
 
 
 def _decode(path: Path, width: int, height: int) -> np.ndarray:
@@ -123,20 +122,46 @@ def test_dlib_finds_the_face_where_the_ground_truth_is(samples_dir: Path, truth:
         assert _nme(faces[0], gt[index]) < 0.03
 
 
+def _frame_psnr(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """PSNR (dB) of each frame pair of two (T, H, W, 3) clips."""
+    mse = ((a.astype(np.float64) - b.astype(np.float64)) ** 2).mean(axis=(1, 2, 3))
+    return 10 * np.log10(255.0**2 / np.maximum(mse, 1e-12))
+
+
 @pytest.mark.slow
 def test_make_samples_reproduces_the_committed_files(samples_dir: Path, tmp_path: Path) -> None:
-    """The committed samples are what the committed script makes (up to codec/library rounding)."""
+    """The committed samples are what the committed script makes.
+
+    Exemplar and landmarks are compared directly (up to library rounding). The encoded
+    clip is not: x264 and swscale take CPU-dependent paths, so two encodes of the same
+    frames differ (mean 1.48 grey levels between the committed clip and one made on
+    another CPU). What the script makes before the encoder is stable, so the committed
+    clip is compared with the regenerated *uncompressed* frames to within the coding
+    loss: measured every frame ≥ 36.2 dB, mean difference 2.4. A one-frame shift of the
+    animation gives 23.5 dB and 5.9, a one-pixel shift 27.4 dB, a brightness change of 2
+    grey levels 34.5 dB and 3.6, all caught. The regenerated clip must code them as well
+    as the committed one does (same encoder settings: within 1 dB).
+    """
     script = Path(__file__).resolve().parents[1] / "scripts" / "make_samples.py"
-    subprocess.run([sys.executable, str(script), "--out", str(tmp_path)], check=True, capture_output=True)
+    spec = importlib.util.spec_from_file_location("make_samples", script)
+    make_samples = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(make_samples)
+    raw = make_samples.build(tmp_path)  # (T, H, W, 3) uint8, what went into the encoder
     np.testing.assert_allclose(
         np.loadtxt(tmp_path / "exemplar.lm.txt"), np.loadtxt(samples_dir / "exemplar.lm.txt"), atol=0.5
     )
     new = cv2.imread(str(tmp_path / "exemplar.png")).astype(np.float32)
     old = cv2.imread(str(samples_dir / "exemplar.png")).astype(np.float32)
     assert np.abs(new - old).mean() < 1.0
-    a = _decode(tmp_path / "clip.mp4", CLIP_W, CLIP_H).astype(np.float32)
-    b = _decode(samples_dir / "clip.mp4", CLIP_W, CLIP_H).astype(np.float32)
-    assert a.shape == b.shape and np.abs(a - b).mean() < 1.0
+    committed = _decode(samples_dir / "clip.mp4", CLIP_W, CLIP_H)
+    regenerated = _decode(tmp_path / "clip.mp4", CLIP_W, CLIP_H)
+    assert raw.shape == committed.shape == regenerated.shape == (CLIP_FRAMES, CLIP_H, CLIP_W, 3)
+    committed_db = _frame_psnr(committed, raw)
+    assert committed_db.min() >= 35.0, committed_db.round(2)
+    assert np.abs(committed.astype(np.float32) - raw).mean() < 3.0
+    regenerated_db = _frame_psnr(regenerated, raw)
+    assert regenerated_db.min() >= 35.0, regenerated_db.round(2)
+    assert abs(regenerated_db.mean() - committed_db.mean()) < 1.0
     np.testing.assert_allclose(
         _truth_points(json.loads((tmp_path / "clip.landmarks.json").read_text())),
         _truth_points(json.loads((samples_dir / "clip.landmarks.json").read_text())),
