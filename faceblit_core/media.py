@@ -3,8 +3,8 @@
 Everything that touches media files lives here, so the rest of the pipeline only
 sees ``(H, W, 3) uint8 RGB`` frames (DESIGN §7, ARCHITECTURE "media (io)"):
 
-* :func:`find_ffmpeg` — the ffmpeg binary: ``$FACEBLIT_FFMPEG``, else ``ffmpeg``
-  on ``PATH``, else the one bundled in the ``imageio-ffmpeg`` wheel.
+* :func:`find_ffmpeg` — the ffmpeg binary: ``$FACEBLIT_FFMPEG``, else the one
+  bundled in the ``imageio-ffmpeg`` wheel, else ``ffmpeg`` on ``PATH``.
 * :func:`probe` — :class:`MediaInfo` parsed from ``ffmpeg -i`` (no ffprobe needed)
   plus an exact frame count from a stream-copy pass.
 * :func:`iter_frames` — upright RGB frames, every frame of the input.
@@ -31,6 +31,7 @@ frame rate.
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import errno
 import fcntl
 import functools
@@ -68,16 +69,18 @@ __all__ = [
     "check_output",
     "spool_stdin",
     "spooled_stdin",
+    "remove_stale_temporaries",
     "is_image_path",
     "start_thread",
     "hold_signals",
     "release_signals",
 ]
 
-#: Still-image extensions written by :func:`write_image` (and refused by :class:`VideoWriter`).
-IMAGE_EXTENSIONS = frozenset({".png", ".jpg", ".jpeg", ".webp"})
-#: Extensions :func:`read_image` / :func:`probe` treat as still images when ffmpeg agrees.
-_IMAGE_READ_EXTENSIONS = IMAGE_EXTENSIONS | {".bmp", ".tif", ".tiff"}
+#: The still-image extensions, the one list of them: :func:`write_image` writes each
+#: (OpenCV picks the format from it), :class:`VideoWriter` refuses them, and the pipeline
+#: and the CLI use it for default output names and messages. Reading detects the format
+#: from the content, whatever the name.
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff")
 #: Containers :class:`VideoWriter` writes (format guessed by ffmpeg from the extension).
 VIDEO_EXTENSIONS = frozenset({".mp4", ".m4v", ".mov", ".mkv", ".webm", ".avi"})
 #: ffmpeg codec names of still-image decoders: a single frame of one of them is an image.
@@ -117,9 +120,14 @@ def find_ffmpeg() -> str:
     """Path of the ffmpeg executable to use (cached per environment).
 
     Looks at ``$FACEBLIT_FFMPEG`` first (must be an executable file), then
-    ``ffmpeg`` on ``PATH``, then ``imageio_ffmpeg.get_ffmpeg_exe()`` (the wheel
-    bundles a static ffmpeg with libx264 and aac, without ffprobe). The binary
-    is run once (``-version``) to make sure it works.
+    ``imageio_ffmpeg.get_ffmpeg_exe()`` (the wheel bundles a static ffmpeg with
+    libx264 and aac, without ffprobe), then ``ffmpeg`` on ``PATH``. The bundled
+    binary comes first because it is the same build on every machine (pinned in
+    ``constraints.txt``): outputs, options and tests do not depend on whatever
+    ffmpeg the machine happens to have (Debian 12's 5.1 lacks options newer ones
+    have, and encodes differently). ``PATH`` is the fallback when the wheel has no
+    binary for the platform. The binary is run once (``-version``) to make sure
+    it works.
 
     Returns
     -------
@@ -156,7 +164,7 @@ def _find_ffmpeg_cached(env_value: str | None, path_env: str) -> str:
         if not exe or not os.path.isfile(exe) or not os.access(exe, os.X_OK):
             raise EnvironmentProblem(f"FACEBLIT_FFMPEG={env_value} is not an executable file; fix it or unset it")
     else:
-        exe = shutil.which("ffmpeg", path=path_env) or _bundled_ffmpeg()
+        exe = _bundled_ffmpeg() or shutil.which("ffmpeg", path=path_env)
         if not exe:
             raise EnvironmentProblem(_NO_FFMPEG)
     exe = os.path.abspath(exe)
@@ -256,11 +264,56 @@ def _read_log(f: IO[bytes]) -> str:
     return f.read().decode("utf-8", "replace")
 
 
-def _popen(args: list[str], **kw: Any) -> subprocess.Popen:
-    """Start ffmpeg in its own session so a terminal's Ctrl-C reaches only Python,
-    which then stops ffmpeg deliberately (and removes partial output)."""
+_PR_SET_PDEATHSIG = 1
+
+
+def _load_prctl() -> Any:
+    """libc's ``prctl`` (Linux), looked up once here so the forked child only calls it."""
+    if not sys.platform.startswith("linux"):
+        return None
     try:
-        return subprocess.Popen(args, bufsize=0, start_new_session=True, **kw)
+        prctl = ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):
+        return None
+    prctl.argtypes = [ctypes.c_int, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong]
+    prctl.restype = ctypes.c_int
+    return prctl
+
+
+_PRCTL = _load_prctl()
+
+
+def _die_with_parent(parent: int) -> None:
+    """``preexec_fn`` of every ffmpeg child: SIGKILL it when this process dies.
+
+    Without it a ``kill -9`` of faceblit leaves an encoder that sees its input end,
+    finishes the partial file and keeps running. ``PR_SET_PDEATHSIG`` is a kernel
+    setting, so it holds whatever way the parent dies. It runs between fork and exec:
+    only a system call (libc and the ctypes function were loaded before the fork, so
+    nothing here takes a lock another thread could have held). Caveat of the kernel
+    feature: the signal follows the *thread* that started the child, so ffmpeg must be
+    started by a thread that outlives it (here: the caller's, which also stops it).
+    """
+    if _PRCTL is not None:
+        _PRCTL(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    if os.getppid() != parent:  # the parent died before the setting took effect
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+def _child_options() -> dict[str, Any]:
+    """Popen options of ffmpeg children: own session (a terminal's Ctrl-C reaches only
+    Python, which then stops ffmpeg deliberately and removes partial output), and death
+    with this process (:func:`_die_with_parent`; Linux only)."""
+    kw: dict[str, Any] = {"start_new_session": True}
+    if _PRCTL is not None:
+        kw["preexec_fn"] = functools.partial(_die_with_parent, os.getpid())
+    return kw
+
+
+def _popen(args: list[str], **kw: Any) -> subprocess.Popen:
+    """Start ffmpeg with :func:`_child_options` and unbuffered pipes."""
+    try:
+        return subprocess.Popen(args, bufsize=0, **_child_options(), **kw)
     except OSError as e:
         raise EnvironmentProblem(f"cannot start ffmpeg at {args[0]} ({e.strerror}); set FACEBLIT_FFMPEG to a working ffmpeg") from None
 
@@ -468,7 +521,7 @@ def probe(path: str | os.PathLike[str]) -> MediaInfo:
 
 def _run_capture(args: list[str], *, want_stdout: bool = False) -> tuple[int, str, str]:
     try:
-        r = subprocess.run(args, stdin=subprocess.DEVNULL, capture_output=True, start_new_session=True)
+        r = subprocess.run(args, stdin=subprocess.DEVNULL, capture_output=True, **_child_options())
     except OSError as e:
         raise EnvironmentProblem(f"cannot start ffmpeg at {args[0]} ({e.strerror}); set FACEBLIT_FFMPEG to a working ffmpeg") from None
     out = r.stdout.decode("utf-8", "replace") if want_stdout else ""
@@ -892,7 +945,7 @@ class _PrefetchReader:
 
 
 def is_image_path(path: str | os.PathLike[str]) -> bool:
-    """True when ``path`` has a still-image extension (png, jpg, jpeg, webp)."""
+    """True when ``path`` has a still-image extension (:data:`IMAGE_EXTENSIONS`)."""
     return Path(os.fspath(path)).suffix.lower() in IMAGE_EXTENSIONS
 
 
@@ -906,10 +959,15 @@ def _same_file(a: Path, b: Path) -> bool:
 
 
 def _check_video_extension(name: str, ext: str) -> None:
-    if ext in _IMAGE_READ_EXTENSIONS:
+    if ext in IMAGE_EXTENSIONS:
         raise OutputError(f"{name}: is an image file name; a video needs one of {', '.join(sorted(VIDEO_EXTENSIONS))}")
     if ext not in VIDEO_EXTENSIONS:
         raise OutputError(f"{name}: unknown video extension {ext or '(none)'!r}; use one of {', '.join(sorted(VIDEO_EXTENSIONS))}")
+
+
+def _check_image_extension(name: str, ext: str) -> None:
+    if ext not in IMAGE_EXTENSIONS:
+        raise OutputError(f"{name}: not an image extension; use one of {', '.join(IMAGE_EXTENSIONS)}")
 
 
 def check_output(
@@ -918,6 +976,7 @@ def check_output(
     overwrite: bool = False,
     inputs: Sequence[str | os.PathLike[str]] = (),
     video: bool = False,
+    image: bool = False,
 ) -> Path:
     """Check, without writing anything, that ``path`` can be written as an output.
 
@@ -935,6 +994,8 @@ def check_output(
         Files the output must not be.
     video : bool, keyword-only
         Also require a video container extension (as :class:`VideoWriter` does).
+    image : bool, keyword-only
+        Also require an image extension (as :func:`write_image` does).
 
     Returns
     -------
@@ -945,8 +1006,8 @@ def check_output(
     ------
     OutputError
         Folder missing, not a folder or not writable, ``path`` is a directory, is
-        one of ``inputs``, exists without ``overwrite``, or (``video``) has no
-        video extension.
+        one of ``inputs``, exists without ``overwrite``, or has no video (``video``)
+        or image (``image``) extension.
     """
     name = os.fspath(path)
     p = Path(name)
@@ -957,6 +1018,8 @@ def check_output(
         raise OutputError(f"{name}: is a directory; give a file name")
     if video:
         _check_video_extension(name, p.suffix.lower())
+    if image:
+        _check_image_extension(name, p.suffix.lower())
     if not folder.exists():
         raise OutputError(f"{name}: folder {folder} does not exist")
     if not folder.is_dir():
@@ -971,20 +1034,99 @@ def check_output(
     return folder
 
 
+# Temporary files (partial outputs, spooled stdin) carry their owner's PID in the name
+# and are locked (flock) by it while they live. A run killed with SIGKILL cannot remove
+# its own, so the next run that writes into the folder removes those whose owner is gone:
+# the PID names no live process and nobody holds the lock. Either test alone could remove
+# a live run's file: the lock is taken a moment after the file is created, and PIDs are
+# reused or belong to another PID namespace (a container sharing the folder).
+_PARTIAL_RE = re.compile(r"^\..+\.partial-(?P<pid>\d+)-[a-z0-9_]{8}(?:\.[^.]*)?$")
+_STDIN_PREFIX = "faceblit-stdin-"
+_STDIN_RE = re.compile(rf"^{_STDIN_PREFIX}(?P<pid>\d+)-[a-z0-9_]{{8}}$")
+
+
+def _owned_tempfile(folder: str | os.PathLike[str], prefix: str, suffix: str = "") -> tuple[int, Path]:
+    """``mkstemp`` named ``PREFIX<pid>-XXXXXXXX SUFFIX``, locked: (descriptor holding the lock, path)."""
+    fd, tmp = tempfile.mkstemp(prefix=f"{prefix}{os.getpid()}-", suffix=suffix, dir=folder)
+    with contextlib.suppress(OSError):  # a filesystem without locks: the PID alone decides
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    return fd, Path(tmp)
+
+
+def _process_gone(pid: int) -> bool:
+    """No process ``pid`` runs here (a zombie has exited: its files and locks are released)."""
+    if pid == os.getpid():
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except OSError:  # EPERM: another user's live process
+        return False
+    try:
+        state = Path(f"/proc/{pid}/stat").read_bytes().rsplit(b")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return False
+    return state in (b"Z", b"X")
+
+
+def remove_stale_temporaries(folder: str | os.PathLike[str], pattern: re.Pattern[str] = _PARTIAL_RE) -> list[Path]:
+    """Remove the temporary files in ``folder`` left by faceblit runs that are gone.
+
+    Files named like ``pattern`` (default: the ``.NAME.partial-PID-XXXXXXXX.EXT``
+    outputs of :func:`atomic_output` and :class:`VideoWriter`) whose PID is not a
+    live process and whose lock nobody holds; a live run's file is never touched.
+    Called before each new temporary file; errors (no permission…) leave a file alone.
+
+    Returns
+    -------
+    list of Path
+        The files removed.
+    """
+    removed: list[Path] = []
+    try:
+        entries = list(os.scandir(folder))
+    except OSError:
+        return removed
+    for entry in entries:
+        m = pattern.match(entry.name)
+        if m is None or not _process_gone(int(m.group("pid"))):
+            continue
+        try:
+            fd = os.open(entry.path, os.O_RDONLY | os.O_NOFOLLOW | getattr(os, "O_NONBLOCK", 0))
+        except OSError:
+            continue
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                continue  # held: its owner lives (a reused PID, another PID namespace)
+            except OSError:
+                pass  # no locks on this filesystem
+            if stat.S_ISREG(os.fstat(fd).st_mode):
+                os.unlink(entry.path)
+                removed.append(Path(entry.path))
+        except OSError:
+            pass
+        finally:
+            os.close(fd)
+    return removed
+
+
 class _AtomicOutput:
-    """Temporary file ``.NAME.partial-XXXX.EXT`` next to ``path``; commit renames it."""
+    """Temporary file ``.NAME.partial-PID-XXXXXXXX.EXT`` next to ``path``, locked while
+    it lives (:func:`remove_stale_temporaries`); commit renames it."""
 
     def __init__(self, path: str | os.PathLike[str], *, overwrite: bool, inputs: Sequence[str | os.PathLike[str]] = ()) -> None:
         self.path = Path(os.fspath(path))
         self.overwrite = overwrite
         name = os.fspath(path)
         folder = check_output(path, overwrite=overwrite, inputs=inputs)
+        remove_stale_temporaries(folder)
         try:
-            fd, tmp = tempfile.mkstemp(prefix=f".{self.path.name}.partial-", suffix=self.path.suffix, dir=folder)
+            self._lock, self.tmp = _owned_tempfile(folder, f".{self.path.name}.partial-", self.path.suffix)
         except OSError as e:
             raise _output_oserror(name, e) from None
-        os.close(fd)
-        self.tmp = Path(tmp)
         self.done = False
 
     def commit(self) -> None:
@@ -1005,11 +1147,19 @@ class _AtomicOutput:
             self.abort()
             raise
         self.done = True
+        self._unlock()
 
     def abort(self) -> None:
         self.done = True
         with contextlib.suppress(FileNotFoundError):
             self.tmp.unlink()
+        self._unlock()
+
+    def _unlock(self) -> None:
+        if self._lock >= 0:
+            with contextlib.suppress(OSError):
+                os.close(self._lock)
+            self._lock = -1
 
 
 def _output_oserror(name: str, e: OSError) -> OutputError:
@@ -1029,11 +1179,12 @@ def atomic_output(
 ) -> Iterator[Path]:
     """Write ``path`` all-or-nothing: yield a temporary path in the same folder.
 
-    The temporary file ``.NAME.partial-XXXX.EXT`` (created empty, same
+    The temporary file ``.NAME.partial-PID-XXXXXXXX.EXT`` (created empty, same
     extension so ffmpeg/OpenCV pick the format) is renamed onto ``path`` with
     ``os.replace`` when the block succeeds, and removed when it raises anything
     (including ``KeyboardInterrupt``). Same folder ⇒ same filesystem ⇒ the
-    rename is atomic.
+    rename is atomic. One left by a killed run (``kill -9``) is removed by the
+    next one writing into the folder (:func:`remove_stale_temporaries`).
 
     Parameters
     ----------
@@ -1088,8 +1239,9 @@ def spool_stdin(tmpdir: str | os.PathLike[str] | None = None, *, stream: IO[byte
     Returns
     -------
     Path
-        ``faceblit-stdin-XXXX`` (no extension: ffmpeg and OpenCV detect the
-        format from the content).
+        ``faceblit-stdin-PID-XXXXXXXX`` (no extension: ffmpeg and OpenCV detect
+        the format from the content). Copies left in that folder by killed runs
+        are removed first (:func:`remove_stale_temporaries`).
 
     Raises
     ------
@@ -1102,11 +1254,15 @@ def spool_stdin(tmpdir: str | os.PathLike[str] | None = None, *, stream: IO[byte
     with contextlib.suppress(AttributeError, ValueError, OSError):
         if os.isatty(src.fileno()):
             raise InputError("stdin is a terminal; pipe a video or image into it, e.g. `cat in.mp4 | faceblit ... -`")
+    folder = tmpdir if tmpdir is not None else tempfile.gettempdir()
+    remove_stale_temporaries(folder, _STDIN_RE)
     try:
-        fd, tmp = tempfile.mkstemp(prefix="faceblit-stdin-", dir=tmpdir)
+        fd, tmp = _owned_tempfile(folder, _STDIN_PREFIX)
     except OSError as e:
-        raise _output_oserror(os.fspath(tmpdir or tempfile.gettempdir()), e) from None
+        raise _output_oserror(os.fspath(folder), e) from None
     try:
+        # The descriptor keeps the lock until the copy is complete; afterwards only the
+        # caller's process keeps the file (its PID is in the name) until it deletes it.
         with os.fdopen(fd, "wb") as f:
             shutil.copyfileobj(src, f, 1 << 20)
         if os.path.getsize(tmp) == 0:
@@ -1162,13 +1318,14 @@ class VideoWriter:
     replication); the output is then ``width + width % 2`` by
     ``height + height % 2``. Nothing else is changed.
 
-    **Atomic**: the video is written to ``.NAME.partial-XXXX.EXT`` in the
+    **Atomic**: the video is written to ``.NAME.partial-PID-XXXXXXXX.EXT`` in the
     target folder and renamed onto ``path`` by :meth:`close` only when ffmpeg
     succeeded. Any exception in the ``with`` block (``KeyboardInterrupt``
     included), or :meth:`abort`, kills ffmpeg and removes the temporary file.
 
     **stdout**: ``path="-"`` writes a fragmented, streamable MP4 to stdout
-    (``-movflags frag_keyframe+empty_moov``); nothing else may write to stdout
+    (``-movflags frag_keyframe+empty_moov+delay_moov``: video and audio start
+    together at 0, as in a file, and hold exactly the frames written); nothing else may write to stdout
     meanwhile.
 
     Parameters
@@ -1329,7 +1486,13 @@ class VideoWriter:
                 kw["b:a"] = "192k"
         if self.to_stdout:
             kw["format"] = "mp4"
-            kw["movflags"] = "frag_keyframe+empty_moov+default_base_moof"
+            # A pipe cannot be rewound to put an index in front, hence fragments. B-frames
+            # make x264's first timestamps negative; fragmented output without an edit list
+            # shifts the video alone (it started 2 frames after the audio, and readers
+            # made up the gap with duplicated frames). delay_moov holds the header until
+            # the first fragment is known, so it carries edit lists: video and audio both
+            # start at 0 (AAC priming skipped), exactly the frames written, as in a file.
+            kw["movflags"] = "frag_keyframe+empty_moov+delay_moov+default_base_moof"
             url = "pipe:1"
         else:
             assert self._atomic is not None
@@ -1534,7 +1697,7 @@ def write_image(
     quality: int = 95,
     inputs: Sequence[str | os.PathLike[str]] = (),
 ) -> None:
-    """Write an RGB image atomically (png/jpg/jpeg/webp by extension).
+    """Write an RGB image atomically, in the format of its extension (:data:`IMAGE_EXTENSIONS`).
 
     Encoded in memory with OpenCV, written to a temporary file in the target
     folder and renamed (:func:`atomic_output`). ``path="-"`` writes a PNG to stdout.
@@ -1566,8 +1729,7 @@ def write_image(
     check(1 <= quality <= 100, "quality", "1..100", quality)
     to_stdout = os.fspath(path) == "-"
     ext = ".png" if to_stdout else Path(os.fspath(path)).suffix.lower()
-    if ext not in IMAGE_EXTENSIONS:
-        raise OutputError(f"{os.fspath(path)}: not an image extension; use .png, .jpg or .webp")
+    _check_image_extension(os.fspath(path), ext)
     params: list[int] = []
     if ext in (".jpg", ".jpeg"):
         params = [cv2.IMWRITE_JPEG_QUALITY, int(quality)]

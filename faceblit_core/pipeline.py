@@ -32,8 +32,7 @@ import numpy as np
 from faceblit_core.config import StylizeConfig
 from faceblit_core.errors import ConfigError, EnvironmentProblem, FaceblitError, Interrupted, OutputError, UsageError
 from faceblit_core.faces import inter_ocular
-
-IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff")
+from faceblit_core.media import IMAGE_EXTENSIONS
 
 
 @dataclass
@@ -124,7 +123,8 @@ def resolve_device(name: str) -> str:
 
 
 def default_output_path(input_path: str | os.PathLike, style_path: str | os.PathLike, *, out_dir: str | os.PathLike | None = None) -> Path:
-    """``NAME-STYLE.EXT`` next to the input (or in ``out_dir``); videos become ``.mp4``."""
+    """``NAME-STYLE.EXT`` next to the input (or in ``out_dir``); an image keeps its
+    extension (every one of :data:`faceblit_core.media.IMAGE_EXTENSIONS` is written), videos become ``.mp4``."""
     src = Path(input_path)
     ext = src.suffix.lower() if src.suffix.lower() in IMAGE_EXTENSIONS else ".mp4"
     name = f"{src.stem}-{Path(style_path).stem}{ext}"
@@ -879,17 +879,16 @@ def stylize_image(
     frame = media.read_image(input)
     out_path = Path(output) if output is not None else default_output_path(input, _style_path(style))
     if str(out_path) != "-" and out_path.suffix.lower() not in IMAGE_EXTENSIONS:
-        raise OutputError(f"{out_path}: an image input needs an image output (.png, .jpg, .webp)")
-    with contextlib.ExitStack() as stack:
-        # Claim the output first: a bad output path fails before any expensive work.
-        target = out_path if str(out_path) == "-" else stack.enter_context(media.atomic_output(out_path, overwrite=overwrite, inputs=[input]))
-        stylizer = _make_stylizer(style, config, device=resolve_device(config.device), fps=25.0, video=False,
-                                  style_landmarks=style_landmarks, fan_weights=fan_weights, cache_dir=cache_dir, save_guides=save_guides)
-        render_started = time.perf_counter()
-        out, faces = stylizer(frame)
-        if side_by_side:
-            out = np.concatenate([frame, out], axis=1)
-        media.write_image(target, out, overwrite=True)
+        raise OutputError(f"{out_path}: an image input needs an image output ({', '.join(IMAGE_EXTENSIONS)})")
+    # A bad output path fails now, before any expensive work (write_image checks again).
+    media.check_output(out_path, overwrite=overwrite, inputs=[input], image=True)
+    stylizer = _make_stylizer(style, config, device=resolve_device(config.device), fps=25.0, video=False,
+                              style_landmarks=style_landmarks, fan_weights=fan_weights, cache_dir=cache_dir, save_guides=save_guides)
+    render_started = time.perf_counter()
+    out, faces = stylizer(frame)
+    if side_by_side:
+        out = np.concatenate([frame, out], axis=1)
+    media.write_image(out_path, out, overwrite=overwrite, inputs=[input])
     done = time.perf_counter()
     return RunSummary(
         input=str(input), output=str(out_path), frames=1, frames_with_face=int(bool(faces)), frames_without_face=int(not faces),

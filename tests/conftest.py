@@ -4,6 +4,7 @@ them skip with a clear reason when it is absent. Small fixtures are made at test
 from __future__ import annotations
 
 import os
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -23,3 +24,28 @@ def shared_data() -> Path:
 @pytest.fixture(scope="session")
 def samples_dir() -> Path:
     return REPO / "samples"
+
+
+@pytest.fixture(scope="session")
+def display_rotated():
+    """``make(src, dst, degrees) -> dst``: a stream copy of the video ``src`` whose display
+    matrix turns it ``degrees`` counter-clockwise (``upright = np.rot90(coded, degrees // 90)``).
+
+    Made with the ffmpeg faceblit uses (:func:`faceblit_core.media.find_ffmpeg`), whatever
+    its version: ``-display_rotation`` where it has it (ffmpeg 6.1 on), else the legacy
+    ``rotate`` tag (clockwise degrees), which ffmpeg 5.x writes as the same matrix.
+    """
+    from faceblit_core import media
+
+    def make(src: Path, dst: Path, degrees: int) -> Path:
+        base = [media.find_ffmpeg(), "-hide_banner", "-nostdin", "-loglevel", "error", "-y"]
+        r = subprocess.run([*base, "-display_rotation", str(degrees), "-i", str(src), "-c", "copy", str(dst)],
+                           capture_output=True, text=True)
+        if r.returncode != 0:
+            assert "display_rotation" in r.stderr, r.stderr
+            r = subprocess.run([*base, "-i", str(src), "-c", "copy", "-metadata:s:v:0", f"rotate={-degrees % 360}", str(dst)],
+                               capture_output=True, text=True)
+            assert r.returncode == 0, r.stderr
+        return Path(dst)
+
+    return make

@@ -137,6 +137,29 @@ def test_find_ffmpeg_env_override(monkeypatch, tmp_path):
     assert_user_error(ei, EnvironmentProblem, "FACEBLIT_FFMPEG", "nope")
 
 
+def test_find_ffmpeg_prefers_the_bundled_binary_to_path(monkeypatch, tmp_path):
+    """The bundled ffmpeg (same build everywhere) wins over one on PATH (e.g. Debian's
+    5.1, which lacks options and encodes differently); PATH is the fallback."""
+    bundled = media._bundled_ffmpeg()
+    if bundled is None:
+        pytest.skip("imageio-ffmpeg has no bundled binary here")
+    other = tmp_path / "ffmpeg"
+    other.write_text("#!/bin/sh\necho 'ffmpeg version 5.1.6-0+deb12u1 Copyright (c) 2000-2024 the FFmpeg developers'\n")
+    other.chmod(0o755)
+    monkeypatch.delenv("FACEBLIT_FFMPEG", raising=False)
+    monkeypatch.setenv("PATH", f"{tmp_path}{os.pathsep}{os.environ.get('PATH', '')}")
+    media._find_ffmpeg_cached.cache_clear()
+    try:
+        assert media.find_ffmpeg() == os.path.abspath(bundled)
+        monkeypatch.setattr(media, "_bundled_ffmpeg", lambda: None)
+        media._find_ffmpeg_cached.cache_clear()
+        assert media.find_ffmpeg() == str(other)
+        monkeypatch.setenv("FACEBLIT_FFMPEG", bundled)  # the variable beats both
+        assert media.find_ffmpeg() == bundled
+    finally:
+        media._find_ffmpeg_cached.cache_clear()
+
+
 def test_find_ffmpeg_missing_says_how_to_fix(monkeypatch):
     monkeypatch.delenv("FACEBLIT_FFMPEG", raising=False)
     monkeypatch.setenv("PATH", "/nonexistent-dir")
@@ -333,10 +356,9 @@ def test_iter_frames_close_early_stops_ffmpeg(tmp_path):
 
 
 @pytest.mark.parametrize("rotation,k", [(90, 1), (-90, 3), (180, 2)])
-def test_rotated_clip_comes_out_upright(tmp_path, rotation, k):
+def test_rotated_clip_comes_out_upright(tmp_path, rotation, k, display_rotated):
     plain = make_clip(tmp_path / "plain.mp4", size="96x64", frames=6)
-    rotated = tmp_path / "rot.mp4"
-    ffmpeg("-display_rotation", str(rotation), "-i", str(plain), "-c", "copy", str(rotated))
+    rotated = display_rotated(plain, tmp_path / "rot.mp4", rotation)
     info = media.probe(rotated)
     assert info.rotation == (rotation % 360)
     assert (info.width, info.height) == ((64, 96) if k % 2 else (96, 64))
@@ -432,33 +454,66 @@ def test_audio_reencoded_when_container_cannot_copy(tmp_path):
     assert got.has_audio and got.audio_codec == "aac" and got.n_frames == 25
 
 
+def decoded_starts(path: Path) -> dict[str, float]:
+    """Presentation time (s) of the first decoded video frame and audio sample, as
+    players see them (edit lists and AAC priming applied, timestamps not shifted)."""
+    starts = {}
+    for kind in ("v", "a"):
+        out = subprocess.run([media.find_ffmpeg(), "-hide_banner", "-nostdin", "-loglevel", "error", "-copyts", "-i", str(path),
+                              "-map", f"0:{kind}:0", "-f", "framecrc", "-"], capture_output=True, text=True, check=True).stdout
+        tb = next(ln.split(":", 1)[1].strip() for ln in out.splitlines() if ln.startswith("#tb 0:"))
+        first = next(ln for ln in out.splitlines() if ln and ln[0] != "#")
+        starts[kind] = float(int(first.split(",")[2]) * Fraction(tb))
+    return starts
+
+
+def frames_read_from_a_pipe(path: Path, width: int, height: int) -> int:
+    """Frames a reader of ``cat path | ffmpeg -i -`` gets at the stream's constant rate
+    (where a late video start turns into duplicated first frames)."""
+    with open(path, "rb") as f:
+        out = subprocess.run([media.find_ffmpeg(), "-hide_banner", "-loglevel", "error", "-i", "-", "-map", "0:v:0",
+                              "-f", "rawvideo", "-pix_fmt", "rgb24", "-"], stdin=f, capture_output=True, check=True).stdout
+    assert len(out) % (width * height * 3) == 0
+    return len(out) // (width * height * 3)
+
+
 def test_stdin_and_stdout_dash(tmp_path):
-    clip = make_clip(tmp_path / "in.mp4", frames=15, audio=True)
+    """``-`` in and out; the streamed MP4 (x264 with B-frames, AAC audio) starts video
+    and audio together at 0 like a file does, and holds exactly the frames written."""
+    clip = make_clip(tmp_path / "in.mp4", frames=20, rate="25", audio=True)
     out = tmp_path / "piped.mp4"
     code = """
     import json, sys
     from faceblit_core import media
     with media.spooled_stdin() as p:
         info = media.probe(p)
-        with media.VideoWriter("-", width=info.width, height=info.height, fps=info.fps, audio_from=info,
-                               preset="ultrafast") as w:
-            for f in media.iter_frames(info):
-                w.write(f)
+        frames = list(media.iter_frames(info))
+        for target in ("-", sys.argv[1]):
+            with media.VideoWriter(target, width=info.width, height=info.height, fps=info.fps, audio_from=info) as w:
+                for f in frames:
+                    w.write(f)
         spooled = str(p)
     import os
     print(json.dumps({"spooled_left": os.path.exists(spooled)}), file=sys.stderr)
     """
+    as_file = tmp_path / "file.mp4"
     with open(clip, "rb") as fin, open(out, "wb") as fout:
-        r = subprocess.run([sys.executable, "-c", textwrap.dedent(code)], stdin=fin, stdout=fout, stderr=subprocess.PIPE,
-                           text=True, env=dict(os.environ, PYTHONPATH=str(REPO)), timeout=120)
+        r = subprocess.run([sys.executable, "-c", textwrap.dedent(code), str(as_file)], stdin=fin, stdout=fout,
+                           stderr=subprocess.PIPE, text=True, env=dict(os.environ, PYTHONPATH=str(REPO)), timeout=120)
     assert r.returncode == 0, r.stderr
     assert json.loads(r.stderr.strip().splitlines()[-1]) == {"spooled_left": False}
     got = media.probe(out)  # fragmented MP4 from a pipe is a valid file
-    assert (got.n_frames, got.width, got.height, got.has_audio) == (15, 64, 48, True)
+    assert (got.n_frames, got.width, got.height, got.has_audio) == (20, 64, 48, True)
+    assert decoded_starts(as_file) == {"v": 0.0, "a": 0.0}
+    assert decoded_starts(out) == {"v": 0.0, "a": 0.0}  # was video 0.08 s (2 frames) after the audio
+    assert frames_read_from_a_pipe(out, 64, 48) == 20  # was 22
+    assert frames_read_from_a_pipe(as_file, 64, 48) == 20
 
 
 def test_spool_stdin_from_stream(tmp_path):
     clip = make_clip(tmp_path / "in.mp4", frames=5)
+    left_by_a_killed_run = tmp_path / f"faceblit-stdin-{_dead_pid()}-a1b2c3d4"
+    left_by_a_killed_run.write_bytes(clip.read_bytes())
     with media.spooled_stdin(tmp_path, stream=io.BytesIO(clip.read_bytes())) as p:
         assert p.parent == tmp_path and media.probe(p).n_frames == 5
     assert not p.exists()
@@ -630,6 +685,48 @@ def test_atomic_output_commit_and_abort(tmp_path):
             pass
 
 
+def _dead_pid() -> int:
+    """The PID of a process that has ended (and been reaped)."""
+    p = subprocess.Popen([sys.executable, "-c", "pass"])
+    p.wait()
+    return p.pid
+
+
+def test_stale_partial_files_are_removed_and_live_ones_kept(tmp_path):
+    """A partial file whose owner is gone goes at the next write into the folder; a live
+    run's stays, also when its PID looks dead but it holds the lock (PID namespaces)."""
+    import fcntl
+
+    code = "import sys, time\nfrom faceblit_core import media\nwith media.atomic_output(sys.argv[1]) as tmp:\n" \
+           "    print(tmp, flush=True)\n    time.sleep(120)\n"
+    live = subprocess.Popen([sys.executable, "-c", code, str(tmp_path / "live.mp4")], stdout=subprocess.PIPE, text=True,
+                            env=dict(os.environ, PYTHONPATH=str(REPO)))
+    try:
+        live_tmp = Path(live.stdout.readline().strip())
+        assert live_tmp.name.startswith(f".live.mp4.partial-{live.pid}-") and live_tmp.exists()
+        dead = _dead_pid()
+        stale = tmp_path / f".old clip.mp4.partial-{dead}-abcd_f12.mp4"
+        held = tmp_path / f".held.mp4.partial-{dead}-qwertyui.mp4"
+        unrelated = [tmp_path / f"notes.partial-{dead}-abcdefgh.txt", tmp_path / ".x.mp4.partial-abcdefgh.mp4"]
+        for f in (stale, held, *unrelated):
+            f.write_bytes(b"x")
+        fd = os.open(held, os.O_RDONLY)
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        try:
+            with media.atomic_output(tmp_path / "new.png") as tmp:
+                tmp.write_bytes(b"png")
+            assert not stale.exists() and live_tmp.exists() and held.exists() and all(f.exists() for f in unrelated)
+        finally:
+            os.close(fd)
+        live.kill()
+        live.wait()
+        assert sorted(p.name for p in media.remove_stale_temporaries(tmp_path)) == sorted([live_tmp.name, held.name])
+        assert leftovers(tmp_path) == sorted(["new.png", *(f.name for f in unrelated)])
+    finally:
+        live.kill()
+        live.wait()
+
+
 # ------------------------------------------------------------------------------ still images
 
 
@@ -658,6 +755,29 @@ def test_image_in_image_out(shared_data, tmp_path):
         media.write_image(tmp_path / "missing" / "o.png", rgb)
     assert_user_error(ei, OutputError, "does not exist")
     assert leftovers(tmp_path) == ["o.jpg", "o.png", "o.webp"]
+
+
+def test_write_image_writes_every_listed_format(tmp_path):
+    """One list of image formats (media.IMAGE_EXTENSIONS): each is written in its format and
+    read back; anything else is refused naming the path and the list."""
+    rgb = smooth_frames(1, 30, 41)[0]
+    lossless = {".png", ".bmp", ".tif", ".tiff"}
+    assert lossless < set(media.IMAGE_EXTENSIONS) and {".jpg", ".jpeg", ".webp"} < set(media.IMAGE_EXTENSIONS)
+    for ext in media.IMAGE_EXTENSIONS:
+        out = tmp_path / f"o{ext.upper() if ext == '.tif' else ext}"
+        media.write_image(out, rgb)
+        back = media.read_image(out)
+        assert np.array_equal(back, rgb) if ext in lossless else psnr(back, rgb) > 30, ext
+        info = media.probe(out)
+        assert info.is_image and (info.width, info.height) == (41, 30), ext
+        assert media.is_image_path(out)
+    with pytest.raises(OutputError) as ei:
+        media.write_image(tmp_path / "o.gif", rgb)
+    assert_user_error(ei, OutputError, "o.gif", "not an image extension", ".bmp", ".tiff")
+    with pytest.raises(OutputError) as ei:
+        media.check_output(tmp_path / "o.gif", image=True)
+    assert_user_error(ei, OutputError, "o.gif", "not an image extension")
+    assert len(leftovers(tmp_path)) == len(media.IMAGE_EXTENSIONS)
 
 
 def test_read_image_conversions(tmp_path):

@@ -13,7 +13,7 @@ import pytest
 from faceblit_core import media
 from faceblit_core.config import StylizeConfig
 from faceblit_core.pipeline import parse_frame_range, stylize_image, stylize_video
-from faceblit_core.errors import ConfigError
+from faceblit_core.errors import ConfigError, OutputError
 
 REPO = Path(__file__).resolve().parents[1]
 CLIP = REPO / "samples" / "clip.mp4"
@@ -93,6 +93,30 @@ def test_image_in_image_out_and_guides_saved(tmp_path, cache):
     names = sorted(p.name for p in guides.iterdir())
     for kind in ("pos", "face_app", "mask", "stylized"):
         assert any(n.endswith(f"_{kind}.png") for n in names), (kind, names)
+
+
+def test_bmp_and_tif_images_without_output_name_keep_their_format(tmp_path, cache):
+    """Every input image format is also written: no -o gives NAME-STYLE with the input's extension."""
+    frame = _frame(CLIP, 0)
+    for ext in (".bmp", ".tif"):
+        still = tmp_path / f"still{ext}"
+        media.write_image(still, frame)
+        summary = stylize_image(still, STYLE, cache_dir=cache)
+        out = tmp_path / f"still-exemplar{ext}"
+        assert summary.output == str(out) and summary.frames_with_face == 1
+        assert media.read_image(out).shape == frame.shape and media.probe(out).is_image
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["still-exemplar.bmp", "still-exemplar.tif", "still.bmp", "still.tif"]
+
+
+def test_image_output_format_error_names_the_users_path_before_any_work(tmp_path):
+    still = tmp_path / "still.png"
+    media.write_image(still, _frame(CLIP, 0))
+    # The style does not exist: an error about it would mean the work had started.
+    with pytest.raises(OutputError) as ei:
+        stylize_image(still, tmp_path / "missing-style.png", tmp_path / "out.gif")
+    msg = str(ei.value)
+    assert str(tmp_path / "out.gif") in msg and "partial" not in msg and ".bmp" in msg
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["still.png"]
 
 
 def test_background_mode_and_frame_space_run(tmp_path, cache):

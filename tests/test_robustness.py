@@ -29,6 +29,7 @@ import numpy as np
 import pytest
 
 from faceblit_core import media
+from faceblit_core.errors import InputError
 
 REPO = Path(__file__).resolve().parents[1]
 FACEBLIT = [sys.executable, "-m", "cli.main"]
@@ -287,18 +288,17 @@ def test_device_cuda_without_cuda_exits_6(small_clip, styles, cache, tmp_path):
 
 
 # ------------------------------------------------------------------ unusual, valid input
-def _rotated_clip(upright: list[np.ndarray], rotation: int, folder: Path) -> Path:
+def _rotated_clip(upright: list[np.ndarray], rotation: int, folder: Path, display_rotated) -> Path:
     """A clip whose coded frames are turned so that its display matrix (``rotation`` degrees
     counter-clockwise) shows ``upright`` again: ``upright = rot90(coded, rotation // 90)``."""
     coded = encode([np.ascontiguousarray(np.rot90(f, -(rotation // 90))) for f in upright], folder / f"coded{rotation}.mp4")
-    out = folder / f"rot{rotation}.mp4"
-    ffmpeg("-display_rotation", rotation, "-i", coded, "-c", "copy", out)
+    out = display_rotated(coded, folder / f"rot{rotation}.mp4", rotation)
     coded.unlink()
     return out
 
 
 @pytest.fixture(scope="module")
-def unusual(tmp_path_factory, face) -> dict[str, Path]:
+def unusual(tmp_path_factory, face, display_rotated) -> dict[str, Path]:
     """Unusual but valid inputs, each 1–6 frames (see the test's table for what each is)."""
     d = tmp_path_factory.mktemp("unusual")
     frames3 = [face, np.roll(face, 2, axis=1), np.roll(face, 4, axis=1)]
@@ -315,7 +315,7 @@ def unusual(tmp_path_factory, face) -> dict[str, Path]:
     ffmpeg("-i", d / "cfr.mkv", "-vf", "setpts='N/25/TB+if(gte(N,3),0.2/TB,0)'", "-fps_mode", "vfr", *x264, d / "vfr.mkv")
     (d / "cfr.mkv").unlink()
     for rot in (90, 180, 270):
-        _rotated_clip(frames3[:2], rot, d)
+        _rotated_clip(frames3[:2], rot, d, display_rotated)
     bgr = face[:, :, ::-1]
     cv2.imwrite(str(d / "gray.jpg"), cv2.cvtColor(bgr, cv2.COLOR_BGR2GRAY))
     from PIL import Image
@@ -553,4 +553,65 @@ def test_signal_leaves_no_output_and_no_temporary(signum, code, name, delay, lon
     assert_one_line_error(r, code, f"interrupted by {name}", "no output was written")
     assert names(out) == []
     assert _processes_mentioning(str(out)) == []  # no ffmpeg left encoding
+    assert sha(long_clip) == before
+
+
+def _children(pid: int) -> dict[int, tuple[str, str]]:
+    """Child processes of ``pid``: {child pid: (start time in clock ticks, command line)}."""
+    found = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            fields = Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()
+            if int(fields[1]) == pid:
+                found[int(entry)] = (fields[19], Path(f"/proc/{entry}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace"))
+        except (OSError, IndexError, ValueError):
+            continue  # ended meanwhile
+    return found
+
+
+def _running(pid: int, start: str) -> bool:
+    """That very process (not a reuse of its PID) exists and has not exited (a zombie has)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return False
+    return fields[19] == start and fields[0] not in ("Z", "X")
+
+
+def test_sigkill_leaves_no_ffmpeg_and_the_next_run_removes_the_partial(long_clip, small_clip, styles, cache, tmp_path):
+    """``kill -9`` cannot be handled: the ffmpeg children die with faceblit (PR_SET_PDEATHSIG)
+    instead of finishing the partial file on their own, and the next run writing into the
+    folder removes the partial file of the dead run (but never one of a live run)."""
+    before = sha(long_clip)
+    out = tmp_path / "out"
+    out.mkdir()
+    env = dict(os.environ, PYTHONDONTWRITEBYTECODE="1")
+    proc = subprocess.Popen([*FACEBLIT, "stylize", str(long_clip), "--style", str(styles["small"]), "-o", str(out / "o.mp4"),
+                             "--cache-dir", str(cache), "-q"], cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 120
+    while not any(".partial" in n for n in names(out)):
+        assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()[1]
+        time.sleep(0.005)
+    time.sleep(2.0)  # frames being decoded, stylized and encoded
+    children = _children(proc.pid)
+    assert proc.poll() is None, "the run ended before the kill; make the input longer"
+    encoders = [pid for pid, (_, cmd) in children.items() if "ffmpeg" in cmd and str(out) in cmd]
+    decoders = [pid for pid, (_, cmd) in children.items() if "ffmpeg" in cmd and str(long_clip) in cmd]
+    assert encoders and decoders, children
+    proc.kill()
+    proc.wait(timeout=30)
+    deadline = time.monotonic() + 5
+    while any(_running(pid, start) for pid, (start, _) in children.items()) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert [cmd for pid, (start, cmd) in children.items() if _running(pid, start)] == []  # no orphaned ffmpeg
+    assert _processes_mentioning(str(out)) == []
+    (partial,) = [n for n in names(out) if ".partial" in n]  # nothing could remove it at the kill
+    with pytest.raises(InputError):  # killed mid-stream: its encoder did not go on to finish it
+        media.probe(out / partial)
+
+    r = run_cli("stylize", small_clip, "--style", styles["small"], "-o", out / "next.mp4", "--cache-dir", cache, "-q")
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert names(out) == ["next.mp4"]
     assert sha(long_clip) == before
