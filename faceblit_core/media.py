@@ -77,9 +77,9 @@ __all__ = [
 ]
 
 #: The still-image extensions, the one list of them: :func:`write_image` writes each
-#: (OpenCV picks the format from it), :class:`VideoWriter` refuses them, and the pipeline
-#: and the CLI use it for default output names and messages. Reading detects the format
-#: from the content, whatever the name.
+#: (OpenCV picks the format from it), :class:`VideoWriter` refuses them, the pipeline
+#: names default outputs and its messages with it. Reading detects the format from the
+#: content, whatever the name.
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff")
 #: Containers :class:`VideoWriter` writes (format guessed by ffmpeg from the extension).
 VIDEO_EXTENSIONS = frozenset({".mp4", ".m4v", ".mov", ".mkv", ".webm", ".avi"})
