@@ -68,6 +68,7 @@ def _synthetic_guides(log) -> dict:
 
 
 def _pipeline(g: dict, device: torch.device, *, origin, levels, threshold, radius, temporal):
+    """styleblit → denoise_nnf → vote on ``device``, each with a fresh SynthesisCache (no ``cache``)."""
     t = lambda a: torch.from_numpy(np.ascontiguousarray(a)).to(device)  # noqa: E731
     kw = dict(origin=origin, jitter=syn.JitterTable.create(0, levels), levels=levels, threshold=threshold)
     if temporal:
@@ -86,11 +87,13 @@ def _frame_to_frame(g: dict, device: torch.device, *, size, levels, threshold, r
     rng = np.random.default_rng(1)
     app = np.ascontiguousarray(g["g_app"][:ch, :cw])
     prev, out = None, []
+    cache = syn.SynthesisCache()
     for i in range(frames):
         if i:
             app = np.clip(app.astype(int) + rng.integers(-3, 4, app.shape), 0, 255).astype(np.uint8)
         prev = syn.synthesize(gp, t(app), sa, lut, img, radius=radius, previous=prev, keep_threshold=8 * threshold,
-                              jitter=syn.JitterTable.create(0, levels), levels=levels, threshold=threshold)
+                              jitter=syn.JitterTable.create(0, levels), levels=levels, threshold=threshold,
+                              same_g_pos=True, cache=cache)
         out.append((prev.nnf.cpu().numpy().copy(), prev.rgb.cpu().numpy().copy()))
     return out
 
@@ -148,7 +151,6 @@ def main() -> int:
         if temporal:
             sub.update(g_temp=blur(g["target"])[y0:y1, x0:x1], style_temp=blur(g["style_image"]))
         kw = dict(origin=origin, levels=args.levels, threshold=args.threshold, radius=args.radius, temporal=temporal)
-        syn.clear_caches()
         cpu = _pipeline(sub, torch.device("cpu"), **kw)
         dev = _pipeline(sub, device, **kw)
         for what, a, b in zip(("nnf", "denoised", "vote"), cpu, dev):
@@ -176,7 +178,8 @@ def main() -> int:
     to = lambda a: torch.from_numpy(np.ascontiguousarray(a)).to(device)  # noqa: E731
     gp_t, ga_t, sa_t, lut_t, img_t = to(gp), to(ga), to(g["style_app"]), to(g["lut"]), to(g["style_image"])
     jt = syn.JitterTable.create(0, args.levels)
-    kw = dict(jitter=jt, levels=args.levels, threshold=args.threshold)
+    cache = syn.SynthesisCache()
+    kw = dict(jitter=jt, levels=args.levels, threshold=args.threshold, cache=cache)
     hs_ws = tuple(g["style_app"].shape)
     _sync(device)
     t0 = time.perf_counter()
@@ -190,10 +193,10 @@ def main() -> int:
         nnf = syn.styleblit(gp_t, ga_t, sa_t, lut_t, **kw)
         _sync(device)
         b = time.perf_counter()
-        den = syn.denoise_nnf(nnf, style_shape=hs_ws, radius=args.radius)
+        den = syn.denoise_nnf(nnf, style_shape=hs_ws, radius=args.radius, cache=cache)
         _sync(device)
         c = time.perf_counter()
-        syn.vote(den, img_t, radius=args.radius)
+        syn.vote(den, img_t, radius=args.radius, cache=cache)
         _sync(device)
         d = time.perf_counter()
         if i >= 2:  # two warm-up rounds

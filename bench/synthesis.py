@@ -39,6 +39,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from faceblit_core import synthesis as syn  # noqa: E402
+from faceblit_core.synthesis.seeds import region_levels  # noqa: E402
 
 DATA = Path(os.environ.get("FACEBLIT_SHARED_DATA", REPO.parent / "shared" / "data"))
 
@@ -199,18 +200,19 @@ def run(args: argparse.Namespace) -> None:
     simg = torch.from_numpy(g["style_image"]).to(device)
     lut = torch.from_numpy(g["lut"]).to(device)
     jt = syn.JitterTable.create(0, args.levels)
-    kw = dict(jitter=jt, threshold=args.threshold, levels=args.levels, origin=(0, 0))
+    # One cache for the run, as the pipeline's stylizer holds one per clip.
+    cache = syn.SynthesisCache()
+    kw = dict(jitter=jt, threshold=args.threshold, levels=args.levels, origin=(0, 0), cache=cache)
     hs, ws = sapp.shape
 
     # Cold seed maps: a region never seen (new window), then a moved box (window reused).
-    syn.clear_caches()
     _sync(device)
     t0 = time.perf_counter()
-    syn._region_levels(jt, args.levels, 0, 0, h, w, device)
+    region_levels(jt, args.levels, 0, 0, h, w, device, cache)
     _sync(device)
     cold = time.perf_counter() - t0
     t0 = time.perf_counter()
-    syn._region_levels(jt, args.levels, 5, 3, h - 8, w - 10, device)
+    region_levels(jt, args.levels, 5, 3, h - 8, w - 10, device, cache)
     _sync(device)
     moved = time.perf_counter() - t0
     print(f"seed_maps_cold_ms={cold * 1e3:.1f}")
@@ -231,11 +233,11 @@ def run(args: argparse.Namespace) -> None:
 
     synth(True)()                                 # warm caches (style tables, seed maps)
     nnf = syn.styleblit(gp_t, ga_t, sapp, lut, **kw)
-    den = syn.denoise_nnf(nnf, style_shape=(hs, ws), radius=args.radius)
+    den = syn.denoise_nnf(nnf, style_shape=(hs, ws), radius=args.radius, cache=cache)
     jobs = {"total": synth(True), "no_denoise": synth(False),
             "styleblit": lambda: syn.styleblit(gp_t, ga_t, sapp, lut, **kw),
-            "denoise": lambda: syn.denoise_nnf(nnf, style_shape=(hs, ws), radius=args.radius),
-            "vote": lambda: syn.vote(den, simg, radius=args.radius)}
+            "denoise": lambda: syn.denoise_nnf(nnf, style_shape=(hs, ws), radius=args.radius, cache=cache),
+            "vote": lambda: syn.vote(den, simg, radius=args.radius, cache=cache)}
     times = {k: [] for k in jobs}
     for i in range(args.repeat):
         for k in (list(jobs) if i % 2 == 0 else list(jobs)[::-1]):
@@ -248,14 +250,14 @@ def run(args: argparse.Namespace) -> None:
     for k in ("styleblit", "denoise", "vote"):
         print(f"{k}_alone_ms={med[k] * 1e3:.1f}")
     _split(gp_t, ga_t, sapp, lut, kw, device, args)
-    _moving_face(gp_t, ga_t, sapp, simg, lut, jt, device, args)
+    _moving_face(gp_t, ga_t, sapp, simg, lut, jt, device, args, cache)
     nnf, lv = syn.styleblit(gp_t, ga_t, sapp, lut, return_levels=True, **kw)
     counts = torch.bincount((lv.reshape(-1).long() + 1), minlength=args.levels + 2).cpu().numpy()
     total = counts.sum()
     print(f"accept_fallback={counts[0] / total:.4f}")
     for level in range(args.levels, -1, -1):
         print(f"accept_level{level}={counts[level + 1] / total:.4f}")
-    den = syn.denoise_nnf(nnf, style_shape=(hs, ws), radius=args.radius)
+    den = syn.denoise_nnf(nnf, style_shape=(hs, ws), radius=args.radius, cache=cache)
     changed = (den != nnf).any(-1).float().mean().item()
     print(f"denoise_changed_fraction={changed:.4f}")
     if device.type == "cpu":
@@ -266,7 +268,7 @@ def _video_face_space(args: argparse.Namespace, frames: int = 40) -> None:
     """Frame to frame, as the pipeline runs it: face-space synthesis of target2.mp4.
 
     The pipeline's calls of ``synthesis.synthesize`` on the first ``frames`` frames are
-    recorded, then replayed and timed alone: the first frame is a full synthesis, each
+    recorded (with the stylizer's ``SynthesisCache``), then replayed and timed alone: the first frame is a full synthesis, each
     later one updates last frame's result (StyleBlit only where the previous match
     fails the keep test, denoising and voting only around what changed).
     """
@@ -334,7 +336,7 @@ def _split(gp_t, ga_t, sapp, lut, kw, device, args) -> None:
 
     h, w = ga_t.shape
     jt = kw["jitter"]
-    t_maps = med(lambda: syn._region_levels(jt, args.levels, 0, 0, h, w, device))
+    t_maps = med(lambda: region_levels(jt, args.levels, 0, 0, h, w, device, kw["cache"]))
     t_l0 = med(lambda: syn.styleblit(gp_t, ga_t, sapp, lut, **{**kw, "levels": 0}))
     t_all = med(lambda: syn.styleblit(gp_t, ga_t, sapp, lut, **kw))
     print(f"split_seed_maps_cached_ms={t_maps:.2f}")
@@ -343,7 +345,7 @@ def _split(gp_t, ga_t, sapp, lut, kw, device, args) -> None:
     print(f"split_per_level_ms={(t_all - t_l0) / max(1, args.levels):.2f}")
 
 
-def _moving_face(gp_t, ga_t, sapp, simg, lut, jt, device, args) -> None:
+def _moving_face(gp_t, ga_t, sapp, simg, lut, jt, device, args, cache) -> None:
     """A 400×500 face box drifting 3 px right and 2 px down per frame: per-frame cost
     including the seed-map fix-up of the moved region (the window cache is warm)."""
     fw, fh = 400, 500
@@ -357,7 +359,7 @@ def _moving_face(gp_t, ga_t, sapp, simg, lut, jt, device, args) -> None:
         _sync(device)
         t0 = time.perf_counter()
         syn.synthesize(g, a, sapp, lut, simg, radius=args.radius, jitter=jt, levels=args.levels,
-                       threshold=args.threshold, origin=(x0, y0))
+                       threshold=args.threshold, origin=(x0, y0), cache=cache)
         _sync(device)
         if i:
             times.append(time.perf_counter() - t0)

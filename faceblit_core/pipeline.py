@@ -159,7 +159,7 @@ class FrameStylizer:
 
         from faceblit_core.faces import FaceTracker
         from faceblit_core.guides.temporal import temporal_guide
-        from faceblit_core.synthesis import JitterTable
+        from faceblit_core.synthesis import JitterTable, SynthesisCache
 
         self.style = style
         self.config = config
@@ -199,6 +199,7 @@ class FrameStylizer:
         self.prev_output: np.ndarray | None = None
         self.prev_ids: set[int] = set()
         self.prev_synthesis: dict = {}
+        self.synthesis_cache = SynthesisCache()   # this clip's style tables and seed maps
         self.prev_guides: dict = {}
         self.prev_frame: np.ndarray | None = None
         self._flow = None
@@ -475,6 +476,8 @@ class FrameStylizer:
             g_temp=g_temp,
             style_temp=self.style_temp_t if g_temp is not None else None,
             levels=cfg.levels,
+            same_g_pos=key is not None,   # face space: g_pos is the fixed style_identity
+            cache=self.synthesis_cache,
         )
         if key is not None:
             self.prev_synthesis[key] = result

@@ -22,6 +22,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from faceblit_core import synthesis as syn
+from faceblit_core.synthesis import _util, seeds
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -65,8 +66,8 @@ def _guides(h: int, w: int, Hs: int, Ws: int, seed: int, *, temporal: bool):
     return g_pos, g_app, app, lut, image, kw
 
 
-def _compare(g_pos, g_app, app, lut, *, tile_pixels=None, **kw):
-    got, got_lv = syn.styleblit(g_pos, g_app, app, lut, return_levels=True, tile_pixels=tile_pixels, **kw)
+def _compare(g_pos, g_app, app, lut, *, tile_pixels=None, cache=None, **kw):
+    got, got_lv = syn.styleblit(g_pos, g_app, app, lut, return_levels=True, tile_pixels=tile_pixels, cache=cache, **kw)
     want, want_lv = syn.styleblit_reference(g_pos, g_app, app, lut, return_levels=True, **kw)
     np.testing.assert_array_equal(got.numpy(), want)
     np.testing.assert_array_equal(got_lv.numpy(), want_lv)
@@ -118,7 +119,7 @@ def test_seeds_are_floor_of_h_times_b_plus_j_in_frame_coordinates():
         h = 1 << level
         bx = torch.tensor([-3, -1, 0, 5, 255, 256, 700, 40000], dtype=torch.int32)
         by = torch.tensor([-2, 0, 1, 257, 9999], dtype=torch.int32)
-        sx, sy = syn._seed_grid(jt, level, bx, by, torch.device("cpu"))
+        sx, sy = seeds._seed_grid(jt, level, bx, by, torch.device("cpu"))
         for i, cy in enumerate(by.tolist()):
             for j, cx in enumerate(bx.tolist()):
                 jx, jy = table[level, cy % 256, cx % 256]
@@ -190,13 +191,13 @@ def test_styleblit_equals_reference_property(h, w, levels, x0, y0, seed, thresho
 
 
 def test_moving_region_reuses_the_seed_window_and_stays_exact():
-    syn.clear_caches()
+    cache = syn.SynthesisCache()
     g_pos, g_app, app, lut, _, kw = _guides(24, 30, 40, 40, 3, temporal=False)
     jt = syn.JitterTable.create(2, 4)
     # A face box drifting across the frame: the window cache grows, regions reuse it.
     for origin in [(100, 50), (103, 52), (90, 70), (160, 20), (5, 5)]:
-        _compare(g_pos, g_app, app, lut, origin=origin, jitter=jt, levels=4, threshold=60.0)
-    assert len(syn._WINDOWS) == 1
+        _compare(g_pos, g_app, app, lut, origin=origin, jitter=jt, levels=4, threshold=60.0, cache=cache)
+    assert cache.size("windows") == 1
 
 
 def test_styleblit_accepts_numpy_and_tensors_and_keeps_the_device():
@@ -451,7 +452,7 @@ def test_incremental_synthesis_equals_the_full_computation_frame_after_frame(rad
 def test_whole_frame_synthesis_equals_the_steps_across_tile_borders(monkeypatch, radius, denoise, temporal):
     # synthesize() without ``previous`` chains the steps on packed positions, each step
     # writing the next one's input tile by tile: tiles of a few rows put borders everywhere.
-    monkeypatch.setattr(syn, "CPU_TILE_PIXELS", {"styleblit": 97, "denoise": 61, "vote": 83})
+    monkeypatch.setattr(_util, "CPU_TILE_PIXELS", {"styleblit": 97, "denoise": 61, "vote": 83})
     g_pos, g_app, app, lut, image, kw = _guides(37, 29, 40, 44, 9, temporal=temporal)
     got = syn.synthesize(g_pos, g_app, app, lut, image, radius=radius, denoise=denoise, origin=(4, 2), jitter=5,
                          levels=4, **kw)
@@ -496,6 +497,35 @@ def test_incremental_synthesis_on_real_guides(shared_data):
         np.testing.assert_array_equal(got.rgb.numpy(), rgb.numpy())
         np.testing.assert_array_equal(got.nnf.numpy(), nnf.numpy())
         prev, prev_nnf = got, nnf
+
+
+def test_a_shared_cache_and_carried_keep_terms_change_nothing():
+    # The stylizer's way: one SynthesisCache for the clip and a fixed positional guide, whose
+    # keep-test terms are carried from frame to frame (same_g_pos=True).
+    g_pos, g_app, app, lut, image, kw = _guides(40, 52, 48, 64, 5, temporal=True)
+    cache = syn.SynthesisCache()
+    rng = np.random.default_rng(4)
+    prev, prev_nnf = None, None
+    for frame in range(4):
+        g_app = np.clip(g_app.astype(int) + rng.integers(-2, 3, g_app.shape), 0, 255).astype(np.uint8)
+        g_app[5 + frame:15 + frame, 10:22] = rng.integers(0, 256, (10, 12))
+        got = syn.synthesize(g_pos, g_app, app, lut, image, previous=prev, keep_threshold=250.0, same_g_pos=True,
+                             cache=cache, origin=(3, 5), jitter=11, levels=4, **kw)
+        nnf, den, rgb = _full_synthesis(g_pos, g_app, app, lut, image, prev_nnf, keep_threshold=250.0, radius=1,
+                                        denoise=True, origin=(3, 5), jitter=11, levels=4, **kw)
+        np.testing.assert_array_equal(got.nnf.numpy(), nnf.numpy())
+        np.testing.assert_array_equal(got.denoised.numpy(), den.numpy())
+        np.testing.assert_array_equal(got.rgb.numpy(), rgb.numpy())
+        prev, prev_nnf = got, nnf
+    assert cache.size("regions") == 1 and cache.size("style") == 1 and cache.size("canvases") == 1
+    # One cache serves one style: a style of another size is refused, until clear().
+    app2, _, _, lut2 = _style(30, 30, 1)
+    with pytest.raises(ValueError, match="one cache serves one style"):
+        syn.styleblit(g_pos[:6, :6], g_app[:6, :6], app2, lut2, jitter=11, levels=4, cache=cache)
+    cache.clear()
+    got = syn.styleblit(g_pos[:6, :6], g_app[:6, :6], app2, lut2, jitter=11, levels=4, cache=cache)
+    np.testing.assert_array_equal(got.numpy(), syn.styleblit_reference(g_pos[:6, :6], g_app[:6, :6], app2, lut2,
+                                                                       jitter=11, levels=4))
 
 
 def test_synthesize_rejects_a_previous_result_of_another_shape():
