@@ -33,7 +33,7 @@ from faceblit_core.checks import check
 from faceblit_core.synthesis._util import check_radius, device_of, flatnonzero, repack, to, unpack
 from faceblit_core.synthesis.cache import SynthesisCache, fresh
 from faceblit_core.synthesis.denoise import check_denoise_style, denoise_canvas, denoise_dense, denoise_nnf
-from faceblit_core.synthesis.styleblit import BlitOptions, _styleblit
+from faceblit_core.synthesis.styleblit import BlitOptions, styleblit_packed
 from faceblit_core.synthesis.tables import StyleTables
 from faceblit_core.synthesis.vote import vote, vote_dense, voting
 
@@ -327,7 +327,7 @@ def _synthesize_update(g_pos: Any, g_app: Any, sapp: torch.Tensor, lut: Any, sty
     flat = nnf.view(-1, 2)
     changed = redo[:0]
     if redo.numel():
-        blit = _styleblit(gp, g_app, sapp, lut, replace(opts, pixels=redo), cache)
+        blit = styleblit_packed(gp, g_app, sapp, lut, replace(opts, pixels=redo), cache)
         new = unpack(blit.res, blit.st.s, blit.st.Wp - 1, blit.st.P)
         changed = redo[_changed(new, flat.index_select(0, redo))]
         flat.index_copy_(0, redo, new)
@@ -379,7 +379,7 @@ def _synthesize_dense(g_pos: Any, g_app: Any, sapp: torch.Tensor, lut: Any, styl
     def denoise_tile(t0: int, t1: int, rows: torch.Tensor) -> None:
         lin[t0:t1] = repack(rows, 16, 0xFFFF, vs.wpad, vs.lin_add - r * (vs.wpad + 1))
 
-    blit = _styleblit(g_pos, g_app, sapp, lut, opts, cache, emit=blit_tile)
+    blit = styleblit_packed(g_pos, g_app, sapp, lut, opts, cache, emit=blit_tile)
     st = blit.st
     nnf = _NNFMap(packed=blit.res, unpack=(st.s, st.Wp - 1, st.P), shape=(hh, ww))
     t1 = time.perf_counter()

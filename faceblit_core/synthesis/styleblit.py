@@ -4,7 +4,7 @@ For levels ``l = L … 1`` each pixel ``p`` takes its nearest seed ``q`` (:mod:`
 the seed's match ``u = LUT(q)`` and the candidate ``o = u + (p − q)``; the coarsest
 level whose candidate lies in the style and has error ``e < threshold`` wins,
 otherwise ``o = LUT(p)``. :func:`styleblit` validates and delegates to
-:func:`_styleblit`, which runs the named steps below. The tricks, each in one place:
+:func:`styleblit_packed`, which runs the named steps below. The tricks, each in one place:
 
 * Level 0 is never evaluated for the NNF: its seed is ``p`` itself, so its candidate
   is ``LUT(p)`` — the fallback — whether it is accepted or not (:func:`_fallback_matches`).
@@ -176,7 +176,7 @@ def styleblit(
     opts = BlitOptions(jitter=jitter, origin=origin, threshold=threshold, lambda_pos=lambda_pos,
                        lambda_app=lambda_app, lambda_temp=lambda_temp, g_temp=g_temp, style_temp=style_temp,
                        levels=levels, return_levels=return_levels, tile_pixels=tile_pixels, pixels=pixels)
-    blit = _styleblit(g_pos, g_app, style_app, lut, opts, fresh(cache))
+    blit = styleblit_packed(g_pos, g_app, style_app, lut, opts, fresh(cache))
     nnf = unpack(blit.res, blit.st.s, blit.st.Wp - 1, blit.st.P)
     if pixels is None:
         nnf = nnf.view(blit.hh, blit.ww, 2)
@@ -188,7 +188,7 @@ def styleblit(
 
 @dataclass
 class Blit:
-    """:func:`_styleblit`'s result: the matches as padded style indices (see :class:`.tables.StyleTables`)."""
+    """:func:`styleblit_packed`'s result: the matches as padded style indices (see :class:`.tables.StyleTables`)."""
 
     res: torch.Tensor            # (h·w,) or (k,) int32: ((y + P) << s) + x + P of each pixel's match
     st: StyleTables
@@ -405,7 +405,7 @@ def _run_levels(ev: _ErrorTest, tables: list, res: torch.Tensor, lvl: torch.Tens
             lvl.add_(torch.neg(lvl, out=v.mx).add_(level).mul_(acc))
 
 
-def _styleblit(g_pos: Any, g_app: Any, style_app: Any, lut: Any, o: BlitOptions, cache: SynthesisCache,
+def styleblit_packed(g_pos: Any, g_app: Any, style_app: Any, lut: Any, o: BlitOptions, cache: SynthesisCache,
                emit: Callable[[int, int, torch.Tensor, StyleTables], None] | None = None) -> Blit:
     """:func:`styleblit` (same checks) up to the matches as padded style indices.
 
@@ -466,7 +466,7 @@ def _region_seed_tables(st: StyleTables, region: list, ulut: torch.Tensor) -> li
 
 def _blit_region(call: _Call, o: BlitOptions, ev: _ErrorTest, region: list,
                  emit: Callable | None) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """StyleBlit of every region pixel, in tiles of rows (see the module notes); ``emit`` as :func:`_styleblit`."""
+    """StyleBlit of every region pixel, in tiles of rows (see the module notes); ``emit`` as :func:`styleblit_packed`."""
     hh, ww, device, st = call.hh, call.ww, call.device, call.st
     n = hh * ww
     gt = to(o.g_temp, device).to(torch.int32).permute(2, 0, 1).reshape(3, -1) if call.temporal else None
