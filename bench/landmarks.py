@@ -17,9 +17,9 @@ Prints ``key=value`` lines (one figure each). Needs ../shared/data (or
             mean NME between the smoothed points and that run's raw fits (lag).
 ``cnn``     dlib CNN (MMOD) detector time on a 512 px exemplar (the painting fallback).
 
-``--calibrate`` instead measures the two constants of faces.py —
-``_BOX_MEAN_SHAPE`` (predictor output relative to the HOG box) and
-``CNN_TO_HOG`` — from every 7th frame of the clips and all stills, and prints them.
+``--calibrate`` instead measures the two constants of faceblit_core.faces —
+``types.MEAN_SHAPE`` (predictor output relative to the HOG box) and
+``backends.dlib.CNN_TO_HOG`` — from every 7th frame of the clips and all stills, and prints them.
 
 Timings share the 2 CPU cores with whatever else runs; compare medians, not single runs.
 """
@@ -41,6 +41,10 @@ sys.path.insert(0, str(REPO))
 
 from faceblit_core import faces as F  # noqa: E402
 from faceblit_core.config import StylizeConfig  # noqa: E402
+from faceblit_core.evaluation import landmark_jitter, nme  # noqa: E402
+from faceblit_core.faces.backends.dlib import _dlib_model, _from_rect  # noqa: E402
+from faceblit_core.faces.tracking import _thumbnail  # noqa: E402
+from faceblit_core.faces.types import MEAN_SHAPE  # noqa: E402
 
 DATA = Path(os.environ.get("FACEBLIT_SHARED_DATA", REPO.parent / "shared" / "data"))
 STYLES = ("watercolorgirl", "laurinbust", "het", "frank", "girl", "expressive", "malevich", "woodenmask", "prisma", "oldman")
@@ -99,7 +103,7 @@ def bench_styles() -> None:
                 continue
             times.append(time.perf_counter() - t)
             found += 1
-            errors.append(F.nme(pts, ref))
+            errors.append(nme(pts, ref))
             out(f"style_nme_{label}_{name}", errors[-1])
         out(f"style_found_{label}", f"{found}/{len(STYLES)}")
         out(f"style_nme_median_{label}", float(np.median(errors)))
@@ -157,8 +161,8 @@ def bench_jitter() -> None:
         out("jitter_note", "face lost on some frame; jitter over frames with a face only")
     off = np.stack([p for p in raw_off if p is not None])
     on = np.stack([p for p in sm_on if p is not None])
-    j_off, j_on = F.landmark_jitter(off), F.landmark_jitter(on)
-    lag = [F.nme(s, r) for s, r in zip(sm_on, raw_on) if s is not None]
+    j_off, j_on = landmark_jitter(off), landmark_jitter(on)
+    lag = [nme(s, r) for s, r in zip(sm_on, raw_on) if s is not None]
     out("jitter_min_cutoff", cfg.smooth_min_cutoff)
     out("jitter_beta", cfg.smooth_beta)
     out("jitter_unsmoothed", j_off)
@@ -200,7 +204,7 @@ def bench_speed() -> None:
     thumb = []
     for frame in frames:
         t = time.perf_counter()
-        F._thumbnail(frame)
+        _thumbnail(frame)
         thumb.append((time.perf_counter() - t) * 1000)
     out("scene_cut_thumbnail_ms_median", statistics.median(thumb))
 
@@ -210,7 +214,7 @@ def bench_cnn() -> None:
 
     image = read_rgb(DATA / "styles" / "malevich.png")
     small = cv2.resize(image, (384, 512), interpolation=cv2.INTER_AREA)
-    cnn = F._dlib_model("cnn")
+    cnn = _dlib_model("cnn")
     times = []
     for _ in range(3):
         t = time.perf_counter()
@@ -220,11 +224,11 @@ def bench_cnn() -> None:
 
 
 def calibrate() -> None:
-    """Measure _BOX_MEAN_SHAPE and CNN_TO_HOG from HOG/CNN detections on the shared data."""
+    """Measure MEAN_SHAPE and CNN_TO_HOG from HOG/CNN detections on the shared data."""
     import cv2
 
     backend = F.DlibBackend(upsample_fallback=False, cnn_fallback=False)
-    cnn = F._dlib_model("cnn")
+    cnn = _dlib_model("cnn")
     shapes, ratios, offsets = [], [], []
 
     def images():
@@ -246,7 +250,7 @@ def calibrate() -> None:
         if boxes and (not name.endswith(".mp4") or k % 5 == 0):
             small, sx, sy = backend._downscale(img)
             for d in cnn(small, 0):
-                cb = F._from_rect(d.rect, sx, sy)
+                cb = _from_rect(d.rect, sx, sy)
                 hb = max(boxes, key=lambda b: F.box_iou(b, cb))
                 if F.box_iou(hb, cb) < 0.3:
                     continue
@@ -259,7 +263,7 @@ def calibrate() -> None:
     print("box_mean_shape=" + json.dumps(np.round(mean_shape, 4).reshape(-1).tolist()))
     off = np.median(np.stack(offsets), axis=0)
     out("cnn_to_hog", f"({np.median(ratios):.3f}, {off[0]:.3f}, {off[1]:.3f})")
-    current = F._BOX_MEAN_SHAPE
+    current = MEAN_SHAPE
     out("box_mean_shape_max_change", float(np.abs(mean_shape - current).max()))
 
 

@@ -123,7 +123,7 @@ def build_guides(style: str = "watercolorgirl", *, log=print) -> dict:
         from faceblit_core.faces import DlibBackend
         from faceblit_core.geometry import Region
         from faceblit_core.guides.positional import background_anchors, positional_guide
-        from faceblit_core.landmarks_io import load_landmarks
+        from faceblit_core.faces.io import load_landmarks
 
         s_lm = load_landmarks(DATA / "styles" / f"{style}.lm.txt")
         faces = DlibBackend().detect(target)

@@ -393,7 +393,7 @@ def landmarks_cmd(
 ) -> None:
     """Detect the 68 landmarks of the faces in an image, to check or correct them."""
     try:
-        from faceblit_core.faces import landmarks_of_image
+        from cli.landmarks_drawing import landmarks_of_image
 
         result = landmarks_of_image(image, backend=backend, fan_weights=fan_weights, draw=draw, save=save, overwrite=overwrite)
     except BaseException as exc:  # noqa: BLE001

@@ -440,7 +440,7 @@ def _read_style_bytes(p: Path, name: str) -> bytes:
 
 def _given_landmarks(landmarks: Any, style_path: Path) -> tuple[np.ndarray | None, str]:
     """Landmarks known before decoding the image: explicit file/array, else the sibling file."""
-    from faceblit_core.landmarks_io import load_landmarks
+    from faceblit_core.faces.io import load_landmarks
 
     if landmarks is None:
         sibling = style_path.with_name(style_path.stem + SIBLING_LANDMARKS_SUFFIX)
@@ -465,7 +465,7 @@ def _build(data: bytes, style_path: Path, name: str, points, lm_source: str, key
     from faceblit_core import faces, media
     from faceblit_core.guides.appearance import app_cdf, appearance_guide, stretch_contrast
     from faceblit_core.guides.temporal import temporal_guide
-    from faceblit_core.landmarks_io import check_points_inside
+    from faceblit_core.faces.io import check_points_inside
 
     t = time.perf_counter()
     try:

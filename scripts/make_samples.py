@@ -20,7 +20,7 @@ scikit-image — so the repository holds no third-party data:
     slowly drifting low-frequency field), so the landmarks move like a talking head.
 ``samples/clip.landmarks.json``
     Ground-truth landmarks of every clip frame (per-frame format of
-    ``faceblit_core.landmarks_io``): dlib's points on the source photo pushed
+    ``faceblit_core.faces.io``): dlib's points on the source photo pushed
     through the exact same animation map that rendered the frame.
 
 Run ``python scripts/make_samples.py [--out samples]``. Everything before the
@@ -315,7 +315,7 @@ def build(out: Path) -> np.ndarray:
     times = [i / CLIP_FPS for i in range(CLIP_FRAMES)]
     frames = [motion.render(photo, t) for t in times]
     encode_clip(frames, out / "clip.mp4")
-    # the per-frame landmark format of faceblit_core.landmarks_io (one face, id 0, per frame),
+    # the per-frame landmark format of faceblit_core.faces.io (one face, id 0, per frame),
     # so the file also drives a render with known landmarks (--landmarks FILE)
     truth = [[{"points": np.round(motion.points(photo_lm, t).astype(np.float64), 2).tolist(), "id": 0}] for t in times]
     (out / "clip.landmarks.json").write_text(

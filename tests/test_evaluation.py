@@ -47,7 +47,7 @@ def clip(shared_data: Path, backend):
 
 @pytest.fixture(scope="module")
 def watercolor(shared_data: Path):
-    from faceblit_core.landmarks_io import load_landmarks
+    from faceblit_core.faces.io import load_landmarks
     from faceblit_core.media import read_image
 
     image = read_image(shared_data / "styles" / "watercolorgirl.png")

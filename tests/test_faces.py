@@ -1,4 +1,5 @@
-"""Facial landmarks (faceblit_core.faces, faceblit_core.landmarks_io): file formats, geometry,
+"""Facial landmarks (faceblit_core.faces and its io, backends, tracking; the landmark metrics of
+faceblit_core.evaluation; the drawing of ``faceblit landmarks``): file formats, geometry,
 One Euro smoothing, the dlib/FAN/file backends, the tracker, accuracy on the exemplars and
 coverage on the clips (DESIGN §3)."""
 
@@ -12,8 +13,13 @@ import cv2
 import numpy as np
 import pytest
 
+from cli.landmarks_drawing import draw_landmarks
 from faceblit_core import faces as F
 from faceblit_core.errors import ConfigError, EnvironmentProblem, InputError, StyleError
+from faceblit_core.evaluation import landmark_jitter, nme
+from faceblit_core.faces.backends.dlib import _dlib_model, _from_rect
+from faceblit_core.faces.tracking import _apply_similarity, _invert_similarity
+from faceblit_core.faces.types import MEAN_SHAPE
 
 STYLES = ("watercolorgirl", "laurinbust", "het", "frank", "girl", "expressive", "malevich", "woodenmask", "prisma", "oldman")
 
@@ -39,7 +45,7 @@ def video_frames(path: Path, limit: int) -> list[np.ndarray]:
 def synthetic_points(seed: int = 0, *, side: float = 200.0, centre=(300.0, 260.0)) -> np.ndarray:
     """A plausible face: the predictor's mean shape in a box, with a little noise."""
     rng = np.random.default_rng(seed)
-    pts = F._BOX_MEAN_SHAPE * side + np.asarray(centre) + rng.normal(0, 1.0, (68, 2))
+    pts = MEAN_SHAPE * side + np.asarray(centre) + rng.normal(0, 1.0, (68, 2))
     return pts.astype(np.float32)
 
 
@@ -208,7 +214,7 @@ def test_face_validates_and_converts() -> None:
 
 def test_box_from_points_inverts_the_mean_shape() -> None:
     side, centre = 180.0, np.array([321.0, 207.0])
-    pts = F._BOX_MEAN_SHAPE * side + centre
+    pts = MEAN_SHAPE * side + centre
     np.testing.assert_allclose(F.box_from_points(pts), [231, 117, 411, 297], atol=1e-3)
     assert F.box_iou(np.array([0, 0, 10, 10]), np.array([5, 0, 15, 10])) == pytest.approx(1 / 3)
 
@@ -223,7 +229,7 @@ def test_nme_and_jitter_definitions() -> None:
     ref = synthetic_points()
     iod = np.linalg.norm(ref[36:42].mean(0) - ref[42:48].mean(0))
     assert F.inter_ocular(ref) == pytest.approx(iod, rel=1e-6)
-    assert F.nme(ref + np.float32([3, 4]), ref) == pytest.approx(5 / iod, rel=1e-5)
+    assert nme(ref + np.float32([3, 4]), ref) == pytest.approx(5 / iod, rel=1e-5)
 
     # rigid (similarity) motion is not jitter; independent point noise is
     seq = []
@@ -232,9 +238,9 @@ def test_nme_and_jitter_definitions() -> None:
         th = 0.02 * t
         R = a * np.array([[math.cos(th), -math.sin(th)], [math.sin(th), math.cos(th)]])
         seq.append(ref @ R.T + [3 * t, -2 * t])
-    assert F.landmark_jitter(np.stack(seq)) < 1e-6
+    assert landmark_jitter(np.stack(seq)) < 1e-6
     noisy = np.stack(seq) + np.random.default_rng(0).normal(0, 1.0, (10, 68, 2))
-    assert F.landmark_jitter(noisy) == pytest.approx(1.41 * 1.25 / iod, rel=0.25)  # E|N(0,2I)| ≈ 1.77
+    assert landmark_jitter(noisy) == pytest.approx(1.41 * 1.25 / iod, rel=0.25)  # E|N(0,2I)| ≈ 1.77
 
 
 # --------------------------------------------------------------------------------------
@@ -311,11 +317,11 @@ def test_smoother_passes_similarity_motion_without_shape_change() -> None:
             first = out
             np.testing.assert_allclose(out, pts, atol=1e-9)
         # the shape (pose removed) is untouched; only the 20 Hz pose filter lags a little
-        assert F.nme(out, pts) < 0.01
+        assert nme(out, pts) < 0.01
         a, b, tx, ty = F.similarity_to_points(out)
         a0, b0, tx0, ty0 = F.similarity_to_points(pts)
-        q_out = F._apply_similarity(out, *F._invert_similarity(a, b, tx, ty))
-        q_in = F._apply_similarity(pts, *F._invert_similarity(a0, b0, tx0, ty0))
+        q_out = _apply_similarity(out, *_invert_similarity(a, b, tx, ty))
+        q_in = _apply_similarity(pts, *_invert_similarity(a0, b0, tx0, ty0))
         np.testing.assert_allclose(q_out, q_in, atol=1e-6)
 
 
@@ -325,7 +331,7 @@ def test_smoother_reduces_landmark_noise() -> None:
     raw = np.stack([shape + rng.normal(0, 1.5, shape.shape) for _ in range(90)])
     sm = F.LandmarkSmoother(min_cutoff=0.2, beta=0.2)
     out = np.stack([sm(p, i / 30) for i, p in enumerate(raw)])
-    assert F.landmark_jitter(out[30:]) < F.landmark_jitter(raw[30:]) / 5
+    assert landmark_jitter(out[30:]) < landmark_jitter(raw[30:]) / 5
 
 
 # --------------------------------------------------------------------------------------
@@ -341,7 +347,7 @@ def test_dlib_detect_and_fit(shared_data: Path, dlib_backend) -> None:
     face = faces[0]
     assert face.points.dtype == np.float32 and face.points.shape == (68, 2) and face.box.shape == (4,)
     assert face.id == -1 and face.score > 0
-    assert F.nme(face.points, ref) < 0.03
+    assert nme(face.points, ref) < 0.03
     again = dlib_backend.fit(image, face.box)
     np.testing.assert_allclose(again.points, face.points)
     assert dlib_backend.detect(np.full((300, 300, 3), 127, np.uint8)) == []
@@ -354,7 +360,7 @@ def test_style_landmarks_on_the_exemplars(shared_data: Path) -> None:
         ref = F.load_landmarks(shared_data / "styles" / f"{name}.lm.txt")
         pts = F.detect_style_landmarks(image)  # raises StyleError if a face is missed
         assert pts.shape == (68, 2) and pts.dtype == np.float32
-        errors[name] = F.nme(pts, ref)
+        errors[name] = nme(pts, ref)
     # measured: median 0.043 (frank 0.11 and malevich 0.066 are the worst)
     assert np.median(list(errors.values())) <= 0.045, errors
 
@@ -372,11 +378,11 @@ def test_cnn_fallback_finds_a_face_hog_misses(shared_data: Path) -> None:
     # measured: 0.24 fitted in the raw CNN box, 0.10 in the box mapped to HOG
     # proportions, 0.062 with the robust (jittered, refined) fit used for exemplars
     small, sx, sy = with_cnn._downscale(gray)
-    raw_box = F._from_rect(F._dlib_model("cnn")(small, 0)[0].rect, sx, sy)
-    assert F.nme(face.points, ref) < 0.6 * F.nme(hog_only.fit(gray, raw_box).points, ref)
-    assert F.nme(face.points, ref) < 0.12
+    raw_box = _from_rect(_dlib_model("cnn")(small, 0)[0].rect, sx, sy)
+    assert nme(face.points, ref) < 0.6 * nme(hog_only.fit(gray, raw_box).points, ref)
+    assert nme(face.points, ref) < 0.12
     robust = F.DlibBackend(upsample_fallback=False, robust_fit=True)
-    assert F.nme(robust.detect(gray)[0].points, ref) < 0.08
+    assert nme(robust.detect(gray)[0].points, ref) < 0.08
 
 
 def test_no_face_in_the_style_image() -> None:
@@ -391,11 +397,11 @@ def test_no_face_in_the_style_image() -> None:
 def test_draw_landmarks_numbers_points() -> None:
     image = np.zeros((300, 400, 3), np.uint8)
     pts = synthetic_points(side=150, centre=(200, 150))
-    drawn = F.draw_landmarks(image, pts)
+    drawn = draw_landmarks(image, pts)
     assert drawn.shape == image.shape and drawn.dtype == np.uint8 and image.max() == 0
     x, y = np.round(pts[30]).astype(int)
     assert drawn[y, x].any()
-    plain = F.draw_landmarks(image, pts, numbers=False)
+    plain = draw_landmarks(image, pts, numbers=False)
     assert (drawn > 0).sum() > 2 * (plain > 0).sum()  # the numbers add ink
 
 
@@ -511,8 +517,8 @@ def test_smoothing_steadies_target2_without_lag(shared_data: Path, dlib_backend)
     smoothed, raw = np.stack(smoothed), np.stack(raw)
     # The raw fits are what the tracker outputs with smoothing off (they never depend on
     # the smoothed points). Measured: 3.13x less jitter, mean lag 0.027.
-    assert F.landmark_jitter(raw) / F.landmark_jitter(smoothed) >= 3.0
-    assert np.mean([F.nme(s, r) for s, r in zip(smoothed, raw)]) <= 0.03
+    assert landmark_jitter(raw) / landmark_jitter(smoothed) >= 3.0
+    assert np.mean([nme(s, r) for s, r in zip(smoothed, raw)]) <= 0.03
 
 
 # --------------------------------------------------------------------------------------

@@ -17,7 +17,7 @@ from faceblit_core import style as S
 from faceblit_core.errors import ConfigError, StyleError
 from faceblit_core.guides.appearance import app_cdf, appearance_guide, stretch_contrast
 from faceblit_core.guides.temporal import temporal_guide
-from faceblit_core.landmarks_io import load_landmarks, save_landmarks
+from faceblit_core.faces.io import load_landmarks, save_landmarks
 from faceblit_core.lut import build_lookup_table
 from faceblit_core.style import StyleAsset, prepare_style, prepare_style_report
 

@@ -29,25 +29,20 @@ import json
 import math
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterable, Sequence
+from typing import Any, Iterable, Sequence
 
 import numpy as np
 
 from faceblit_core.errors import InputError, OutputError, StyleError
-
-if TYPE_CHECKING:  # the Face class lives in faces.py, which imports this module
-    from faceblit_core.faces import Face
-
-#: Number of points of the iBUG 68-point layout.
-N_POINTS = 68
+from faceblit_core.faces.types import N_POINTS, Face, box_from_points
 
 __all__ = [
-    "N_POINTS",
     "load_landmarks",
     "save_landmarks",
     "load_frame_landmarks",
     "save_frame_landmarks",
     "parse_landmarks_text",
+    "check_points_inside",
 ]
 
 
@@ -287,9 +282,7 @@ def save_landmarks(path: str | os.PathLike, points: np.ndarray) -> None:
     _atomic_write(p, text)
 
 
-def _face_from_json(obj: Any, *, source: str) -> "Face":
-    from faceblit_core.faces import Face, box_from_points  # faces imports this module
-
+def _face_from_json(obj: Any, *, source: str) -> Face:
     if not isinstance(obj, dict) or "points" not in obj:
         raise StyleError(f"{source}: expected an object with 'points' (and optional 'box', 'score', 'id')")
     points = _point_list(obj["points"], source=source)
@@ -313,7 +306,7 @@ def _face_from_json(obj: Any, *, source: str) -> "Face":
     return Face(points=points, box=box, score=float(score), id=fid)
 
 
-def load_frame_landmarks(path: str | os.PathLike) -> list[list["Face"]]:
+def load_frame_landmarks(path: str | os.PathLike) -> list[list[Face]]:
     """Read a per-frame landmark file (all faces of every frame of a video).
 
     Parameters
@@ -348,7 +341,7 @@ def load_frame_landmarks(path: str | os.PathLike) -> list[list["Face"]]:
 
 def save_frame_landmarks(
     path: str | os.PathLike,
-    frames: Iterable[Sequence["Face"]],
+    frames: Iterable[Sequence[Face]],
     *,
     fps: float | None = None,
     size: tuple[int, int] | None = None,
@@ -361,7 +354,7 @@ def save_frame_landmarks(
         Destination (JSON, whatever the extension).
     frames : iterable of sequence of Face
         ``frames[t]`` = faces of frame ``t`` as returned by
-        :meth:`faceblit_core.faces.FaceTracker.update`.
+        :meth:`faceblit_core.faces.tracking.FaceTracker.update`.
     fps : float, optional, keyword-only
         Frame rate of the video, stored as ``"fps"`` (informative; readers ignore it).
     size : (width, height), optional, keyword-only
