@@ -91,33 +91,41 @@ class StylizeConfig:
         ConfigError
             ``"<field>: expected <range>, got <value>"`` for the first bad field.
         """
+        # Every field's type and range first, then the choices: the first error reported stays the same.
         for f in fields(self):
-            value = getattr(self, f.name)
-            meta = f.metadata
-            if isinstance(f.default, bool):
-                if not isinstance(value, bool):
-                    raise ConfigError(f"{f.name}: expected true or false, got {value!r}")
-                continue
-            if isinstance(f.default, (int, float)):
-                kind = int if isinstance(f.default, int) else (int, float)
-                if isinstance(value, bool) or not isinstance(value, kind) or not math.isfinite(value):
-                    want = "an integer" if kind is int else "a number"
-                    raise ConfigError(f"{f.name}: expected {want}, got {value!r}")
-                lo, hi = meta.get("lo"), meta.get("hi")
-                if (lo is not None and value < lo) or (hi is not None and value > hi):
-                    raise ConfigError(f"{f.name}: expected a value in [{lo}, {hi}], got {value!r}")
-            elif isinstance(f.default, str):
-                if not isinstance(value, str) or not value:
-                    raise ConfigError(f"{f.name}: expected a non-empty string, got {value!r}")
+            _check_type_range(f, getattr(self, f.name))
         for f in fields(self):
-            choices = f.metadata.get("choices")
-            if choices and getattr(self, f.name) not in choices:
-                raise ConfigError(f"{f.name}: expected one of {', '.join(choices)}, got {getattr(self, f.name)!r}")
+            _check_choice(f, getattr(self, f.name))
         if self.codec in ("libx264", "libx265") and self.preset not in X264_PRESETS:
             raise ConfigError(f"preset: expected one of {', '.join(X264_PRESETS)} for {self.codec}, got {self.preset!r}")
         dev = self.device
         if not (dev in DEVICE_CHOICES or (dev.startswith("cuda:") and dev[5:].isdigit())):
             raise ConfigError(f"device: expected one of auto, cpu, cuda, cuda:N, got {dev!r}")
+
+    @classmethod
+    def check_field(cls, name: str, value: Any) -> None:
+        """Check one value against a field's documented type, range and choices, as :meth:`validate` does.
+
+        For callers that take a few of the tunables on their own (e.g.
+        :func:`faceblit_core.style.prepare_style`) without building a whole config.
+
+        Parameters
+        ----------
+        name : str
+            A field name.
+        value : Any
+            The value to check.
+
+        Raises
+        ------
+        ConfigError
+            ``"<field>: expected <range>, got <value>"``.
+        KeyError
+            ``name`` is not a field (a programming error).
+        """
+        f = {f.name: f for f in fields(cls)}[name]
+        _check_type_range(f, value)
+        _check_choice(f, value)
 
     def replace(self, **changes: Any) -> "StylizeConfig":
         """Return a validated copy with ``changes`` applied."""
@@ -132,3 +140,30 @@ class StylizeConfig:
             rng = f"; range [{m['lo']}, {m['hi']}]" if m.get("lo") is not None else ""
             out[f.name] = f"{m['doc']}{rng}"
         return out
+
+
+def _check_type_range(f: dataclasses.Field, value: Any) -> None:
+    """Raise ConfigError when ``value`` has not the type of ``f``'s default or lies outside its ``lo``/``hi``."""
+    meta = f.metadata
+    if isinstance(f.default, bool):
+        if not isinstance(value, bool):
+            raise ConfigError(f"{f.name}: expected true or false, got {value!r}")
+        return
+    if isinstance(f.default, (int, float)):
+        kind = int if isinstance(f.default, int) else (int, float)
+        if isinstance(value, bool) or not isinstance(value, kind) or not math.isfinite(value):
+            want = "an integer" if kind is int else "a number"
+            raise ConfigError(f"{f.name}: expected {want}, got {value!r}")
+        lo, hi = meta.get("lo"), meta.get("hi")
+        if (lo is not None and value < lo) or (hi is not None and value > hi):
+            raise ConfigError(f"{f.name}: expected a value in [{lo}, {hi}], got {value!r}")
+    elif isinstance(f.default, str):
+        if not isinstance(value, str) or not value:
+            raise ConfigError(f"{f.name}: expected a non-empty string, got {value!r}")
+
+
+def _check_choice(f: dataclasses.Field, value: Any) -> None:
+    """Raise ConfigError when ``f`` has ``choices`` and ``value`` is not one of them."""
+    choices = f.metadata.get("choices")
+    if choices and value not in choices:
+        raise ConfigError(f"{f.name}: expected one of {', '.join(choices)}, got {value!r}")

@@ -48,7 +48,7 @@ import hashlib
 import os
 import tempfile
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -59,6 +59,7 @@ from faceblit_core.cache import default_cache_dir
 from faceblit_core import lut as _lut
 from faceblit_core._version import __version__
 from faceblit_core.checks import check, check_array
+from faceblit_core.config import StylizeConfig
 from faceblit_core.errors import InputError, StyleError
 
 __all__ = ["StyleAsset", "PrepareReport", "prepare_style", "prepare_style_report", "default_cache_dir", "style_key", "FORMAT_VERSION"]
@@ -68,7 +69,8 @@ FORMAT_VERSION = 2
 #: Suffix of the landmark file looked up next to a style image (``NAME.png`` → ``NAME.lm.txt``).
 SIBLING_LANDMARKS_SUFFIX = ".lm.txt"
 
-_DEFAULTS = {"lambda_pos": 10.0, "lambda_app": 2.0, "lut_radius": 30.0, "temporal_blur": 6.0}
+#: The tunables a style asset is built with, and their defaults: those of :class:`StylizeConfig`.
+_DEFAULTS = {f.name: f.default for f in fields(StylizeConfig) if f.name in ("lambda_pos", "lambda_app", "lut_radius", "temporal_blur")}
 _ARRAYS = ("image", "landmarks", "app", "app_cdf", "temp", "lut")
 # Records after the table, in file order.
 _SMALL = ("image", "landmarks", "app", "app_cdf", "temp")
@@ -387,26 +389,22 @@ def prepare_style_report(
 
 
 def _resolve_params(config: Any, **given: float | None) -> dict:
-    from faceblit_core.config import StylizeConfig
-
     values = {}
     for name, value in given.items():
         if value is None:
             value = getattr(config, name) if config is not None else _DEFAULTS[name]
-        values[name] = value
-    # Validates type and range with the same messages as the CLI options.
-    cfg = StylizeConfig(**values)
-    return {name: float(getattr(cfg, name)) for name in _DEFAULTS}
+        StylizeConfig.check_field(name, value)  # type and range, with the same messages as the CLI options
+        values[name] = float(value)
+    return values
 
 
 def _resolve_max_side(config: Any, max_side: int | None) -> int:
-    from faceblit_core.config import StylizeConfig
-
     if max_side is None:
         max_side = getattr(config, "style_max_side", None) if config is not None else None
-    # Validates like the CLI option; None takes the documented default.
-    cfg = StylizeConfig() if max_side is None else StylizeConfig(style_max_side=max_side)
-    return int(cfg.style_max_side)
+    if max_side is None:
+        return int(StylizeConfig.style_max_side)  # the documented default
+    StylizeConfig.check_field("style_max_side", max_side)  # like the CLI option
+    return int(max_side)
 
 
 def _downscaled(image: np.ndarray, points: np.ndarray | None, max_side: int) -> tuple[np.ndarray, np.ndarray | None]:

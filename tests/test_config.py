@@ -40,3 +40,18 @@ def test_replace_validates():
     assert cfg.threshold == 24.0 and cfg.device == "cuda:1"
     with pytest.raises(ConfigError):
         cfg.replace(blend_radius=-1)
+
+
+@pytest.mark.parametrize(
+    "name, value",
+    [("lambda_pos", -1.0), ("lut_radius", 0.5), ("levels", 2.5), ("style_max_side", 100), ("synthesis_space", "both"), ("background", 1)],
+)
+def test_check_field_says_what_the_config_says(name, value):
+    with pytest.raises(ConfigError) as whole:
+        StylizeConfig(**{name: value})
+    with pytest.raises(ConfigError) as one:
+        StylizeConfig.check_field(name, value)
+    assert str(one.value) == str(whole.value)
+    StylizeConfig.check_field(name, getattr(StylizeConfig(), name))  # defaults pass
+    with pytest.raises(KeyError):
+        StylizeConfig.check_field("no_such_field", 1)
