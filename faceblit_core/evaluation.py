@@ -34,7 +34,8 @@ import numpy as np
 
 from faceblit_core.checks import check, check_array
 from faceblit_core.errors import InputError, StyleError
-from faceblit_core.faces import N_POINTS, box_iou, detect_style_landmarks, get_backend, inter_ocular, load_landmarks
+from faceblit_core.faces import N_POINTS, box_iou, detect_style_landmarks, get_backend, inter_ocular
+from faceblit_core.style import resolve_landmarks
 
 __all__ = [
     "WarpErrors",
@@ -777,16 +778,8 @@ def _load_style(style_path: Path, style_landmarks: str | os.PathLike[str] | np.n
     from faceblit_core.media import read_image
 
     image = read_image(style_path)
-    size = (image.shape[1], image.shape[0])
-    if isinstance(style_landmarks, np.ndarray):
-        check_array(style_landmarks, "style landmarks", shape=(68, 2))
-        return image, style_landmarks.astype(np.float32)
-    if style_landmarks is not None:
-        return image, load_landmarks(style_landmarks, image_size=size)
-    beside = style_path.with_name(style_path.stem + ".lm.txt")  # FaceBlit's convention, as the pipeline
-    if beside.is_file():
-        return image, load_landmarks(beside, image_size=size)
-    return image, detect_style_landmarks(image)
+    points, _ = resolve_landmarks(style_path, style_landmarks, image_size=(image.shape[1], image.shape[0]))
+    return image, points if points is not None else detect_style_landmarks(image)
 
 
 def evaluate_pair(

@@ -61,8 +61,9 @@ from faceblit_core._version import __version__
 from faceblit_core.checks import check, check_array
 from faceblit_core.config import StylizeConfig
 from faceblit_core.errors import InputError, StyleError
+from faceblit_core.faces.io import check_points_inside, load_landmarks
 
-__all__ = ["StyleAsset", "PrepareReport", "prepare_style", "prepare_style_report", "default_cache_dir", "style_key", "FORMAT_VERSION"]
+__all__ = ["StyleAsset", "PrepareReport", "prepare_style", "prepare_style_report", "resolve_landmarks", "default_cache_dir", "style_key", "FORMAT_VERSION"]
 
 #: Version of the cached file's layout and of the recipe; bump it when either changes.
 FORMAT_VERSION = 2
@@ -347,7 +348,7 @@ def prepare_style_report(
 
     t = time.perf_counter()
     data = _read_style_bytes(style_path, name)
-    points, lm_source = _given_landmarks(landmarks, style_path)
+    points, lm_source = resolve_landmarks(style_path, landmarks)
     key = style_key(data, points, params, max_side=max_side)
     stages["hash"] = time.perf_counter() - t
 
@@ -436,34 +437,77 @@ def _read_style_bytes(p: Path, name: str) -> bytes:
         raise StyleError(f"style image {name}: cannot read ({exc.strerror or exc})") from None
 
 
-def _given_landmarks(landmarks: Any, style_path: Path) -> tuple[np.ndarray | None, str]:
-    """Landmarks known before decoding the image: explicit file/array, else the sibling file."""
-    from faceblit_core.faces.io import load_landmarks
+def resolve_landmarks(
+    style_path: str | os.PathLike,
+    style_landmarks: str | os.PathLike | np.ndarray | None = None,
+    *,
+    image_size: tuple[int, int] | None = None,
+) -> tuple[np.ndarray | None, str]:
+    """Where a style exemplar's 68 landmarks come from, and their values when a file or array holds them.
 
-    if landmarks is None:
-        sibling = style_path.with_name(style_path.stem + SIBLING_LANDMARKS_SUFFIX)
+    The one rule for pipeline (through :func:`prepare_style`), :mod:`faceblit_core.evaluation`
+    and this module: the values given; else the file given; else the sibling file
+    ``NAME.lm.txt`` beside ``NAME.ext`` (same folder, same stem; FaceBlit's convention);
+    else they are to be detected on the decoded image
+    (:func:`faceblit_core.faces.detect_style_landmarks`), which the caller does: it may
+    first downscale the image, and the cache key is computed before decoding.
+
+    Parameters
+    ----------
+    style_path : str or path-like
+        The style image (only its name is used here).
+    style_landmarks : path, (68, 2) float array, sequence of 68 (x, y), or None
+        Given landmarks (style px) or their file (FaceBlit text or JSON).
+    image_size : (width, height) of int, optional, keyword-only
+        When given, the points must lie inside an image of that size, px.
+
+    Returns
+    -------
+    points : ndarray, shape (68, 2), float32, or None
+        ``(x, y)`` style px; None when they are to be detected.
+    source : str
+        ``"array"``, ``"file PATH"``, ``"sibling PATH"`` or ``"detected"``.
+
+    Raises
+    ------
+    StyleError
+        The file is missing, unreadable or malformed; NaN or infinite values; a point
+        outside ``image_size``.
+    ValueError
+        An array of another shape than (68, 2).
+
+    References
+    ----------
+    Texler et al. 2021, FaceBlit, Sec. 4 (the exemplars' landmark files).
+    """
+    if style_landmarks is None:
+        path = Path(os.fspath(style_path))
+        sibling = path.with_name(path.stem + SIBLING_LANDMARKS_SUFFIX)
         if not sibling.is_file():
             return None, "detected"
-        landmarks, source = sibling, f"sibling {sibling}"
-    elif isinstance(landmarks, np.ndarray) or (isinstance(landmarks, (list, tuple)) and len(landmarks) == 68):
-        pts = np.asarray(landmarks, dtype=np.float32)
+        style_landmarks, source = sibling, f"sibling {sibling}"
+    elif isinstance(style_landmarks, np.ndarray) or (isinstance(style_landmarks, (list, tuple)) and len(style_landmarks) == 68):
+        pts = np.asarray(style_landmarks, dtype=np.float32)
         check_array(pts, "style landmarks", shape=(68, 2))
         if not np.isfinite(pts).all():
             raise StyleError("style landmarks: NaN or infinite values")
-        return pts, "array"
+        source = "array"
     else:
-        source = f"file {os.fspath(landmarks)}"
-    try:
-        return load_landmarks(landmarks), source
-    except InputError as exc:  # a missing/unreadable landmark file is a style problem (exit 4)
-        raise StyleError(f"style landmarks: {exc.message}") from None
+        source = f"file {os.fspath(style_landmarks)}"
+    if source != "array":
+        try:
+            pts = load_landmarks(style_landmarks)
+        except InputError as exc:  # a missing/unreadable landmark file is a style problem (exit 4)
+            raise StyleError(f"style landmarks: {exc.message}") from None
+    if image_size is not None:
+        check_points_inside(pts, image_size, source=f"style landmarks ({source})")
+    return pts, source
 
 
 def _build(data: bytes, style_path: Path, name: str, points, lm_source: str, key: str, params: dict, max_side: int, stages: dict) -> tuple[StyleAsset, str]:
     from faceblit_core import faces, media
     from faceblit_core.guides.appearance import app_cdf, appearance_guide, stretch_contrast
     from faceblit_core.guides.temporal import temporal_guide
-    from faceblit_core.faces.io import check_points_inside
 
     t = time.perf_counter()
     try:

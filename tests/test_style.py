@@ -103,6 +103,47 @@ def test_sibling_landmark_file_is_used_automatically(style_file, cache):
     np.testing.assert_array_equal(r2.asset.landmarks, (pts + 1).astype(np.float32))
 
 
+def test_resolve_landmarks_is_the_one_rule(style_file, tmp_path):
+    # given values, else the given file, else NAME.lm.txt beside the style, else "detected"
+    assert S.resolve_landmarks(style_file) == (None, "detected")
+    pts = _points(64, 80)
+    sibling = style_file.with_name("s.lm.txt")
+    save_landmarks(sibling, pts)
+    got, source = S.resolve_landmarks(style_file)
+    assert source == f"sibling {sibling}"
+    np.testing.assert_array_equal(got, pts.astype(np.float32))
+    other = tmp_path / "other.txt"
+    save_landmarks(other, pts + 1)
+    got, source = S.resolve_landmarks(style_file, other)
+    assert source == f"file {other}"
+    np.testing.assert_array_equal(got, (pts + 1).astype(np.float32))
+    got, source = S.resolve_landmarks(str(style_file), pts + 2)
+    assert source == "array" and got.dtype == np.float32
+    np.testing.assert_array_equal(got, (pts + 2).astype(np.float32))
+    with pytest.raises(StyleError, match="landmark file not found") as e:
+        S.resolve_landmarks(style_file, tmp_path / "nope.txt")
+    assert e.value.exit_code == 4
+    with pytest.raises(StyleError, match="NaN"):
+        S.resolve_landmarks(style_file, np.full((68, 2), np.nan))
+    with pytest.raises(StyleError, match="outside the 10x10 image"):
+        S.resolve_landmarks(style_file, image_size=(10, 10))
+
+
+def test_evaluation_resolves_style_landmarks_the_same_way(style_file, tmp_path, monkeypatch):
+    from faceblit_core import evaluation
+
+    pts = _points(64, 80)
+    save_landmarks(style_file.with_name("s.lm.txt"), pts)
+    image, got = evaluation._load_style(style_file, None)
+    assert image.shape == (80, 64, 3)
+    np.testing.assert_array_equal(got, pts.astype(np.float32))
+    with pytest.raises(StyleError, match="landmark file not found"):
+        evaluation._load_style(style_file, tmp_path / "nope.txt")
+    style_file.with_name("s.lm.txt").unlink()
+    monkeypatch.setattr(evaluation, "detect_style_landmarks", lambda image: pts + 3)
+    np.testing.assert_array_equal(evaluation._load_style(style_file, None)[1], pts + 3)
+
+
 def test_without_landmarks_they_are_detected(style_file, cache, monkeypatch):
     from faceblit_core import faces
 
