@@ -38,9 +38,9 @@ _DETECT = textwrap.dedent(
     """
     import sys, time
     import cv2
-    from faceblit_core import faces
+    from faceblit_core.faces.backends.dlib import _dlib_model
     t = time.process_time()
-    hog = faces._dlib_model("hog")
+    hog = _dlib_model("hog")
     took = time.process_time() - t
     img = cv2.cvtColor(cv2.imread(sys.argv[1]), cv2.COLOR_BGR2RGB)
     rects, scores, _ = hog.run(img, 1, 0)
