@@ -277,15 +277,16 @@ def _video_face_space(args: argparse.Namespace, frames: int = 40) -> None:
         print(f"# video part skipped: {clip} not found", file=sys.stderr)
         return
     from faceblit_core import media
+    from faceblit_core import stylizer as stylizer_module
     from faceblit_core.config import StylizeConfig
     from faceblit_core.faces import get_backend
-    from faceblit_core.pipeline import FrameStylizer, _load_style
+    from faceblit_core.pipeline import _load_style
 
     cfg = StylizeConfig(threshold=args.threshold, levels=args.levels, blend_radius=args.radius)
     info = media.probe(clip)
     with tempfile.TemporaryDirectory() as tmp:
         asset = _load_style(DATA / "styles" / f"{args.style}.png", config=cfg, style_landmarks=None, cache_dir=tmp)
-    stylizer = FrameStylizer(asset, cfg, fps=float(info.fps), backend=get_backend("dlib", cnn_fallback=False), device="cpu")
+    stylizer = stylizer_module.FrameStylizer(asset, cfg, fps=float(info.fps), backend=get_backend("dlib", cnn_fallback=False), device="cpu")
     calls = []
     real = syn.synthesize
 
@@ -293,12 +294,12 @@ def _video_face_space(args: argparse.Namespace, frames: int = 40) -> None:
         calls.append((a, k))
         return real(*a, **k)
 
-    syn.synthesize = record
+    stylizer_module.synthesize = record  # where FrameStylizer looks it up
     try:
         for frame in media.iter_frames(info, start=0, end=frames):
             stylizer(frame)
     finally:
-        syn.synthesize = real
+        stylizer_module.synthesize = real
     if not calls:
         print("# video part skipped: no face found", file=sys.stderr)
         return

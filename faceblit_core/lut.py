@@ -48,11 +48,14 @@ Example-Based Stylization with Local Guidance", §3 (guided patch search).
 
 from __future__ import annotations
 
+import concurrent.futures as cf
 import math
+import threading
 from typing import Any
 
 import numpy as np
 
+from faceblit_core._runtime import signals_held
 from faceblit_core.checks import check, check_array
 
 #: Quantisation steps of the positional guide (and size of each table axis).
@@ -288,9 +291,6 @@ def build_lookup_table(
     else:
         # numpy's take/add and torch's scatter release the GIL, so threads scale;
         # each has its own buffers (no allocation, hence no page faults, per block).
-        import concurrent.futures as cf
-        import threading
-
         local = threading.local()
 
         def run(ys: np.ndarray) -> None:
@@ -298,16 +298,11 @@ def build_lookup_table(
                 local.worker = _Worker(plan)
             out[ys] = local.worker.rows(ys)
 
-        from faceblit_core.media import hold_signals, release_signals
-
         with cf.ThreadPoolExecutor(n_workers, thread_name_prefix="faceblit-lut") as pool:
             # submit() starts the workers; a Ctrl-C during a thread's start would kill
             # it with a traceback, so signals wait until they run.
-            held = hold_signals()
-            try:
+            with signals_held():
                 futures = [pool.submit(run, ys) for ys in jobs]
-            finally:
-                release_signals(held)
             for fut in futures:
                 fut.result()
     return out

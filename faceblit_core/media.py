@@ -14,9 +14,10 @@ sees ``(H, W, 3) uint8 RGB`` frames (DESIGN §7, ARCHITECTURE "media (io)"):
   gray, alpha, CMYK and 16-bit inputs handled).
 * :func:`atomic_output`, :func:`check_output`, :func:`spool_stdin` /
   :func:`spooled_stdin` — ``-`` paths and all-or-nothing outputs.
-* :func:`hold_signals` / :func:`release_signals`, :func:`start_thread` — keep
-  Ctrl-C and SIGTERM out of the few statements where their exception would leave
-  a temporary file, an ffmpeg process or a broken thread behind.
+
+Ctrl-C and SIGTERM are kept out of the few statements where their exception would
+leave a temporary file, an ffmpeg process or a broken thread behind with the
+helpers of :mod:`faceblit_core._runtime`.
 
 User-facing failures raise :mod:`faceblit_core.errors` classes with one-line
 messages; programming errors (wrong shapes, bad arguments) raise ``ValueError``.
@@ -39,7 +40,6 @@ import os
 import queue
 import re
 import shutil
-import signal
 import stat
 import subprocess
 import sys
@@ -52,6 +52,7 @@ from typing import IO, Any, Iterator, Sequence
 
 import numpy as np
 
+from faceblit_core._runtime import hold_signals, release_signals, start_thread
 from faceblit_core.checks import check, check_array
 from faceblit_core.errors import EnvironmentProblem, FaceblitError, InputError, OutputError, ProcessingError
 
@@ -71,9 +72,6 @@ __all__ = [
     "spooled_stdin",
     "remove_stale_temporaries",
     "is_image_path",
-    "start_thread",
-    "hold_signals",
-    "release_signals",
 ]
 
 #: The still-image extensions, the one list of them: :func:`write_image` writes each
@@ -794,102 +792,6 @@ def _read_frame(f: IO[bytes], nbytes: int) -> np.ndarray | None:
     if got < nbytes:  # ffmpeg stopped mid-frame: treated like an early end by the caller
         return None
     return buf
-
-
-_STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
-
-
-class _HeldSignals:
-    """State of one :func:`hold_signals`: the handlers it replaced and what arrived meanwhile."""
-
-    def __init__(self) -> None:
-        self.previous: dict[int, Any] = {}
-        self.pending: list[int] = []
-
-    def defer(self, signum: int, _frame: Any) -> None:
-        self.pending.append(signum)
-
-
-def hold_signals() -> _HeldSignals | None:
-    """Hold back SIGINT and SIGTERM; :func:`release_signals` handles what arrived meanwhile.
-
-    For the few statements where an exception raised by a signal handler would
-    leave something behind, e.g. between creating a :class:`VideoWriter`
-    (temporary file, ffmpeg process) and entering its ``with`` block, which removes
-    both on any exception. The Python-level handlers are swapped for one that
-    only records the signal (blocking the signal in this thread would not do:
-    native threads of BLAS/OpenMP receive it, and Python runs the handler in the
-    main thread anyway). Signals ignored by the parent stay ignored. Holds nest.
-    Outside the main thread (where handlers cannot be changed) nothing is held.
-
-    Returns
-    -------
-    state or None
-        For :func:`release_signals`.
-    """
-    if threading.current_thread() is not threading.main_thread():
-        return None
-    held = _HeldSignals()
-    for signum in _STOP_SIGNALS:
-        previous = signal.getsignal(signum)
-        if previous is not signal.SIG_IGN:
-            held.previous[signum] = signal.signal(signum, held.defer)
-    return held
-
-
-def release_signals(held: _HeldSignals | None) -> None:
-    """Put back the handlers :func:`hold_signals` replaced; run the first held signal's handler.
-
-    Its exception (``KeyboardInterrupt``…) is raised by this call; a held signal
-    whose disposition was the default (e.g. SIGTERM outside the CLI) is re-sent, so
-    the process ends as it would have.
-    """
-    if held is None:
-        return
-    for signum, previous in held.previous.items():
-        signal.signal(signum, previous if previous is not None else signal.SIG_DFL)
-    if not held.pending:
-        return
-    signum = held.pending[0]
-    handler = held.previous.get(signum)
-    if callable(handler):
-        handler(signum, None)
-    elif handler == signal.SIG_DFL:
-        signal.raise_signal(signum)
-
-
-def start_thread(target: Any, *, args: tuple = (), name: str | None = None, daemon: bool = True) -> threading.Thread:
-    """Start ``target(*args)`` in a new thread, with SIGINT and SIGTERM held back meanwhile.
-
-    An exception raised by a signal handler while :meth:`threading.Thread.start`
-    runs (Ctrl-C, or SIGTERM turned into an exception by the CLI) breaks CPython's
-    thread bookkeeping: the new thread then dies printing a ``KeyError`` traceback
-    on stderr, next to the one-line message. Held (:func:`hold_signals`), the
-    signal is handled right after the thread has started.
-
-    Parameters
-    ----------
-    target : callable
-        Run in the thread.
-    args : tuple, keyword-only
-        Its positional arguments.
-    name : str, keyword-only
-        Thread name.
-    daemon : bool, keyword-only
-        Daemon thread (does not keep the process alive).
-
-    Returns
-    -------
-    threading.Thread
-        The started thread.
-    """
-    thread = threading.Thread(target=target, args=args, name=name, daemon=daemon)
-    held = hold_signals()
-    try:
-        thread.start()
-    finally:
-        release_signals(held)
-    return thread
 
 
 class _PrefetchReader:

@@ -1,10 +1,12 @@
-"""The whole job: decode → landmarks → guides → StyleBlit → voting → composite → encode.
+"""The whole job: decode → :class:`~faceblit_core.stylizer.FrameStylizer` → encode, for a clip, a still or a batch.
 
 :func:`stylize_video` and :func:`stylize_image` are what the CLI's ``stylize``
 calls; :func:`stylize_batch` adds the several-inputs behaviour (continue past a
 bad file, report it, fail at the end). Frames stream through: memory does not
 grow with the clip's length. Decoding and encoding run in their own threads (and
-ffmpeg processes), so they overlap the synthesis of the current frame.
+ffmpeg processes), so they overlap the synthesis of the current frame. The
+per-frame algorithm is :mod:`faceblit_core.stylizer`; signals and threads are
+:mod:`faceblit_core._runtime`.
 
 References
 ----------
@@ -16,23 +18,27 @@ Fišer et al. 2017, "Example-Based Synthesis of Stylized Facial Animations" (tem
 from __future__ import annotations
 
 import contextlib
-import math
 import os
-import queue
 import signal
 import sys
-import threading
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Callable, Iterator, Sequence
+from typing import Callable, Iterable, Sequence
 
 import numpy as np
+import torch
+from tqdm import tqdm
 
+from faceblit_core import media
+from faceblit_core._runtime import Sink, entered_with_signals_held, signals_as_exceptions
 from faceblit_core.config import StylizeConfig
-from faceblit_core.errors import ConfigError, EnvironmentProblem, FaceblitError, Interrupted, OutputError, UsageError
-from faceblit_core.faces import inter_ocular
+from faceblit_core.errors import ConfigError, EnvironmentProblem, FaceblitError, InputError, Interrupted, OutputError, UsageError
+from faceblit_core.faces import get_backend
+from faceblit_core.style import StyleAsset, prepare_style
 from faceblit_core.media import IMAGE_EXTENSIONS
+from faceblit_core.stylizer import FrameStylizer
+
 
 
 @dataclass
@@ -109,8 +115,6 @@ def resolve_device(name: str) -> str:
     EnvironmentProblem
         ``cuda`` was asked for and torch sees no CUDA device (``auto`` falls back to the CPU).
     """
-    import torch
-
     if name == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
     if name.startswith("cuda"):
@@ -131,525 +135,8 @@ def default_output_path(input_path: str | os.PathLike, style_path: str | os.Path
     return (Path(out_dir) if out_dir is not None else src.parent) / name
 
 
-# ------------------------------------------------------------------------- frame stylizer
-class FrameStylizer:
-    """Per-frame part of the pipeline, holding the state that lives across frames.
-
-    State: the style asset on the device, the landmark tracker, the previous output
-    (for the temporal guide) and which face ids it showed. Use one instance per clip.
-
-    Parameters
-    ----------
-    style : StyleAsset
-        The exemplar with its guides and lookup table (:func:`faceblit_core.style.prepare_style`).
-    config : StylizeConfig
-        All tunables.
-    fps : float
-        Frame rate of the clip (One Euro filter timing, ``boil`` timing).
-    backend : LandmarkBackend
-        Landmark detector/fitter (:func:`faceblit_core.faces.get_backend`).
-    device : str
-        torch device of the synthesis.
-    save_guides : Path, optional
-        Folder receiving each frame's guides as PNGs.
-    """
-
-    def __init__(self, style, config: StylizeConfig, *, fps: float, backend, device: str, save_guides: Path | None = None) -> None:
-        import torch
-
-        from faceblit_core.faces import FaceTracker
-        from faceblit_core.guides.temporal import temporal_guide
-        from faceblit_core.synthesis import JitterTable, SynthesisCache
-
-        self.style = style
-        self.config = config
-        self.fps = float(fps) if fps and fps > 0 else 25.0
-        self.device = device
-        self.save_guides = Path(save_guides) if save_guides is not None else None
-        self.tracker = FaceTracker(
-            backend,
-            detect_every=config.detect_every,
-            max_faces=config.max_faces,
-            min_cutoff=config.smooth_min_cutoff,
-            beta=config.smooth_beta,
-            scene_cut=config.scene_cut,
-            fps=self.fps,
-        )
-        self._make_jitter = JitterTable.create
-        self._jitter_seed = None
-        self._jitter = None
-        dev = torch.device(device)
-        self.style_app_t = torch.from_numpy(np.ascontiguousarray(style.app)).to(dev)
-        self.style_temp_t = torch.from_numpy(np.ascontiguousarray(style.temp)).to(dev)
-        self.style_image_t = torch.from_numpy(np.ascontiguousarray(style.image)).to(dev)
-        self.lut_t = torch.from_numpy(np.ascontiguousarray(style.lut)).to(dev)
-        self.style_iod = inter_ocular(style.landmarks)
-        # Face-space synthesis works on a fixed region of the exemplar around its face.
-        from faceblit_core.geometry import Region
-        from faceblit_core.guides.mask import face_mask, face_mask_outline
-
-        # Only what the face mask can show is synthesized: its outline plus the feather
-        # and the voting window (the frame-space margin is for the MLS and tracking slack).
-        pad = (config.mask_feather // 2 + config.blend_radius + 2) / max(1.0, float(np.ptp(style.landmarks[:, 1])))
-        self.style_region = Region.around(face_mask_outline(style.landmarks), margin=pad, frame_size=(style.width, style.height))
-        sr = self.style_region
-        ys, xs = np.mgrid[sr.y0 : sr.y1, sr.x0 : sr.x1].astype(np.float32)
-        self.style_identity = np.ascontiguousarray(np.stack([xs, ys], axis=-1))
-        self.style_face = face_mask(style.image, style.landmarks, region=sr, feather=config.mask_feather) > 0.5
-        self.prev_output: np.ndarray | None = None
-        self.prev_ids: set[int] = set()
-        self.prev_synthesis: dict = {}
-        self.synthesis_cache = SynthesisCache()   # this clip's style tables and seed maps
-        self.prev_guides: dict = {}
-        self.prev_frame: np.ndarray | None = None
-        self._flow = None
-        self.stage_ms: dict[str, float] = {}
-        self.index = 0
-        self.scene_cuts = 0
-        self._temporal_guide = temporal_guide
-
-    def _tick(self, stage: str, t0: float) -> float:
-        t1 = time.perf_counter()
-        self.stage_ms[stage] = self.stage_ms.get(stage, 0.0) + (t1 - t0) * 1000.0
-        return t1
-
-    def _jitter_for_frame(self):
-        cfg = self.config
-        seed = cfg.seed
-        if cfg.boil > 0:
-            seed = cfg.seed + int(math.floor(self.index / self.fps * cfg.boil))
-        if seed != self._jitter_seed:
-            self._jitter = self._make_jitter(seed, cfg.levels)
-            self._jitter_seed = seed
-        return self._jitter
-
-    def __call__(self, frame: np.ndarray) -> tuple[np.ndarray, list]:
-        """Stylize one frame.
-
-        Parameters
-        ----------
-        frame : (H, W, 3) uint8 RGB
-
-        Returns
-        -------
-        out : (H, W, 3) uint8 RGB
-            The frame with every face stylized (or the frame unchanged when no face
-            was found and ``background`` is off).
-        faces : list of Face
-            The (tracked, smoothed) faces used; empty when none was found.
-        """
-        from faceblit_core.compositing import composite
-        from faceblit_core.geometry import Region
-        from faceblit_core.guides.mask import face_mask_outline
-
-        cfg = self.config
-        t = time.perf_counter()
-        faces = self.tracker.update(frame)
-        t = self._tick("landmarks", t)
-        if self.tracker.scene_cut_detected:
-            # Nothing of the last shot may steer this one: temporal guide, flow, kept NNF.
-            self.scene_cuts += 1
-            self.prev_output = self.prev_frame = None
-            self.prev_ids = set()
-        H, W = frame.shape[:2]
-        out = frame.copy()
-        faces_sorted = sorted(faces, key=lambda f: -f.area)
-        if cfg.background:
-            main = faces_sorted[0] if faces_sorted else None
-            # Letterbox/pillarbox bars stay as they are: stylized, their edge rows were
-            # mapped onto the exemplar's border and smeared into streaks (issue 12).
-            picture = active_picture(frame)
-            stylized, _ = self._synthesize(frame, main, picture, background=True)
-            out[picture.y0 : picture.y1, picture.x0 : picture.x1] = stylized
-            faces_sorted = faces_sorted[1:]
-        for face in faces_sorted:
-            # The mask reaches well above the brows (forehead ellipse): grow the region from its outline.
-            region = Region.around(face_mask_outline(face.points), margin=cfg.margin, frame_size=(W, H))
-            if region.width < 2 or region.height < 2:
-                continue
-            stylized, mask = self._synthesize(frame, face, region, background=False)
-            t = time.perf_counter()
-            composite(out, stylized, mask, region)
-            self._tick("composite", t)
-        self.prev_output = out
-        self.prev_frame = frame
-        self.prev_ids = {f.id for f in faces}
-        # Per-face state lives only as long as its track (memory stays bounded).
-        self.prev_synthesis = {k: v for k, v in self.prev_synthesis.items() if k in self.prev_ids}
-        self.prev_guides = {k: v for k, v in self.prev_guides.items() if k in self.prev_ids}
-        self.index += 1
-        return out, faces
-
-    def _synthesize(self, frame: np.ndarray, face, region, *, background: bool):
-        """Guides → StyleBlit → voting for one region; returns (stylized (h,w,3) uint8, mask (h,w) float32 or None)."""
-        from faceblit_core.guides import appearance_guide, background_anchors, face_mask, match_histogram, positional_guide
-
-        cfg, style = self.config, self.style
-        H, W = frame.shape[:2]
-        t = time.perf_counter()
-        if face is None:
-            # No landmarks to steer by: map the region (the picture) onto the exemplar by scaling alone.
-            ys, xs = np.mgrid[0 : region.height, 0 : region.width].astype(np.float32)
-            g_pos = np.stack([xs * (style.width / region.width), ys * (style.height / region.height)], axis=-1)
-        else:
-            anchors = None
-            if background:
-                # The picture's bottom corners (not a letterbox bar's) pin the body; the
-                # anchors' style side does not depend on where the picture starts.
-                origin = np.array([region.x0, region.y0], dtype=np.float32)
-                p, q = background_anchors(region.width, region.height, face.points - origin, style.landmarks, style.width, style.height)
-                anchors = (p + origin, q)
-            g_pos = positional_guide(face.points, style.landmarks, region=region, alpha=cfg.mls_alpha, grid=cfg.mls_grid, anchors=anchors)
-        t = self._tick("guide_pos", t)
-        mask = flow = None
-        if face is not None and not background:
-            mask = face_mask(frame, face.points, region=region, feather=cfg.mask_feather)
-            t = self._tick("mask", t)
-            if cfg.flow_follow > 0 and face.id in self.prev_ids and face.id in self.prev_guides:
-                # Face-space synthesis does not need the flow: it runs meanwhile.
-                flow = self._start_flow(frame, region)
-        use_temp = cfg.lambda_temp > 0 and self.prev_output is not None and (face is None or face.id in self.prev_ids)
-        if face is not None and not background and cfg.synthesis_space == "face":
-            stylized_face = self._synthesize_in_face_space(frame, face, use_temp)
-            g_pos, mask = self._follow_flow(flow, face.id, region, g_pos, mask)
-            stylized, covered = self._warp_to_frame(stylized_face, g_pos)
-            # The frame's mask (skin found on the forehead) can reach past what the
-            # exemplar's region covers; there the result would be smeared border pixels.
-            mask = mask * covered
-            if self.save_guides is not None:
-                self._write_guides(face, {"pos": g_pos, "stylized": stylized, "mask": mask})
-            return stylized, mask
-        if face is not None and not background:
-            g_pos, mask = self._follow_flow(flow, face.id, region, g_pos, mask)
-        t = time.perf_counter()
-        crop = frame[region.y0 : region.y1, region.x0 : region.x1]
-        g_app = match_histogram(appearance_guide(crop), style.app_cdf, mask=(mask > 0.5) if mask is not None else None)
-        t = self._tick("guide_app", t)
-        g_temp = None
-        if use_temp:
-            prev_crop = self.prev_output[region.y0 : region.y1, region.x0 : region.x1]
-            scale = inter_ocular(face.points) / self.style_iod if face is not None and self.style_iod > 0 else W / style.width
-            g_temp = self._temporal_guide(prev_crop, sigma=max(0.5, cfg.temporal_blur * scale))
-        self._tick("guide_temp", t)
-        stylized = self._styleblit_and_vote(g_pos, g_app, g_temp, origin=(region.x0, region.y0))
-        if self.save_guides is not None:
-            self._write_guides(face, {"pos": g_pos, "app": g_app, "temp": g_temp, "mask": mask, "stylized": stylized})
-        return stylized, mask
-
-    def _start_flow(self, frame: np.ndarray, region) -> "_Background":
-        """Backward optical flow (t → t−1) of ``region`` in a thread: OpenCV DIS (Kroeger et al. 2016)."""
-        import cv2
-
-        if self._flow is None:
-            self._flow = cv2.DISOpticalFlow_create(cv2.DISOPTICAL_FLOW_PRESET_FAST)
-        sl = (slice(region.y0, region.y1), slice(region.x0, region.x1))
-        cur = cv2.cvtColor(np.ascontiguousarray(frame[sl]), cv2.COLOR_RGB2GRAY)
-        prev = cv2.cvtColor(np.ascontiguousarray(self.prev_frame[sl]), cv2.COLOR_RGB2GRAY)
-        return _Background(self._flow.calc, cur, prev, None)
-
-    def _follow_flow(self, flow: "_Background | None", face_id: int, region, g_pos: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Carry last frame's positional guide and mask along the input's optical flow, pulled toward this frame's.
-
-        Landmarks jitter and lag, optical flow follows the skin: a guide (and mask) that
-        moves with the flow keeps the stylized texture glued to the face from frame to
-        frame, while the pull ``1 − flow_follow`` toward this frame's landmark-based
-        values stops it drifting.
-
-        Parameters
-        ----------
-        flow : _Background or None
-            The backward flow of ``region`` (:meth:`_start_flow`); None for a face
-            without a previous frame (the maps are returned as they are).
-        g_pos : (h, w, 2) float32
-            This frame's landmark-based positional guide on ``region``.
-        mask : (h, w) float32
-            This frame's landmark-based face mask on ``region``.
-
-        Returns
-        -------
-        g_pos, mask
-            Blended with last frame's maps carried along the flow; also kept as
-            this face's maps for the next frame.
-        """
-        import cv2
-
-        if flow is not None:
-            t = time.perf_counter()
-            back = flow.result()
-            previous, prev_region = self.prev_guides[face_id]
-            h, w = back.shape[:2]
-            # Position of each pixel in the previous frame, in the previous region's coordinates.
-            back[..., 0] += np.arange(w, dtype=np.float32) + np.float32(region.x0 - prev_region.x0)
-            back[..., 1] += np.arange(h, dtype=np.float32)[:, None] + np.float32(region.y0 - prev_region.y0)
-            maps = _fixed_point_maps(back)
-            follow = self.config.flow_follow
-            out = []
-            for name, now in (("pos", g_pos), ("mask", mask)):
-                carried = cv2.remap(previous[name], *maps, cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=np.nan)
-                blended = cv2.addWeighted(carried, follow, now, 1.0 - follow, 0.0)
-                np.copyto(blended, now, where=np.isnan(carried))      # came from outside the last region
-                out.append(blended)
-            g_pos, mask = out
-            self._tick("flow", t)
-        self.prev_guides[face_id] = ({"pos": g_pos, "mask": mask}, region)
-        return g_pos, mask
-
-    def _synthesize_in_face_space(self, frame: np.ndarray, face, use_temp: bool) -> np.ndarray:
-        """StyleBlit in the exemplar's frame: chunks stay on the face as it moves.
-
-        The frame is warped onto the exemplar with the inverse MLS map (style landmarks
-        → target landmarks) and StyleBlit runs there with the identity as positional
-        guide (seeds fixed relative to the face); :meth:`_warp_to_frame` brings the
-        result back. Texture then moves with the face instead of jumping between
-        screen-fixed chunks.
-
-        Returns the stylized exemplar region ``(hs, ws, 3) uint8`` (``self.style_region``).
-        """
-        import cv2
-
-        from faceblit_core.guides import appearance_guide, match_histogram, positional_guide
-
-        cfg, style, sr = self.config, self.style, self.style_region
-        t = time.perf_counter()
-        inverse = _fixed_point_maps(positional_guide(style.landmarks, face.points, region=sr, alpha=cfg.mls_alpha, grid=cfg.mls_grid))
-        canonical = cv2.remap(frame, *inverse, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
-        t = self._tick("warp_to_face", t)
-        g_app = match_histogram(appearance_guide(canonical), style.app_cdf, mask=self.style_face)
-        t = self._tick("guide_app", t)
-        g_temp = None
-        if use_temp:
-            prev = cv2.remap(self.prev_output, *inverse, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
-            g_temp = self._temporal_guide(prev, sigma=cfg.temporal_blur)
-        self._tick("guide_temp", t)
-        stylized_face = self._styleblit_and_vote(self.style_identity, g_app, g_temp, origin=(sr.x0, sr.y0), key=face.id)
-        if self.save_guides is not None:
-            self._write_guides(face, {"face_app": g_app, "face_temp": g_temp, "face_stylized": stylized_face})
-        return stylized_face
-
-    def _warp_to_frame(self, stylized_face: np.ndarray, g_pos: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """The face-space result warped into the frame region with ``g_pos`` (bilinear, sub-pixel).
-
-        Returns the stylized region ``(h, w, 3) uint8`` and ``(h, w) float32`` in [0, 1]:
-        1 where ``g_pos`` lands inside the synthesized part of the exemplar, fading to 0
-        outside it (multiplied into the face mask).
-        """
-        import cv2
-
-        t = time.perf_counter()
-        sr = self.style_region
-        maps = g_pos - np.array([sr.x0, sr.y0], dtype=np.float32)
-        stylized = cv2.remap(stylized_face, *_fixed_point_maps(maps), cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
-        mx, my = maps[..., 0], maps[..., 1]
-        inside = ((mx >= 1) & (my >= 1) & (mx <= sr.width - 2) & (my <= sr.height - 2)).astype(np.float32)
-        k = max(1, self.config.mask_feather // 2)
-        covered = np.minimum(inside, cv2.blur(inside, (k, k))) if k > 1 else inside
-        self._tick("warp_to_frame", t)
-        return stylized, covered
-
-    def _styleblit_and_vote(self, g_pos: np.ndarray, g_app: np.ndarray, g_temp: np.ndarray | None, *, origin: tuple[int, int], key=None) -> np.ndarray:
-        """StyleBlit NNF of one region, NNF denoising and colour voting → (h, w, 3) uint8 RGB.
-
-        With ``key`` (face-space synthesis of a tracked face) last frame's result for
-        that key is kept where it still fits and only the rest is recomputed.
-        """
-        from faceblit_core.synthesis import synthesize
-
-        cfg = self.config
-        t = time.perf_counter()
-        previous = self.prev_synthesis.get(key) if key is not None and key in self.prev_ids and cfg.keep_previous else None
-        result = synthesize(
-            g_pos,
-            g_app,
-            self.style_app_t,
-            self.lut_t,
-            self.style_image_t,
-            radius=cfg.blend_radius,
-            denoise=cfg.denoise_nnf,
-            previous=previous,
-            keep_threshold=cfg.threshold * cfg.keep_tolerance,
-            origin=origin,
-            jitter=self._jitter_for_frame(),
-            threshold=cfg.threshold,
-            lambda_pos=cfg.lambda_pos,
-            lambda_app=cfg.lambda_app,
-            lambda_temp=cfg.lambda_temp if g_temp is not None else 0.0,
-            g_temp=g_temp,
-            style_temp=self.style_temp_t if g_temp is not None else None,
-            levels=cfg.levels,
-            same_g_pos=key is not None,   # face space: g_pos is the fixed style_identity
-            cache=self.synthesis_cache,
-        )
-        if key is not None:
-            self.prev_synthesis[key] = result
-        out = result.rgb.cpu().numpy()
-        # Voting's share includes the copy to the host (on CUDA, the wait for the device).
-        blit_ms = result.step_ms["styleblit"]
-        self.stage_ms["styleblit"] = self.stage_ms.get("styleblit", 0.0) + blit_ms
-        self._tick("voting", t + blit_ms / 1e3)
-        return out
-
-    def _write_guides(self, face, images: dict) -> None:
-        """Write this frame's guides as PNGs: positional colour-coded, the rest as images."""
-        from faceblit_core.guides import mask_to_gray, positional_to_rgb
-        from faceblit_core.media import write_image
-
-        self.save_guides.mkdir(parents=True, exist_ok=True)
-        tag = f"frame{self.index:06d}_face{face.id if face is not None else 'bg'}"
-        for name, image in images.items():
-            if image is None:
-                continue
-            if name == "pos":
-                image = positional_to_rgb(image, self.style.width, self.style.height)
-            elif image.dtype != np.uint8:
-                image = mask_to_gray(image)
-            if image.ndim == 2:
-                image = np.repeat(image[..., None], 3, axis=2)
-            write_image(self.save_guides / f"{tag}_{name}.png", image, overwrite=True)
-
-
-def active_picture(frame: np.ndarray, *, level: int = 24, max_bar: float = 1 / 3) -> "Region":
-    """The frame without its letterbox/pillarbox bars: the region background mode stylizes.
-
-    A bar is a run of whole rows (top, bottom) or columns (left, right) at the
-    frame's edge whose every pixel is dark (all channels ≤ ``level``: encoders
-    leave a little noise in black). Bars wider than ``max_bar`` of the frame
-    are not taken as bars (a dark scene is picture, not a bar), nor is an
-    all-dark frame.
-
-    Parameters
-    ----------
-    frame : (H, W, 3) uint8 RGB
-    level : int, keyword-only
-        Brightest value (0–255) a bar pixel may have.
-    max_bar : float, keyword-only
-        Largest bar, as a fraction of the frame's height (width for side bars).
-
-    Returns
-    -------
-    Region
-        The picture, frame px; the whole frame when there are no bars.
-    """
-    from faceblit_core.geometry import Region
-
-    H, W = frame.shape[:2]
-    dark = frame.max(axis=2) <= level
-    rows, cols = dark.all(axis=1), dark.all(axis=0)
-
-    def run(flags: np.ndarray, limit: int) -> int:
-        n = int(np.argmin(flags)) if not flags.all() else len(flags)
-        return n if n <= limit else 0
-
-    if rows.all():
-        return Region.full(W, H)
-    top, bottom = run(rows, int(H * max_bar)), run(rows[::-1], int(H * max_bar))
-    left, right = run(cols, int(W * max_bar)), run(cols[::-1], int(W * max_bar))
-    return Region(left, top, W - right, H - bottom)
-
-
-def _fixed_point_maps(xy: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """``(h, w, 2) float32`` source positions as OpenCV's fixed-point remap maps (1/32 px).
-
-    ``cv2.remap`` with these runs ~2.5× faster than with float maps; a map used
-    twice is converted once.
-    """
-    import cv2
-
-    return cv2.convertMaps(np.ascontiguousarray(xy, dtype=np.float32), None, cv2.CV_16SC2)
-
-
-# ------------------------------------------------------------------------------ threading
-class _Background:
-    """``fn(*args)`` running in a thread; :meth:`result` waits for it and returns its value or raises its exception."""
-
-    def __init__(self, fn: Callable, *args) -> None:
-        from faceblit_core.media import start_thread
-
-        self._value = self._error = None
-        self._thread = start_thread(self._run, args=(fn, args), name="faceblit-flow")
-
-    def _run(self, fn: Callable, args: tuple) -> None:
-        try:
-            self._value = fn(*args)
-        except BaseException as exc:  # handed to the caller by result()
-            self._error = exc
-
-    def result(self):
-        self._thread.join()
-        if self._error is not None:
-            raise self._error
-        return self._value
-
-
-class _Sink:
-    """Feed frames to a writer from a thread (the encoder then overlaps the synthesis)."""
-
-    def __init__(self, write: Callable[[np.ndarray], None], *, depth: int = 4) -> None:
-        self._q: queue.Queue = queue.Queue(maxsize=depth)
-        self._write = write
-        self._error: BaseException | None = None
-        from faceblit_core.media import start_thread  # signals held back while it starts
-
-        self._thread = start_thread(self._run)
-
-    def _run(self) -> None:
-        while True:
-            item = self._q.get()
-            if item is None:
-                return
-            if self._error is None:
-                try:
-                    self._write(item)
-                except BaseException as exc:  # noqa: BLE001 - re-raised in the producer
-                    self._error = exc
-
-    def put(self, frame: np.ndarray) -> None:
-        if self._error is not None:
-            raise self._error
-        self._q.put(frame)
-
-    def finish(self) -> None:
-        self._q.put(None)
-        self._thread.join()
-        if self._error is not None:
-            raise self._error
-
-
-class SignalInterrupt(KeyboardInterrupt):
-    """Raised by the SIGTERM handler: like Ctrl-C's KeyboardInterrupt it is no ``Exception``,
-    so no ``except Exception`` on the way (cache reader, ffmpeg waits) can swallow it;
-    :func:`_signals_as_exceptions` (or the CLI) turns it into :class:`Interrupted` once
-    the cleanup has run."""
-
-    def __init__(self, signum: int) -> None:
-        super().__init__(signum)
-        self.signum = signum
-
-
-def raise_signal_interrupt(signum, _frame):
-    """Signal handler raising :class:`SignalInterrupt`."""
-    raise SignalInterrupt(signum)
-
-
-@contextlib.contextmanager
-def _signals_as_exceptions(*, to_stdout: bool = False) -> Iterator[None]:
-    """Turn SIGINT and SIGTERM into :class:`Interrupted` (exit 130 / 143), after the cleanup of the block ran."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-
-    old = signal.signal(signal.SIGTERM, raise_signal_interrupt)
-    try:
-        yield
-    except KeyboardInterrupt as exc:
-        raise Interrupted(getattr(exc, "signum", signal.SIGINT), to_stdout=to_stdout) from None
-    finally:
-        signal.signal(signal.SIGTERM, old)
-
-
-# ------------------------------------------------------------------------------ public API
+# ------------------------------------------------------------------------------ set-up
 def _load_style(style, *, config, style_landmarks, cache_dir):
-    from faceblit_core.style import StyleAsset, prepare_style
-
     if isinstance(style, StyleAsset):
         return style
     return prepare_style(style, landmarks=style_landmarks, config=config, cache_dir=cache_dir)
@@ -686,8 +173,6 @@ def _make_backend(config: StylizeConfig, fan_weights, device: str, *, video: boo
     on frames without a face (seconds of a clip), while paintings — where it helps —
     come as stills or exemplars (:func:`faceblit_core.faces.detect_style_landmarks`).
     """
-    from faceblit_core.faces import get_backend
-
     options: dict = {}
     if config.landmarks == "fan":
         options = {"weights": fan_weights, "device": device}
@@ -704,6 +189,7 @@ def _make_stylizer(style, config: StylizeConfig, *, device: str, fps: float, vid
     return FrameStylizer(asset, config, fps=fps, backend=backend, device=device, save_guides=Path(save_guides) if save_guides else None)
 
 
+# ------------------------------------------------------------------------------ the job
 def stylize_video(
     input: str | os.PathLike,
     style,
@@ -760,94 +246,132 @@ def stylize_video(
     InputError, StyleError, OutputError, EnvironmentProblem, ProcessingError, Interrupted
         With a one-line message; no output file is left behind on any error.
     """
-    from faceblit_core import media
-
     config = config or StylizeConfig()
-    if str(input) == "-":
-        with media.spooled_stdin() as spooled:
-            return stylize_video(
-                spooled, style, output if output is not None else "-", config=config, style_landmarks=style_landmarks,
-                fan_weights=fan_weights, frames=frames, side_by_side=side_by_side, save_guides=save_guides,
-                cache_dir=cache_dir, overwrite=overwrite, progress=progress,
+    with contextlib.ExitStack() as stack:
+        if str(input) == "-":
+            # Standard input is spooled to a temporary file (probed, then decoded);
+            # without a name to derive one from, its output goes to standard output.
+            input = stack.enter_context(media.spooled_stdin())
+            output = output if output is not None else "-"
+        started = time.perf_counter()
+        info = _probe(input)
+        out_path = str(output) if output is not None else str(default_output_path(input, _style_path(style)))
+        # The content decides what the input is, the output's extension what is written:
+        # a still (even one named .mp4) becomes an image, or a one-frame video for a video name.
+        if info.is_image and (out_path == "-" or Path(out_path).suffix.lower() not in media.VIDEO_EXTENSIONS):
+            return stylize_image(
+                input, style, output, config=config, style_landmarks=style_landmarks, fan_weights=fan_weights,
+                side_by_side=side_by_side, save_guides=save_guides, cache_dir=cache_dir, overwrite=overwrite,
             )
-    started = time.perf_counter()
-    info = _probe(input)
-    out_path = str(output) if output is not None else str(default_output_path(input, _style_path(style)))
-    # The content decides what the input is, the output's extension what is written:
-    # a still (even one named .mp4) becomes an image, or a one-frame video for a video name.
-    if info.is_image and (out_path == "-" or Path(out_path).suffix.lower() not in media.VIDEO_EXTENSIONS):
-        return stylize_image(
-            input, style, output, config=config, style_landmarks=style_landmarks, fan_weights=fan_weights,
-            side_by_side=side_by_side, save_guides=save_guides, cache_dir=cache_dir, overwrite=overwrite,
-        )
-    # A bad output path fails now, not after the style, the models and the first frames.
-    media.check_output(out_path, overwrite=overwrite, inputs=[input], video=True)
-    device = resolve_device(config.device)
+        # A bad output path fails now, not after the style, the models and the first frames.
+        media.check_output(out_path, overwrite=overwrite, inputs=[input], video=True)
+        device = resolve_device(config.device)
+        span = _frame_span(info, frames, input)
+        stylizer = _make_stylizer(style, config, device=device, fps=float(info.fps), video=True, style_landmarks=style_landmarks,
+                                  fan_weights=fan_weights, cache_dir=cache_dir, save_guides=save_guides)
+        summary = RunSummary(input=str(input), output=out_path, fps_in=float(info.fps), device=device)
+        with signals_as_exceptions(to_stdout=out_path == "-"):
+            _write_video(stylizer, info, input, summary, span=span, config=config, side_by_side=side_by_side, overwrite=overwrite, progress=progress)
+        summary.seconds = time.perf_counter() - started
+        summary.scene_cuts = stylizer.scene_cuts
+        summary.stage_ms = {k: v / max(1, summary.frames) for k, v in stylizer.stage_ms.items()}
+        return summary
+
+
+@dataclass(frozen=True)
+class _FrameSpan:
+    """The frames of a clip a run covers.
+
+    Attributes
+    ----------
+    start, end : int, int or None
+        Frames ``start <= i < end`` (0-based; ``end`` None = to the end).
+    count : int or None
+        Frames to expect (for the progress bar); None when unknown.
+    audio : (float, float or None) or None
+        Start and duration (s; None = to the end) of the audio kept; None = all of it.
+    """
+
+    start: int
+    end: int | None
+    count: int | None
+    audio: tuple[float, float | None] | None
+
+
+def _frame_span(info, frames: tuple[int, int | None] | None, input) -> _FrameSpan:
+    """``--frames`` checked against the clip.
+
+    Raises
+    ------
+    InputError
+        The range starts after the clip's last frame.
+    """
     start, end = frames if frames is not None else (0, None)
     if info.n_frames and start >= info.n_frames:
-        from faceblit_core.errors import InputError
-
         raise InputError(f"{input}: --frames {start}:{'' if end is None else end} starts after the last frame (the video has {info.n_frames})")
     if end is not None and info.n_frames:
         end = min(end, info.n_frames)  # "0:50" on a shorter clip means "to its end"
     last = end if end is not None else (info.n_frames or None)
-    n_frames = max(0, last - start) if last is not None else None
-    writer_w = info.width * (2 if side_by_side else 1)
-    stylizer = _make_stylizer(style, config, device=device, fps=float(info.fps), video=True, style_landmarks=style_landmarks,
-                              fan_weights=fan_weights, cache_dir=cache_dir, save_guides=save_guides)
-    summary = RunSummary(input=str(input), output=out_path, fps_in=float(info.fps), device=device)
-    audio_span = (start / float(info.fps), (end - start) / float(info.fps) if end is not None else None) if frames else None
+    count = max(0, last - start) if last is not None else None
+    audio = (start / float(info.fps), (end - start) / float(info.fps) if end is not None else None) if frames else None
+    return _FrameSpan(start, end, count, audio)
 
-    with _signals_as_exceptions(to_stdout=out_path == "-"):
-        reader = bar = None
+
+def _write_video(stylizer: FrameStylizer, info, input, summary: RunSummary, *, span: _FrameSpan, config: StylizeConfig,
+                 side_by_side: bool, overwrite: bool, progress: bool) -> None:
+    """Decode → stylize → encode the frames of ``span`` into ``summary.output``; counts into ``summary``.
+
+    Raises
+    ------
+    FaceblitError
+        No frame in the span; then, as on any exception, the writer removes its
+        temporary file and stops its ffmpeg.
+    """
+    audio_from = input if info.has_audio else None
+
+    def open_writer() -> media.VideoWriter:
+        return media.VideoWriter(
+            summary.output, width=info.width * (2 if side_by_side else 1), height=info.height, fps=info.fps, audio_from=audio_from,
+            audio_span=span.audio, codec=config.codec, crf=config.crf, preset=config.preset, overwrite=overwrite, inputs=[input],
+        )
+
+    with contextlib.ExitStack() as cleanup:
         # Ctrl-C/SIGTERM are held from the writer's first temporary file until its
         # block is entered (which removes it on any exception), then handled.
-        held = media.hold_signals()
-        try:
-            writer = media.VideoWriter(
-                out_path, width=writer_w, height=info.height, fps=info.fps, audio_from=input if info.has_audio else None,
-                audio_span=audio_span, codec=config.codec, crf=config.crf, preset=config.preset, overwrite=overwrite,
-                inputs=[input],
-            )
-        except BaseException:
-            media.release_signals(held)
-            raise
-        try:
-            with writer:
-                media.release_signals(held)
-                render_started = time.perf_counter()
-                # Made inside the writer's block: a signal arriving while they start
-                # must still abort the writer (its temporary file and its ffmpeg).
-                # iter_frames decodes ahead in its own thread (bounded), overlapping the synthesis.
-                reader = media.iter_frames(info, start=start, end=end)
-                bar = _progress_bar(n_frames, progress, Path(str(input)).name)
-                sink = _Sink(writer.write)
-                try:
-                    for frame in reader:
-                        out, faces = stylizer(frame)
-                        summary.frames += 1
-                        if faces:
-                            summary.frames_with_face += 1
-                            summary.max_faces = max(summary.max_faces, len(faces))
-                        else:
-                            summary.frames_without_face += 1
-                        sink.put(np.concatenate([frame, out], axis=1) if side_by_side else out)
-                        if bar is not None:
-                            bar.update(1)
-                finally:
-                    sink.finish()
-                if summary.frames == 0:
-                    raise FaceblitError(f"{input}: no frame in the range {start}:{'' if end is None else end}")
-        finally:
-            if reader is not None:
-                reader.close()
+        with entered_with_signals_held(open_writer) as writer:
+            render_started = time.perf_counter()
+            # Made inside the writer's block: a signal arriving while they start
+            # must still abort the writer (its temporary file and its ffmpeg).
+            # iter_frames decodes ahead in its own thread (bounded), overlapping the synthesis.
+            reader = media.iter_frames(info, start=span.start, end=span.end)
+            cleanup.callback(reader.close)
+            bar = _progress_bar(span.count, progress, Path(str(input)).name)
             if bar is not None:
-                bar.close()
+                cleanup.callback(bar.close)
+            _stylize_frames(stylizer, reader, writer.write, summary, side_by_side=side_by_side, bar=bar)
+            if summary.frames == 0:
+                raise FaceblitError(f"{input}: no frame in the range {span.start}:{'' if span.end is None else span.end}")
     summary.render_seconds = time.perf_counter() - render_started
-    summary.seconds = time.perf_counter() - started
-    summary.scene_cuts = stylizer.scene_cuts
-    summary.stage_ms = {k: v / max(1, summary.frames) for k, v in stylizer.stage_ms.items()}
-    return summary
+
+
+def _stylize_frames(stylizer: FrameStylizer, frames: Iterable[np.ndarray], write: Callable[[np.ndarray], None],
+                    summary: RunSummary, *, side_by_side: bool, bar) -> None:
+    """Each frame through ``stylizer`` into ``write``, which runs in a thread (the encoder overlaps the synthesis)."""
+    sink = Sink(write)
+    try:
+        for frame in frames:
+            out, faces = stylizer(frame)
+            summary.frames += 1
+            if faces:
+                summary.frames_with_face += 1
+                summary.max_faces = max(summary.max_faces, len(faces))
+            else:
+                summary.frames_without_face += 1
+            sink.put(np.concatenate([frame, out], axis=1) if side_by_side else out)
+            if bar is not None:
+                bar.update(1)
+    finally:
+        sink.finish()
 
 
 def stylize_image(
@@ -875,8 +399,6 @@ def stylize_image(
     InputError, StyleError, OutputError, EnvironmentProblem
         With a one-line message; nothing is written on error.
     """
-    from faceblit_core import media
-
     config = config or StylizeConfig()
     started = time.perf_counter()
     frame = media.read_image(input)
@@ -1077,8 +599,6 @@ def _case_insensitive(folder: str) -> bool:
 def _progress_bar(total: int | None, enabled: bool, label: str):
     if not enabled:
         return None
-    from tqdm import tqdm
-
     # disable=None: no bar when stderr is not a terminal (a log file would fill with \r updates).
     return tqdm(total=total, desc=label, unit="frame", dynamic_ncols=True, leave=False, file=sys.stderr, disable=None)
 
@@ -1090,7 +610,5 @@ def _set_threads() -> None:
     small machines (measured on 2 cores: ms-long waits per op), so the default
     leaves the encoder its core.
     """
-    import torch
-
     wanted = int(os.environ.get("FACEBLIT_THREADS", "0") or 0)
     torch.set_num_threads(wanted if wanted > 0 else max(1, (os.cpu_count() or 2) - 1))

@@ -1,0 +1,467 @@
+"""The per-frame algorithm: a frame in, the frame with every face stylized out.
+
+:class:`FrameStylizer` runs, for each frame: landmarks (tracked, smoothed) →
+for each face, guides → StyleBlit → NNF denoising → voting → composite. What it
+keeps from frame to frame is per clip (previous output and input frame, for the
+temporal guide and the flow) and per face (a :class:`FaceTrack`: last frame's kept
+synthesis and its flow-carried guide and mask).
+
+Three ways to synthesize a region, one method each:
+
+* :meth:`FrameStylizer._background` — the whole frame (``background``), the
+  largest face anchoring the positional guide, else scaling alone;
+* :meth:`FrameStylizer._face_in_face_space` — the default: StyleBlit runs in the
+  exemplar's frame and the result is warped back (:mod:`faceblit_core.warp`);
+* :meth:`FrameStylizer._face_in_frame_space` — FaceBlit's original: StyleBlit on
+  the frame region around the face.
+
+References
+----------
+Texler et al. 2021, "FaceBlit: Instant Real-time Example-based Style Transfer to Facial Videos".
+Sýkora et al. 2019, "StyleBlit: Fast Example-Based Stylization with Local Guidance".
+Fišer et al. 2017, "Example-Based Synthesis of Stylized Facial Animations" (temporal guide).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+
+from faceblit_core import warp
+from faceblit_core._runtime import Background
+from faceblit_core.compositing import composite
+from faceblit_core.config import StylizeConfig
+from faceblit_core.faces import FaceTracker, inter_ocular
+from faceblit_core.geometry import Region
+from faceblit_core.guides import (
+    appearance_guide,
+    background_anchors,
+    face_mask,
+    face_mask_outline,
+    mask_to_gray,
+    match_histogram,
+    positional_guide,
+    positional_to_rgb,
+    temporal_guide,
+)
+from faceblit_core.media import write_image
+from faceblit_core.synthesis import JitterTable, Synthesis, SynthesisCache, synthesize
+
+__all__ = ["FrameStylizer", "FaceTrack"]
+
+
+@dataclass(eq=False)
+class FaceTrack:
+    """What :class:`FrameStylizer` keeps of one tracked face (one ``Face.id``) between frames.
+
+    It lives as long as the tracker reports that id (memory stays bounded).
+
+    Attributes
+    ----------
+    continued : bool
+        The face was in the previous frame of the same shot, so this frame may build
+        on it (temporal guide, flow, kept NNF). False for a new face and after a
+        scene cut.
+    synthesis : Synthesis or None
+        Last frame's face-space synthesis (NNF, colours, keep-test terms), updated
+        by the next one when ``keep_previous`` is on; None in frame space.
+    guide_pos : (h, w, 2) float32 or None
+        Last frame's positional guide (style px) on ``region``, after the flow carry.
+    mask : (h, w) float32 or None
+        Last frame's face mask in [0, 1] on ``region``, after the flow carry.
+    region : Region or None
+        The frame region (frame px) of ``guide_pos`` and ``mask``.
+    """
+
+    continued: bool = False
+    synthesis: Synthesis | None = None
+    guide_pos: np.ndarray | None = None
+    mask: np.ndarray | None = None
+    region: Region | None = None
+
+
+class FrameStylizer:
+    """Per-frame part of the pipeline, holding the state that lives across frames.
+
+    State: the style asset on the device, the landmark tracker, the previous output
+    (for the temporal guide), the previous frame (for the optical flow) and a
+    :class:`FaceTrack` per face id. Use one instance per clip.
+
+    Parameters
+    ----------
+    style : StyleAsset
+        The exemplar with its guides and lookup table (:func:`faceblit_core.style.prepare_style`).
+    config : StylizeConfig
+        All tunables.
+    fps : float
+        Frame rate of the clip (One Euro filter timing, ``boil`` timing).
+    backend : LandmarkBackend
+        Landmark detector/fitter (:func:`faceblit_core.faces.get_backend`).
+    device : str
+        torch device of the synthesis.
+    save_guides : Path, optional
+        Folder receiving each frame's guides as PNGs.
+    """
+
+    def __init__(self, style, config: StylizeConfig, *, fps: float, backend, device: str, save_guides: Path | None = None) -> None:
+        self.style = style
+        self.config = config
+        self.fps = float(fps) if fps and fps > 0 else 25.0
+        self.device = device
+        self.save_guides = Path(save_guides) if save_guides is not None else None
+        self.tracker = FaceTracker(
+            backend,
+            detect_every=config.detect_every,
+            max_faces=config.max_faces,
+            min_cutoff=config.smooth_min_cutoff,
+            beta=config.smooth_beta,
+            scene_cut=config.scene_cut,
+            fps=self.fps,
+        )
+        self._jitter_seed = None
+        self._jitter = None
+        dev = torch.device(device)
+        self.style_app_t = torch.from_numpy(np.ascontiguousarray(style.app)).to(dev)
+        self.style_temp_t = torch.from_numpy(np.ascontiguousarray(style.temp)).to(dev)
+        self.style_image_t = torch.from_numpy(np.ascontiguousarray(style.image)).to(dev)
+        self.lut_t = torch.from_numpy(np.ascontiguousarray(style.lut)).to(dev)
+        self.style_iod = inter_ocular(style.landmarks)
+        # Face-space synthesis works on a fixed region of the exemplar around its face.
+        # Only what the face mask can show is synthesized: its outline plus the feather
+        # and the voting window (the frame-space margin is for the MLS and tracking slack).
+        pad = (config.mask_feather // 2 + config.blend_radius + 2) / max(1.0, float(np.ptp(style.landmarks[:, 1])))
+        self.style_region = Region.around(face_mask_outline(style.landmarks), margin=pad, frame_size=(style.width, style.height))
+        sr = self.style_region
+        ys, xs = np.mgrid[sr.y0 : sr.y1, sr.x0 : sr.x1].astype(np.float32)
+        self.style_identity = np.ascontiguousarray(np.stack([xs, ys], axis=-1))
+        self.style_face = face_mask(style.image, style.landmarks, region=sr, feather=config.mask_feather) > 0.5
+        self.prev_output: np.ndarray | None = None
+        self.prev_frame: np.ndarray | None = None
+        self.tracks: dict[int, FaceTrack] = {}
+        self.synthesis_cache = SynthesisCache()   # this clip's style tables and seed maps
+        self._flow = None
+        self.stage_ms: dict[str, float] = {}
+        self.index = 0
+        self.scene_cuts = 0
+
+    def _tick(self, stage: str, t0: float) -> float:
+        t1 = time.perf_counter()
+        self.stage_ms[stage] = self.stage_ms.get(stage, 0.0) + (t1 - t0) * 1000.0
+        return t1
+
+    def _jitter_for_frame(self):
+        cfg = self.config
+        seed = cfg.seed
+        if cfg.boil > 0:
+            seed = cfg.seed + int(math.floor(self.index / self.fps * cfg.boil))
+        if seed != self._jitter_seed:
+            self._jitter = JitterTable.create(seed, cfg.levels)
+            self._jitter_seed = seed
+        return self._jitter
+
+    def __call__(self, frame: np.ndarray) -> tuple[np.ndarray, list]:
+        """Stylize one frame.
+
+        Parameters
+        ----------
+        frame : (H, W, 3) uint8 RGB
+
+        Returns
+        -------
+        out : (H, W, 3) uint8 RGB
+            The frame with every face stylized (or the frame unchanged when no face
+            was found and ``background`` is off).
+        faces : list of Face
+            The (tracked, smoothed) faces used; empty when none was found.
+        """
+        cfg = self.config
+        t = time.perf_counter()
+        faces = self.tracker.update(frame)
+        t = self._tick("landmarks", t)
+        if self.tracker.scene_cut_detected:
+            # Nothing of the last shot may steer this one: temporal guide, flow, kept NNF.
+            self.scene_cuts += 1
+            self.prev_output = self.prev_frame = None
+            for track in self.tracks.values():
+                track.continued = False
+        H, W = frame.shape[:2]
+        out = frame.copy()
+        faces_sorted = sorted(faces, key=lambda f: -f.area)
+        if cfg.background:
+            # Letterbox/pillarbox bars stay as they are: stylized, their edge rows were
+            # mapped onto the exemplar's border and smeared into streaks (issue 12).
+            picture = active_picture(frame)
+            out[picture.y0 : picture.y1, picture.x0 : picture.x1] = self._background(frame, faces_sorted[0] if faces_sorted else None, picture)
+            faces_sorted = faces_sorted[1:]
+        synthesize_face = self._face_in_face_space if cfg.synthesis_space == "face" else self._face_in_frame_space
+        for face in faces_sorted:
+            # The mask reaches well above the brows (forehead ellipse): grow the region from its outline.
+            region = Region.around(face_mask_outline(face.points), margin=cfg.margin, frame_size=(W, H))
+            if region.width < 2 or region.height < 2:
+                continue
+            track = self.tracks.setdefault(face.id, FaceTrack())
+            stylized, mask = synthesize_face(frame, face, region, track)
+            t = time.perf_counter()
+            composite(out, stylized, mask, region)
+            self._tick("composite", t)
+        self.prev_output = out
+        self.prev_frame = frame
+        # Per-face state lives only as long as its track (memory stays bounded).
+        self.tracks = {f.id: self.tracks[f.id] if f.id in self.tracks else FaceTrack() for f in faces}
+        for track in self.tracks.values():
+            track.continued = True
+        self.index += 1
+        return out, faces
+
+    def _use_temporal(self, continued: bool) -> bool:
+        """Whether this frame's synthesis gets a temporal guide (from the previous output)."""
+        return self.config.lambda_temp > 0 and self.prev_output is not None and continued
+
+    # ----------------------------------------------------------- the three ways to synthesize
+    def _background(self, frame: np.ndarray, face, region: Region) -> np.ndarray:
+        """The picture ``region`` (the frame less letterbox bars, :func:`active_picture`)
+        stylized (``background``): ``(h, w, 3) uint8``.
+
+        ``face`` (the largest, or None) steers the positional guide, with anchors
+        mapping the picture's borders to the exemplar's; without a face the picture maps
+        onto the exemplar by scaling alone.
+        """
+        cfg, style = self.config, self.style
+        t = time.perf_counter()
+        if face is None:
+            # No landmarks to steer by: map the region (the picture) onto the exemplar by scaling alone.
+            ys, xs = np.mgrid[0 : region.height, 0 : region.width].astype(np.float32)
+            g_pos = np.stack([xs * (style.width / region.width), ys * (style.height / region.height)], axis=-1)
+        else:
+            # The picture's bottom corners (not a letterbox bar's) pin the body; the
+            # anchors' style side does not depend on where the picture starts.
+            origin = np.array([region.x0, region.y0], dtype=np.float32)
+            p, q = background_anchors(region.width, region.height, face.points - origin, style.landmarks, style.width, style.height)
+            anchors = (p + origin, q)
+            g_pos = positional_guide(face.points, style.landmarks, region=region, alpha=cfg.mls_alpha, grid=cfg.mls_grid, anchors=anchors)
+        self._tick("guide_pos", t)
+        continued = face is None or (face.id in self.tracks and self.tracks[face.id].continued)
+        return self._synthesize_in_frame_space(frame, face, region, g_pos, None, use_temp=self._use_temporal(continued))
+
+    def _face_in_face_space(self, frame: np.ndarray, face, region: Region, track: FaceTrack) -> tuple[np.ndarray, np.ndarray]:
+        """One face synthesized in the exemplar's frame and warped onto ``region``.
+
+        Returns the stylized region ``(h, w, 3) uint8`` and its mask ``(h, w) float32``
+        (the face mask, cut to what the exemplar's region covers).
+        """
+        g_pos, mask, flow = self._face_guides(frame, face, region, track)
+        stylized_face = self._synthesize_in_face_space(frame, face, track, use_temp=self._use_temporal(track.continued))
+        g_pos, mask = self._follow_flow(flow, track, region, g_pos, mask)
+        t = time.perf_counter()
+        stylized, covered = warp.face_space_to_frame(stylized_face, g_pos, self.style_region, feather=self.config.mask_feather)
+        self._tick("warp_to_frame", t)
+        # The frame's mask (skin found on the forehead) can reach past what the
+        # exemplar's region covers; there the result would be smeared border pixels.
+        mask = mask * covered
+        if self.save_guides is not None:
+            self._write_guides(face, {"pos": g_pos, "stylized": stylized, "mask": mask})
+        return stylized, mask
+
+    def _face_in_frame_space(self, frame: np.ndarray, face, region: Region, track: FaceTrack) -> tuple[np.ndarray, np.ndarray]:
+        """One face synthesized on the frame ``region`` (seeds fixed on the screen, FaceBlit's original).
+
+        Returns the stylized region ``(h, w, 3) uint8`` and its face mask ``(h, w) float32``.
+        """
+        g_pos, mask, flow = self._face_guides(frame, face, region, track)
+        g_pos, mask = self._follow_flow(flow, track, region, g_pos, mask)
+        stylized = self._synthesize_in_frame_space(frame, face, region, g_pos, mask, use_temp=self._use_temporal(track.continued))
+        return stylized, mask
+
+    # ------------------------------------------------------------------------------ steps
+    def _face_guides(self, frame: np.ndarray, face, region: Region, track: FaceTrack) -> tuple[np.ndarray, np.ndarray, Background | None]:
+        """The face's landmark-based positional guide and mask on ``region``, and its optical flow started.
+
+        The flow (None for a face new in this shot, or with ``flow_follow`` 0) runs
+        in a thread meanwhile: face-space synthesis does not need it.
+        """
+        cfg, style = self.config, self.style
+        t = time.perf_counter()
+        g_pos = positional_guide(face.points, style.landmarks, region=region, alpha=cfg.mls_alpha, grid=cfg.mls_grid, anchors=None)
+        t = self._tick("guide_pos", t)
+        mask = face_mask(frame, face.points, region=region, feather=cfg.mask_feather)
+        self._tick("mask", t)
+        flow = None
+        if cfg.flow_follow > 0 and track.continued and track.guide_pos is not None:
+            flow = self._start_flow(frame, region)
+        return g_pos, mask, flow
+
+    def _synthesize_in_frame_space(self, frame: np.ndarray, face, region: Region, g_pos: np.ndarray, mask: np.ndarray | None, *, use_temp: bool) -> np.ndarray:
+        """Appearance and temporal guides of the frame ``region``, then StyleBlit and voting → ``(h, w, 3) uint8``."""
+        cfg, style = self.config, self.style
+        W = frame.shape[1]
+        t = time.perf_counter()
+        crop = frame[region.y0 : region.y1, region.x0 : region.x1]
+        g_app = match_histogram(appearance_guide(crop), style.app_cdf, mask=(mask > 0.5) if mask is not None else None)
+        t = self._tick("guide_app", t)
+        g_temp = None
+        if use_temp:
+            prev_crop = self.prev_output[region.y0 : region.y1, region.x0 : region.x1]
+            scale = inter_ocular(face.points) / self.style_iod if face is not None and self.style_iod > 0 else W / style.width
+            g_temp = temporal_guide(prev_crop, sigma=max(0.5, cfg.temporal_blur * scale))
+        self._tick("guide_temp", t)
+        stylized = self._styleblit_and_vote(g_pos, g_app, g_temp, origin=(region.x0, region.y0))
+        if self.save_guides is not None:
+            self._write_guides(face, {"pos": g_pos, "app": g_app, "temp": g_temp, "mask": mask, "stylized": stylized})
+        return stylized
+
+    def _synthesize_in_face_space(self, frame: np.ndarray, face, track: FaceTrack, *, use_temp: bool) -> np.ndarray:
+        """StyleBlit in the exemplar's frame: chunks stay on the face as it moves.
+
+        The frame is warped onto the exemplar with the inverse MLS map (style landmarks
+        → target landmarks) and StyleBlit runs there with the identity as positional
+        guide (seeds fixed relative to the face); :func:`faceblit_core.warp.face_space_to_frame`
+        brings the result back. Texture then moves with the face instead of jumping
+        between screen-fixed chunks.
+
+        Returns the stylized exemplar region ``(hs, ws, 3) uint8`` (``self.style_region``).
+        """
+        cfg, style, sr = self.config, self.style, self.style_region
+        t = time.perf_counter()
+        inverse = warp.face_space_maps(style.landmarks, face.points, sr, alpha=cfg.mls_alpha, grid=cfg.mls_grid)
+        canonical = warp.warp_to_face_space(frame, inverse)
+        t = self._tick("warp_to_face", t)
+        g_app = match_histogram(appearance_guide(canonical), style.app_cdf, mask=self.style_face)
+        t = self._tick("guide_app", t)
+        g_temp = None
+        if use_temp:
+            g_temp = temporal_guide(warp.warp_to_face_space(self.prev_output, inverse), sigma=cfg.temporal_blur)
+        self._tick("guide_temp", t)
+        stylized_face = self._styleblit_and_vote(self.style_identity, g_app, g_temp, origin=(sr.x0, sr.y0), track=track)
+        if self.save_guides is not None:
+            self._write_guides(face, {"face_app": g_app, "face_temp": g_temp, "face_stylized": stylized_face})
+        return stylized_face
+
+    def _start_flow(self, frame: np.ndarray, region: Region) -> Background:
+        """Backward optical flow (t → t−1) of ``region`` in a thread: OpenCV DIS (Kroeger et al. 2016)."""
+        if self._flow is None:
+            self._flow = cv2.DISOpticalFlow_create(cv2.DISOPTICAL_FLOW_PRESET_FAST)
+        sl = (slice(region.y0, region.y1), slice(region.x0, region.x1))
+        cur = cv2.cvtColor(np.ascontiguousarray(frame[sl]), cv2.COLOR_RGB2GRAY)
+        prev = cv2.cvtColor(np.ascontiguousarray(self.prev_frame[sl]), cv2.COLOR_RGB2GRAY)
+        return Background(self._flow.calc, cur, prev, None)
+
+    def _follow_flow(self, flow: Background | None, track: FaceTrack, region: Region, g_pos: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Last frame's positional guide and mask carried along the flow and blended with these
+        (:func:`faceblit_core.warp.carry_along_flow`); kept in ``track`` for the next frame.
+
+        Parameters
+        ----------
+        flow : Background or None
+            The backward flow of ``region`` (:meth:`_start_flow`); None for a face
+            without a previous frame (the maps are returned as they are).
+        g_pos : (h, w, 2) float32
+            This frame's landmark-based positional guide on ``region``.
+        mask : (h, w) float32
+            This frame's landmark-based face mask on ``region``.
+        """
+        if flow is not None:
+            t = time.perf_counter()
+            g_pos, mask = warp.carry_along_flow(
+                flow.result(), region, track.region, (track.guide_pos, track.mask), (g_pos, mask), follow=self.config.flow_follow
+            )
+            self._tick("flow", t)
+        track.guide_pos, track.mask, track.region = g_pos, mask, region
+        return g_pos, mask
+
+    def _styleblit_and_vote(self, g_pos: np.ndarray, g_app: np.ndarray, g_temp: np.ndarray | None, *, origin: tuple[int, int], track: FaceTrack | None = None) -> np.ndarray:
+        """StyleBlit NNF of one region, NNF denoising and colour voting → (h, w, 3) uint8 RGB.
+
+        With ``track`` (face-space synthesis of a tracked face) last frame's result of
+        that face is kept where it still fits and only the rest is recomputed.
+        """
+        cfg = self.config
+        t = time.perf_counter()
+        previous = track.synthesis if track is not None and track.continued and cfg.keep_previous else None
+        result = synthesize(
+            g_pos,
+            g_app,
+            self.style_app_t,
+            self.lut_t,
+            self.style_image_t,
+            radius=cfg.blend_radius,
+            denoise=cfg.denoise_nnf,
+            previous=previous,
+            keep_threshold=cfg.threshold * cfg.keep_tolerance,
+            origin=origin,
+            jitter=self._jitter_for_frame(),
+            threshold=cfg.threshold,
+            lambda_pos=cfg.lambda_pos,
+            lambda_app=cfg.lambda_app,
+            lambda_temp=cfg.lambda_temp if g_temp is not None else 0.0,
+            g_temp=g_temp,
+            style_temp=self.style_temp_t if g_temp is not None else None,
+            levels=cfg.levels,
+            same_g_pos=track is not None,   # face space: g_pos is the fixed style_identity
+            cache=self.synthesis_cache,
+        )
+        if track is not None:
+            track.synthesis = result
+        out = result.rgb.cpu().numpy()
+        # Voting's share includes the copy to the host (on CUDA, the wait for the device).
+        blit_ms = result.step_ms["styleblit"]
+        self.stage_ms["styleblit"] = self.stage_ms.get("styleblit", 0.0) + blit_ms
+        self._tick("voting", t + blit_ms / 1e3)
+        return out
+
+    def _write_guides(self, face, images: dict) -> None:
+        """Write this frame's guides as PNGs: positional colour-coded, the rest as images."""
+        self.save_guides.mkdir(parents=True, exist_ok=True)
+        tag = f"frame{self.index:06d}_face{face.id if face is not None else 'bg'}"
+        for name, image in images.items():
+            if image is None:
+                continue
+            if name == "pos":
+                image = positional_to_rgb(image, self.style.width, self.style.height)
+            elif image.dtype != np.uint8:
+                image = mask_to_gray(image)
+            if image.ndim == 2:
+                image = np.repeat(image[..., None], 3, axis=2)
+            write_image(self.save_guides / f"{tag}_{name}.png", image, overwrite=True)
+
+
+def active_picture(frame: np.ndarray, *, level: int = 24, max_bar: float = 1 / 3) -> Region:
+    """The frame without its letterbox/pillarbox bars: the region background mode stylizes.
+
+    A bar is a run of whole rows (top, bottom) or columns (left, right) at the
+    frame's edge whose every pixel is dark (all channels ≤ ``level``: encoders
+    leave a little noise in black). Bars wider than ``max_bar`` of the frame
+    are not taken as bars (a dark scene is picture, not a bar), nor is an
+    all-dark frame.
+
+    Parameters
+    ----------
+    frame : (H, W, 3) uint8 RGB
+    level : int, keyword-only
+        Brightest value (0–255) a bar pixel may have.
+    max_bar : float, keyword-only
+        Largest bar, as a fraction of the frame's height (width for side bars).
+
+    Returns
+    -------
+    Region
+        The picture, frame px; the whole frame when there are no bars.
+    """
+    H, W = frame.shape[:2]
+    dark = frame.max(axis=2) <= level
+    rows, cols = dark.all(axis=1), dark.all(axis=0)
+
+    def run(flags: np.ndarray, limit: int) -> int:
+        n = int(np.argmin(flags)) if not flags.all() else len(flags)
+        return n if n <= limit else 0
+
+    if rows.all():
+        return Region.full(W, H)
+    top, bottom = run(rows, int(H * max_bar)), run(rows[::-1], int(H * max_bar))
+    left, right = run(cols, int(W * max_bar)), run(cols[::-1], int(W * max_bar))
+    return Region(left, top, W - right, H - bottom)
