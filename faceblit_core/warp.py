@@ -157,7 +157,14 @@ def carry_along_flow(
     -------
     list of (h, w, ...) float32
         ``follow · carried + (1 − follow) · current``; ``current`` where the flow
-        comes from outside the previous region.
+        comes from outside the previous region (bilinear: also from its last row
+        or column, whose right/lower neighbours are outside).
+
+    Notes
+    -----
+    Known quirk, kept so that outputs stay bit-identical: ``borderValue=np.nan`` is
+    the OpenCV scalar ``(nan, 0, 0, 0)``, so for a 2-channel map (the positional
+    guide) only x falls back to ``current`` there; y is blended with 0.
     """
     h, w = back.shape[:2]
     # Position of each pixel in the previous frame, in the previous region's coordinates.
