@@ -3,10 +3,11 @@
 The package is import-light: ``faceblit_core.__version__`` needs nothing
 heavy, and the pipeline entry points are loaded on first use.
 
-Pipeline stages, one module each, data flowing one way::
+Pipeline stages, one module each, data flowing one way; :mod:`faceblit_core.pipeline`
+runs the job, :mod:`faceblit_core.stylizer` the per-frame part::
 
-    media (decode) → faces (landmarks) → guides → synthesis (StyleBlit, voting)
-                   → compositing → media (encode)
+    media (decode) → faces (landmarks) → guides → warp → synthesis (StyleBlit, voting)
+                   → warp → compositing → media (encode)
 
 Per-style assets (guides of the exemplar, lookup table) live in
 :mod:`faceblit_core.style` and :mod:`faceblit_core.lut`.
