@@ -225,8 +225,6 @@ def bench_cnn() -> None:
 
 def calibrate() -> None:
     """Measure MEAN_SHAPE and CNN_TO_HOG from HOG/CNN detections on the shared data."""
-    import cv2
-
     backend = F.DlibBackend(upsample_fallback=False, cnn_fallback=False)
     cnn = _dlib_model("cnn")
     shapes, ratios, offsets = [], [], []

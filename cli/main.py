@@ -353,7 +353,6 @@ def cache_cmd(
     The limit is $FACEBLIT_CACHE_MAX_BYTES (e.g. 500M, 8G; 0 = none), default 2 GiB.
     """
     import datetime
-    import os
 
     try:
         from faceblit_core import cache
