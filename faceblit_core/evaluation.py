@@ -1,6 +1,6 @@
 """Quality metrics of a stylized clip, measured rather than eyeballed (DESIGN §9).
 
-Three figures, each comparing an output with its input (and the style exemplar):
+Figures comparing an output with its input (and the style exemplar):
 
 ``warp_ratio`` — temporal stability
     Warping error of the output, mean ``|O_t − warp(O_{t−1})|`` over the face,
@@ -16,7 +16,22 @@ Three figures, each comparing an output with its input (and the style exemplar):
     their nearest patch of the style's face. Lower = more of the exemplar's own
     texture. See :func:`style_nn` for the unit and measured reference values.
 
-:func:`evaluate_pair` measures all three on two media files in one streaming
+Five more from the same landmarks and warping errors (issues 14 and 18):
+
+``expr_err`` — expression kept
+    Mean over frames of ``|mouth_out − mouth_in| + |eyes_out − eyes_in|``, the
+    inner-lip and eyelid openings per inter-ocular distance. 0 = same expression.
+``drift`` — faithful over time
+    ``struct_nme`` over the last third of the clip / over its first third. 1.0 = no drift.
+``sharp_ratio`` — crispness
+    Mean |Laplacian| of the output's face over the exemplar's face, both at 60 px
+    eye distance. 1.0 = strokes as crisp as the painting's.
+``warp_spike`` — break-ups
+    Largest per-frame-pair warping-error ratio over its median. 1 = even.
+``redetect_rate`` — still a face
+    Fraction of the frames with an input face where the output's face is re-found.
+
+:func:`evaluate_pair` measures all of them on two media files in one streaming
 pass (``scripts/evaluate.py IN OUT --style S`` prints them as ``key=value``).
 The lower-level functions take in-memory frame sequences.
 """
@@ -48,7 +63,22 @@ __all__ = [
     "landmark_jitter",
     "style_face_mask",
     "style_nn",
+    "ExprErr",
+    "WarpSpike",
+    "mouth_opening",
+    "eye_opening",
+    "expr_err_stats",
+    "expr_err",
+    "drift",
+    "redetect_rate",
+    "face_sharpness",
+    "sharp_ratio",
+    "warp_spike_stats",
+    "warp_spike",
     "evaluate_pair",
+    "MOUTH_PAIRS",
+    "EYE_PAIRS",
+    "SHARP_IOD",
     "FB_ALPHA",
     "FB_BETA",
     "NN_PATCH",
@@ -159,6 +189,8 @@ class _WarpAccumulator:
         self.weight = 0.0
         self.mask_weight = 0.0
         self.pairs = 0
+        #: per measured pair: (frame index t, output error sum, input error sum, weight)
+        self.per_pair: list[tuple[int, float, float, float]] = []
 
     def add(self, inp: np.ndarray, out: np.ndarray, mask: np.ndarray) -> None:
         gray = cv2.cvtColor(inp, cv2.COLOR_RGB2GRAY)
@@ -169,9 +201,12 @@ class _WarpAccumulator:
             map_x, map_y, reliable = self.flow.maps(prev_gray, gray)
             # the mask of the CURRENT frame: the error lives at frame t's pixels
             w = mask.astype(np.float64) * reliable
-            self.sum_out += float((w * _FlowWarp.error(prev_out, out, map_x, map_y)).sum())
-            self.sum_in += float((w * _FlowWarp.error(prev_in, inp, map_x, map_y)).sum())
-            self.weight += float(w.sum())
+            pair_out = float((w * _FlowWarp.error(prev_out, out, map_x, map_y)).sum())
+            pair_in = float((w * _FlowWarp.error(prev_in, inp, map_x, map_y)).sum())
+            self.per_pair.append((self.pairs + 1, pair_out, pair_in, float(w.sum())))
+            self.sum_out += pair_out
+            self.sum_in += pair_in
+            self.weight += self.per_pair[-1][3]
             self.mask_weight += float(mask.sum(dtype=np.float64))
             self.pairs += 1
         self.prev = (inp, out, gray)
@@ -345,16 +380,16 @@ class _NMEAccumulator:
     def __init__(self) -> None:
         self.values: list[float] = []
 
-    def add(self, input_faces: Sequence[Any], output_faces: Sequence[Any]) -> None:
-        if not input_faces:
+    def add(self, input_faces: Sequence[Any], output_faces: Sequence[Any]) -> tuple[Any, Any]:
+        """Adds one frame; returns its matched ``(input face, output face)`` (see :func:`_match_faces`)."""
+        ref, best = _match_faces(input_faces, output_faces)
+        if ref is None:
             self.values.append(math.nan)
-            return
-        ref = max(input_faces, key=lambda f: f.area)
-        best = max(output_faces, key=lambda f: box_iou(f.box, ref.box), default=None)
-        if best is None or box_iou(best.box, ref.box) < MATCH_IOU:
+        elif best is None:
             self.values.append(-math.inf)  # marker: face lost on the output
-            return
-        self.values.append(nme(best.points, ref.points))
+        else:
+            self.values.append(nme(best.points, ref.points))
+        return ref, best
 
     def result(self) -> StructNME:
         v = np.array(self.values, dtype=np.float64)
@@ -368,6 +403,18 @@ class _NMEAccumulator:
             no_face_input=int(np.isnan(v).sum()),
             no_face_output=int(np.isneginf(v).sum()),
         )
+
+
+def _match_faces(input_faces: Sequence[Any], output_faces: Sequence[Any]) -> tuple[Any, Any]:
+    """The input's largest face and the output face overlapping it most (IoU ≥ ``MATCH_IOU``);
+    ``(None, None)`` without an input face, ``(ref, None)`` when the output lost it."""
+    if not input_faces:
+        return None, None
+    ref = max(input_faces, key=lambda f: f.area)
+    best = max(output_faces, key=lambda f: box_iou(f.box, ref.box), default=None)
+    if best is None or box_iou(best.box, ref.box) < MATCH_IOU:
+        return ref, None
+    return ref, best
 
 
 def _default_backend() -> Any:
@@ -755,6 +802,462 @@ def _check_nn_options(n_patches: int, scale: float, patch: int) -> None:
 
 
 # ======================================================================================
+# Faithfulness over time and crispness: expr_err, drift, redetect_rate, sharp_ratio,
+# warp_spike (DESIGN §9, issues 14 and 18). All come from the landmarks and warping
+# errors measured above (one detection per frame), so evaluate_pair adds no pass.
+# ======================================================================================
+
+#: Inner-lip point pairs (upper, lower) whose distances make the mouth opening (iBUG order).
+MOUTH_PAIRS = ((61, 67), (62, 66), (63, 65))
+#: Eyelid point pairs (upper, lower) of both eyes whose distances make the eye opening.
+EYE_PAIRS = ((37, 41), (38, 40), (43, 47), (44, 46))
+#: Inter-ocular distance the faces are rescaled to before ``sharp_ratio``'s Laplacian, px.
+SHARP_IOD = 60.0
+
+
+def _pair_opening(points: np.ndarray, pairs: tuple[tuple[int, int], ...]) -> float:
+    p = np.asarray(points, dtype=np.float64)
+    check_array(p, "landmarks", shape=(68, 2))
+    upper, lower = np.array(pairs).T
+    return float(np.linalg.norm(p[upper] - p[lower], axis=1).mean() / max(inter_ocular(p), 1e-9))
+
+
+def mouth_opening(points: np.ndarray) -> float:
+    """Mouth opening: mean distance of the inner-lip pairs 61–67, 62–66, 63–65 / inter-ocular distance.
+
+    Parameters
+    ----------
+    points : ndarray, shape (68, 2), float
+        iBUG/dlib landmarks of one face, px.
+
+    Returns
+    -------
+    float
+        Dimensionless, ≥ 0: ~0 for a closed mouth, ~0.3–0.6 for a wide-open one
+        (the eye distance is the unit, eye centres = means of points 36–41, 42–47).
+
+    Raises
+    ------
+    ValueError
+        Wrong shape.
+    """
+    return _pair_opening(points, MOUTH_PAIRS)
+
+
+def eye_opening(points: np.ndarray) -> float:
+    """Eye opening: mean distance of the eyelid pairs 37–41, 38–40, 43–47, 44–46 / inter-ocular distance.
+
+    Both eyes together (a wink halves it). Parameters, return and raises as
+    :func:`mouth_opening`; typical open eyes ≈ 0.1 of the eye distance.
+    """
+    return _pair_opening(points, EYE_PAIRS)
+
+
+@dataclass(frozen=True)
+class ExprErr:
+    """Expression error of an output against its input (see :func:`expr_err_stats`).
+
+    Attributes
+    ----------
+    mean : float
+        Mean over frames of ``|mouth_out − mouth_in| + |eyes_out − eyes_in|`` (the
+        ``expr_err`` figure, dimensionless, per inter-ocular distance); ``nan`` when
+        no frame has a face in both.
+    mouth, eyes : float
+        The means of the two terms (``mean = mouth + eyes``).
+    per_frame : tuple of float
+        Per evaluated frame, ``nan`` where the input or the output had no (matching) face.
+    frames : int
+        Frames measured (a face in both).
+    """
+
+    mean: float
+    mouth: float
+    eyes: float
+    per_frame: tuple[float, ...]
+    frames: int
+
+
+class _ExprAccumulator:
+    """Mouth and eye opening differences of matched (input, output) faces, frame by frame."""
+
+    def __init__(self) -> None:
+        self.mouth: list[float] = []
+        self.eyes: list[float] = []
+
+    def add(self, ref: Any, out: Any) -> None:
+        if ref is None or out is None:
+            self.mouth.append(math.nan)
+            self.eyes.append(math.nan)
+            return
+        self.mouth.append(abs(mouth_opening(out.points) - mouth_opening(ref.points)))
+        self.eyes.append(abs(eye_opening(out.points) - eye_opening(ref.points)))
+
+    def result(self) -> ExprErr:
+        mouth, eyes = np.array(self.mouth, np.float64), np.array(self.eyes, np.float64)
+        ok = np.isfinite(mouth)
+        total = mouth + eyes
+        if not ok.any():
+            return ExprErr(math.nan, math.nan, math.nan, tuple(float(x) for x in total), 0)
+        return ExprErr(float(total[ok].mean()), float(mouth[ok].mean()), float(eyes[ok].mean()), tuple(float(x) for x in total), int(ok.sum()))
+
+
+def expr_err_stats(
+    input_frames: Iterable[np.ndarray],
+    output_frames: Iterable[np.ndarray],
+    *,
+    backend: Any = None,
+) -> ExprErr:
+    """Expression kept: mouth and eye openings of the output's landmarks against the input's.
+
+    Faces are detected on every frame of both clips on their own and matched as in
+    :func:`struct_nme_stats` (the input's largest face; the output face overlapping
+    it most, IoU ≥ ``MATCH_IOU``). Per frame with a face in both, the error is
+    ``|mouth_out − mouth_in| + |eyes_out − eyes_in|`` with :func:`mouth_opening`
+    and :func:`eye_opening`, each face normalised by its own inter-ocular distance;
+    ``expr_err`` is its mean. An open mouth drawn closed, a lost smile or wink
+    shows here; :func:`evaluate_pair` measures it from the landmarks it already has.
+
+    Parameters
+    ----------
+    input_frames, output_frames : iterable of ndarray, shape (H, W, 3), dtype uint8
+        T RGB frames each (consumed once); output frame t stylizes input frame t.
+    backend : LandmarkBackend, optional, keyword-only
+        Default: dlib (HOG + 68-point predictor).
+
+    Returns
+    -------
+    ExprErr
+        ``mean`` (dimensionless, ≥ 0; 0.0 when the output is the input; FaceBlit's
+        target1 clip: 0.038), its mouth and eye terms and the per-frame values.
+
+    Raises
+    ------
+    ValueError
+        Frames not uint8 RGB, shapes differ, or different frame counts.
+
+    References
+    ----------
+    DESIGN §9 (the definition), issue 14; O. Fišer et al., "Example-Based Synthesis
+    of Stylized Facial Animations", SIGGRAPH 2017 (FaceStyle; why expressions must
+    follow the target, not the exemplar).
+    """
+    backend = _default_backend() if backend is None else backend
+    acc = _ExprAccumulator()
+    for index, (inp, out) in enumerate(_zip_exact(input_frames, output_frames)):
+        _check_frame_pair(inp, out, index)
+        acc.add(*_match_faces(backend.detect(inp), backend.detect(out)))
+    return acc.result()
+
+
+def expr_err(input_frames: Iterable[np.ndarray], output_frames: Iterable[np.ndarray], *, backend: Any = None) -> float:
+    """``expr_err_stats(...).mean``: see :func:`expr_err_stats` (dimensionless, ≥ 0, ``nan`` when undefined)."""
+    return expr_err_stats(input_frames, output_frames, backend=backend).mean
+
+
+def _third_means(per_frame: Sequence[float]) -> tuple[float, float]:
+    """Mean of the finite values over the first and over the last third of the frames."""
+    v = np.array(per_frame, np.float64)
+    n = len(v) // 3
+    first, last = v[:n], v[len(v) - n :]
+    first, last = first[np.isfinite(first)], last[np.isfinite(last)]
+    return (float(first.mean()) if len(first) else math.nan), (float(last.mean()) if len(last) else math.nan)
+
+
+def drift(stats: StructNME) -> float:
+    """Drift: ``struct_nme`` over the last third of the clip / over its first third.
+
+    The thirds are ``T // 3`` evaluated frames at each end (the middle is not used);
+    within each, the mean NME over the frames with a face in both. A stylizer that
+    carries state from frame to frame must not accumulate error.
+
+    Parameters
+    ----------
+    stats : StructNME
+        From :func:`struct_nme_stats` (or ``evaluate_pair``'s pass), ≥ 3 frames.
+
+    Returns
+    -------
+    float
+        Dimensionless, ≥ 0: 1.0 = as faithful at the end as at the start, > 1 = the
+        face drifts away from the input over time. Exactly 1.0 when both thirds are
+        0 (the output is the input there), ``inf`` when only the first third is 0,
+        ``nan`` when a third has no measured frame (fewer than 3 frames, face absent).
+
+    References
+    ----------
+    DESIGN §9, issue 14.
+    """
+    first, last = _third_means(stats.per_frame)
+    if math.isnan(first) or math.isnan(last):
+        return math.nan
+    if first == 0.0:
+        return 1.0 if last == 0.0 else math.inf
+    return last / first
+
+
+def redetect_rate(stats: StructNME) -> float:
+    """Fraction of the frames with an input face where the face is re-found on the output.
+
+    "Re-found": the detector finds a face on the output frame whose box overlaps the
+    input's largest face by IoU ≥ ``MATCH_IOU`` (as :func:`struct_nme_stats` matches).
+
+    Parameters
+    ----------
+    stats : StructNME
+        From :func:`struct_nme_stats` (or ``evaluate_pair``'s pass).
+
+    Returns
+    -------
+    float
+        In [0, 1]; 1.0 = found on every output frame (issue 18 asks ≥ 0.95);
+        ``nan`` when the input has no face at all.
+
+    References
+    ----------
+    Issue 18 (a garbled face is no longer a face to the detector).
+    """
+    seen = stats.frames + stats.no_face_output
+    return stats.frames / seen if seen else math.nan
+
+
+def face_sharpness(image: np.ndarray, points: np.ndarray, mask: np.ndarray | None = None) -> tuple[float, int]:
+    """Mean |Laplacian| of a face at a fixed scale (inter-ocular distance ``SHARP_IOD`` = 60 px).
+
+    The face's part of the image (bounding box of mask ≥ ``MASK_THRESHOLD`` plus a
+    margin) is rescaled by ``60 / inter_ocular(points)`` (area averaging when it
+    shrinks, bilinear when it grows), converted to luminance in [0, 1], and filtered
+    with the 4-neighbour Laplacian (``cv2.Laplacian``, ksize 1); the mean of its
+    absolute value over the rescaled mask ≥ ``MASK_THRESHOLD`` (1 px in from the
+    crop's edge) is returned, with the pixel count, so clips can be pooled.
+
+    Parameters
+    ----------
+    image : ndarray, shape (H, W, 3), dtype uint8
+        RGB frame or exemplar.
+    points : ndarray, shape (68, 2), float
+        The face's landmarks, px (they set the scale).
+    mask : ndarray, shape (H, W), float in [0, 1], optional
+        Its face mask; default the pipeline's mask of ``points``
+        (:func:`faceblit_core.guides.mask.face_mask`, feather ``MASK_FEATHER``).
+
+    Returns
+    -------
+    (float, int)
+        Mean |Laplacian|, luminance [0, 1] per px² at the fixed scale (0 for a flat
+        face; ``nan`` with count 0 when the mask is empty), and the pixels it averages.
+
+    Raises
+    ------
+    ValueError
+        Bad shapes or dtypes.
+
+    References
+    ----------
+    J. L. Pech-Pacheco et al., "Diatom autofocusing in brightfield microscopy: a
+    comparative study", ICPR 2000 (Laplacian-based focus measures). DESIGN §9 (``sharp_ratio``).
+    """
+    from faceblit_core.geometry import Region
+    from faceblit_core.guides.mask import face_mask
+
+    check_array(image, "image", shape=(None, None, 3), dtype=np.uint8)
+    h, w = image.shape[:2]
+    points = np.asarray(points, np.float32)
+    check_array(points, "landmarks", shape=(68, 2))
+    mask = face_mask(image, points, region=Region.full(w, h), feather=MASK_FEATHER) if mask is None else _check_mask(mask, (h, w), 0)
+    ys, xs = np.nonzero(mask >= MASK_THRESHOLD)
+    if len(ys) == 0:
+        return math.nan, 0
+    scale = SHARP_IOD / max(inter_ocular(points), 1e-6)
+    margin = int(math.ceil(3.0 / min(scale, 1.0)))  # ≥ 3 px at the working scale around the face
+    y0, y1 = max(0, ys.min() - margin), min(h, ys.max() + 1 + margin)
+    x0, x1 = max(0, xs.min() - margin), min(w, xs.max() + 1 + margin)
+    size = (max(3, round((x1 - x0) * scale)), max(3, round((y1 - y0) * scale)))
+    interp = cv2.INTER_AREA if scale < 1.0 else cv2.INTER_LINEAR
+    gray = cv2.cvtColor(np.ascontiguousarray(image[y0:y1, x0:x1]), cv2.COLOR_RGB2GRAY)
+    gray = cv2.resize(gray.astype(np.float32) * np.float32(1.0 / 255.0), size, interpolation=interp)
+    small_mask = cv2.resize(np.ascontiguousarray(mask[y0:y1, x0:x1]), size, interpolation=interp) >= MASK_THRESHOLD
+    small_mask[[0, -1], :] = False  # the Laplacian's border pixels see a reflected frame
+    small_mask[:, [0, -1]] = False
+    lap = np.abs(cv2.Laplacian(gray, cv2.CV_32F, ksize=1))
+    count = int(small_mask.sum())
+    return (float(lap[small_mask].mean(dtype=np.float64)) if count else math.nan), count
+
+
+class _SharpAccumulator:
+    """Pools face_sharpness over a clip (a pixel-weighted mean over all frames)."""
+
+    def __init__(self) -> None:
+        self.total = 0.0
+        self.count = 0
+
+    def add(self, image: np.ndarray, points: np.ndarray, mask: np.ndarray | None = None) -> None:
+        value, count = face_sharpness(image, points, mask)
+        if count:
+            self.total += value * count
+            self.count += count
+
+    def result(self) -> float:
+        return self.total / self.count if self.count else math.nan
+
+
+def sharp_ratio(
+    output_frames: Iterable[np.ndarray],
+    face_points: Iterable[np.ndarray | None],
+    style_image: np.ndarray,
+    style_landmarks: np.ndarray,
+) -> float:
+    """Crispness: the output face's mean |Laplacian| over the exemplar face's, both at 60 px eye distance.
+
+    Each output frame's face (located by the INPUT's landmarks of that frame, which
+    say where the face is and how large) and the exemplar's face (its landmarks) go
+    through :func:`face_sharpness`; the output's values are pooled over all frames
+    (pixel-weighted mean). Every resampling of synthesized texture (warps, bilinear
+    maps) and every blur lowers it.
+
+    Parameters
+    ----------
+    output_frames : iterable of ndarray, shape (H, W, 3), dtype uint8
+        T RGB frames (consumed once).
+    face_points : iterable of ndarray, shape (68, 2), or None
+        T landmark sets of the input face per frame (None: no face, frame skipped).
+    style_image : ndarray, shape (Hs, Ws, 3), dtype uint8
+        RGB exemplar.
+    style_landmarks : ndarray, shape (68, 2), float
+        Its landmarks (e.g. its ``NAME.lm.txt``), style px.
+
+    Returns
+    -------
+    float
+        Dimensionless, ≥ 0: 1.0 = as crisp as the painting (exactly 1.0 for the
+        exemplar itself), < 1 softer. ``nan`` without an output face.
+
+    Raises
+    ------
+    ValueError
+        Bad shapes/dtypes or different numbers of frames and landmark sets.
+    StyleError
+        The exemplar's face mask is empty or flat.
+
+    References
+    ----------
+    DESIGN §9, issue 14; see :func:`face_sharpness`.
+    """
+    reference = _style_sharpness(style_image, style_landmarks)
+    acc = _SharpAccumulator()
+    for out, points in _zip_exact(output_frames, face_points):
+        if points is not None:
+            acc.add(out, points)
+    return acc.result() / reference
+
+
+def _style_sharpness(style_image: np.ndarray, style_landmarks: np.ndarray, style_mask: np.ndarray | None = None) -> float:
+    value, count = face_sharpness(style_image, style_landmarks, style_mask)
+    if not count or not value > 1e-6:  # float rounding of the resize leaves ~1e-8 on a flat image
+        raise StyleError("sharp_ratio: the style's face is empty or flat; check the style landmarks")
+    return value
+
+
+@dataclass(frozen=True)
+class WarpSpike:
+    """The worst frame pair of the warping error (see :func:`warp_spike_stats`).
+
+    Attributes
+    ----------
+    spike : float
+        ``max_t r_t / median_t r_t`` with ``r_t`` the pair's output/input warping-error
+        ratio; 1.0 = even, a break-up spikes (issue 18: 166 on a garbled clip).
+    frame : int
+        Index ``t`` of the worst pair's second frame (in the frames given), −1 when undefined.
+    median : float
+        The median pair ratio.
+    pairs : int
+        Pairs with a defined ratio (reliable face pixels and a non-zero input error).
+    """
+
+    spike: float
+    frame: int
+    median: float
+    pairs: int
+
+
+def _spike_from_pairs(per_pair: Sequence[tuple[int, float, float, float]]) -> WarpSpike:
+    ratios, frames = [], []
+    for t, err_out, err_in, weight in per_pair:
+        if weight > 0.0 and err_in > 0.0:  # the weights cancel in the ratio of two sums
+            ratios.append(err_out / err_in)
+            frames.append(t)
+    if not ratios:
+        return WarpSpike(math.nan, -1, math.nan, 0)
+    r = np.array(ratios, np.float64)
+    median = float(np.median(r))
+    worst = int(np.argmax(r))
+    spike = float(r[worst] / median) if median > 0.0 else (1.0 if r[worst] == 0.0 else math.inf)
+    return WarpSpike(spike, frames[worst], median, len(r))
+
+
+def warp_spike_stats(
+    input_frames: Iterable[np.ndarray],
+    output_frames: Iterable[np.ndarray],
+    face_masks: Iterable[np.ndarray],
+    *,
+    fb_alpha: float = FB_ALPHA,
+    fb_beta: float = FB_BETA,
+) -> WarpSpike:
+    """Break-ups: the largest per-frame-pair warping-error ratio over its median over the clip.
+
+    For each consecutive pair (t−1, t), ``r_t`` = the output's warping error over the
+    input's on the face, measured exactly as :func:`warp_errors` does (INPUT flow,
+    OpenCV DIS, forward-backward check, face mask of frame t) but per pair instead
+    of pooled. ``warp_spike = max_t r_t / median_t r_t``: a stylizer that flickers
+    evenly scores ~1 however much it flickers (that is ``warp_ratio``'s job); one
+    whose face tears apart between two frames scores far above (issue 18 asks ≤ 3).
+    Pairs without reliable face pixels or with a zero input error are left out.
+
+    Parameters
+    ----------
+    input_frames, output_frames : iterable of ndarray, shape (H, W, 3), dtype uint8
+        T RGB frames each (consumed once).
+    face_masks : iterable of ndarray, shape (H, W), float in [0, 1]
+        T face masks of the input.
+    fb_alpha, fb_beta : float, keyword-only
+        Forward-backward check tolerances (0.01, 0.5 px²).
+
+    Returns
+    -------
+    WarpSpike
+        ``spike`` (dimensionless, ≥ 1; exactly 1.0 when the output is the input;
+        ``nan`` with no measurable pair), the worst pair's frame, the median ratio.
+
+    Raises
+    ------
+    ValueError
+        See :func:`warp_errors`.
+
+    References
+    ----------
+    Issue 18; W.-S. Lai et al., ECCV 2018, §4.4 (warping error). DESIGN §9.
+    """
+    acc = _WarpAccumulator(fb_alpha=fb_alpha, fb_beta=fb_beta)
+    for index, (inp, out, mask) in enumerate(_zip_exact(input_frames, output_frames, face_masks)):
+        _check_frame_pair(inp, out, index)
+        acc.add(inp, out, _check_mask(mask, inp.shape[:2], index))
+    return _spike_from_pairs(acc.per_pair)
+
+
+def warp_spike(
+    input_frames: Iterable[np.ndarray],
+    output_frames: Iterable[np.ndarray],
+    face_masks: Iterable[np.ndarray],
+    *,
+    fb_alpha: float = FB_ALPHA,
+    fb_beta: float = FB_BETA,
+) -> float:
+    """``warp_spike_stats(...).spike``: see :func:`warp_spike_stats` (≥ 1, 1 = even, ``nan`` when undefined)."""
+    return warp_spike_stats(input_frames, output_frames, face_masks, fb_alpha=fb_alpha, fb_beta=fb_beta).spike
+
+
+# ======================================================================================
 # Both files at once
 # ======================================================================================
 
@@ -799,9 +1302,12 @@ def evaluate_pair(
     One streaming pass over both files (memory stays a few frames). On every
     evaluated input frame, faces are detected on their own (``backend``, no
     tracking); their union mask (:func:`faceblit_core.guides.mask.face_mask`,
-    feather 20) weighs the warping error and selects the ``style_nn`` patches;
-    the largest face is the ``struct_nme`` reference. The style's mask comes from
-    its landmarks the same way.
+    feather 20) weighs the warping error (pooled for ``warp_ratio``, per pair for
+    ``warp_spike``) and selects the ``style_nn`` patches; the largest face is the
+    reference of every landmark figure (``struct_nme``, ``expr_err``, ``drift``,
+    ``redetect_rate``: one detection per output frame serves them all) and its
+    mask and landmarks place the face for ``sharp_ratio``. The style's mask comes
+    from its landmarks the same way.
 
     Parameters
     ----------
@@ -823,13 +1329,21 @@ def evaluate_pair(
     seed : int, keyword-only
         Seed of that sampling.
     backend : LandmarkBackend, optional, keyword-only
-        Landmark detector for masks and ``struct_nme`` (default dlib).
+        Landmark detector for masks and the landmark figures (default dlib).
 
     Returns
     -------
     dict
-        ``warp_ratio``, ``struct_nme``, ``style_nn`` (the three figures, see
-        :func:`warp_ratio`, :func:`struct_nme`, :func:`style_nn`), and the raw figures:
+        ``warp_ratio``, ``struct_nme``, ``style_nn``, ``expr_err``, ``drift``,
+        ``sharp_ratio``, ``warp_spike``, ``redetect_rate`` (the figures, see
+        :func:`warp_ratio`, :func:`struct_nme`, :func:`style_nn`, :func:`expr_err_stats`,
+        :func:`drift`, :func:`sharp_ratio`, :func:`warp_spike_stats`,
+        :func:`redetect_rate`), and the raw figures: ``expr_err_mouth``,
+        ``expr_err_eyes`` (the two terms of ``expr_err``), ``struct_nme_first_third``,
+        ``struct_nme_last_third`` (drift's denominator and numerator),
+        ``sharp_ratio_input`` (the input face's own crispness over the exemplar's),
+        ``warp_spike_frame`` (clip frame index of the worst pair's second frame, −1
+        if none), ``warp_pair_ratio_median`` (the median per-pair ratio),
         ``warp_error_output``, ``warp_error_input`` (RGB [0, 1]), ``warp_reliable``
         (fraction of face weight with consistent flow), ``struct_nme_median``,
         ``struct_nme_frames``, ``no_face_input``, ``no_face_output`` (frames),
@@ -867,13 +1381,17 @@ def evaluate_pair(
     if out_info.n_frames < compared or (max_frames is None and out_info.n_frames != in_info.n_frames):
         raise InputError(f"{output_path}: {out_info.n_frames} frames, the input has {in_info.n_frames}")
     style_image, style_lm = _load_style(Path(style_path), style_landmarks)
-    pool = _style_pool(style_image, style_face_mask(style_image, style_lm), NN_SCALE, NN_PATCH)
+    style_mask = style_face_mask(style_image, style_lm)
+    pool = _style_pool(style_image, style_mask, NN_SCALE, NN_PATCH)
+    style_sharp = _style_sharpness(style_image, style_lm, style_mask)
 
     backend = _default_backend() if backend is None else backend
     end = in_info.n_frames if max_frames is None else min(in_info.n_frames, int(max_frames))
     full = Region.full(in_info.width, in_info.height)
     warp = _WarpAccumulator()
     nme_acc = _NMEAccumulator()
+    expr_acc = _ExprAccumulator()
+    sharp_out, sharp_in = _SharpAccumulator(), _SharpAccumulator()
     sampler = _PatchSampler(n_patches, seed=seed, scale=NN_SCALE, patch=NN_PATCH, layers=2)
     frames = 0
     pairs = zip(iter_frames(in_info, start=0, end=end), iter_frames(out_info, start=0, end=end))
@@ -882,19 +1400,40 @@ def evaluate_pair(
             continue
         faces = backend.detect(inp)
         mask = np.zeros((in_info.height, in_info.width), np.float32)
-        for face in faces:
-            np.maximum(mask, face_mask(inp, face.points, region=full, feather=MASK_FEATHER), out=mask)
+        masks = [face_mask(inp, face.points, region=full, feather=MASK_FEATHER) for face in faces]
+        for face_weight in masks:
+            np.maximum(mask, face_weight, out=mask)
         warp.add(inp, out, mask)
-        nme_acc.add(faces, backend.detect(out) if faces else [])
+        ref, matched = nme_acc.add(faces, backend.detect(out) if faces else [])
+        expr_acc.add(ref, matched)
+        if ref is not None:  # crispness of the face the landmark figures are about
+            ref_mask = masks[next(i for i, face in enumerate(faces) if face is ref)]
+            sharp_out.add(out, ref.points, ref_mask)
+            sharp_in.add(inp, ref.points, ref_mask)
         sampler.add(mask, out, inp)
         frames += 1
 
     w = warp.result()
     s = nme_acc.result()
+    e = expr_acc.result()
+    spike = _spike_from_pairs(warp.per_pair)
+    first, last = _third_means(s.per_frame)
     return {
         "warp_ratio": w.ratio,
         "struct_nme": s.mean,
         "style_nn": _rms(_nearest_sq(sampler.kept[0], pool), NN_PATCH),
+        "expr_err": e.mean,
+        "drift": drift(s),
+        "sharp_ratio": sharp_out.result() / style_sharp,
+        "warp_spike": spike.spike,
+        "redetect_rate": redetect_rate(s),
+        "expr_err_mouth": e.mouth,
+        "expr_err_eyes": e.eyes,
+        "struct_nme_first_third": first,
+        "struct_nme_last_third": last,
+        "sharp_ratio_input": sharp_in.result() / style_sharp,
+        "warp_spike_frame": spike.frame * step if spike.frame >= 0 else -1,
+        "warp_pair_ratio_median": spike.median,
         "warp_error_output": w.output,
         "warp_error_input": w.input,
         "warp_reliable": w.reliable,

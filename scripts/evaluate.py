@@ -3,13 +3,19 @@
 
 Usage::
 
-    python scripts/evaluate.py IN OUT --style S [--style-landmarks F] [--max-frames N] [--step K]
+    python scripts/evaluate.py IN OUT --style S [--style-landmarks F] [--max-frames N] [--step K] [--json]
 
-Prints ``key=value`` lines, the three figures first::
+Prints ``key=value`` lines (or, with ``--json``, one JSON object, ``nan`` and
+``inf`` as ``null``), the figures first::
 
     warp_ratio=…      temporal stability, 1.0 = as stable as the input (FaceBlit: 6.8–8.0)
     struct_nme=…      landmark error on the output / eye distance (FaceBlit: 0.031–0.053)
     style_nn=…        distance to the nearest style face patch, RGB [0, 1], RMS per pixel
+    expr_err=…        mouth + eye opening error / eye distance, 0 = same expression (FaceBlit target1: 0.038)
+    drift=…           struct_nme of the last third / of the first third, 1.0 = no drift
+    sharp_ratio=…     mean |Laplacian| of the output face / the exemplar's, at 60 px eye distance
+    warp_spike=…      worst frame pair's warping-error ratio / the median pair's, 1 = even
+    redetect_rate=…   fraction of input-face frames whose face is re-found on the output
     …                 raw figures (see faceblit_core.evaluation.evaluate_pair)
 
 Exit codes are faceblit's (3 input, 4 style, 6 environment, …).
@@ -18,6 +24,7 @@ Exit codes are faceblit's (3 input, 4 style, 6 environment, …).
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import sys
 from pathlib import Path
@@ -30,7 +37,7 @@ def _format(value: object) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description="Quality metrics of a stylized clip (DESIGN §9), as key=value lines.")
+    parser = argparse.ArgumentParser(description="Quality metrics of a stylized clip (DESIGN §9), as key=value lines or JSON.")
     parser.add_argument("input", type=Path, help="source video or image")
     parser.add_argument("output", type=Path, help="its stylization (same size and frame count)")
     parser.add_argument("--style", type=Path, required=True, help="style exemplar image")
@@ -39,6 +46,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--step", type=int, default=1, help="evaluate every K-th frame (default 1)")
     parser.add_argument("--patches", type=int, default=None, help="patches sampled for style_nn (default 4000)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the patch sampling (default 0)")
+    parser.add_argument("--json", action="store_true", help="print one JSON object instead of key=value lines")
     args = parser.parse_args(argv)
     if args.max_frames is not None and args.max_frames < 1:
         parser.error("--max-frames must be >= 1")
@@ -65,8 +73,12 @@ def main(argv: list[str] | None = None) -> int:
         print(f"evaluate: error: {exc}", file=sys.stderr)
         return exc.exit_code
     try:
-        for key, value in figures.items():
-            print(f"{key}={_format(value)}", flush=True)
+        if args.json:
+            clean = {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in figures.items()}
+            print(json.dumps(clean), flush=True)
+        else:
+            for key, value in figures.items():
+                print(f"{key}={_format(value)}", flush=True)
     except BrokenPipeError:  # e.g. `| head -3`: the reader has what it wanted
         sys.stderr.close()
     return 0

@@ -257,3 +257,153 @@ def test_evaluate_script_reports_a_missing_style(sample_paths, tmp_path: Path) -
         capture_output=True, text=True, timeout=120,
     )  # fmt: skip
     assert proc.returncode in (3, 4) and "evaluate: error:" in proc.stderr
+
+
+# ---------------------------------------------------------------------------------- expr_err, drift,
+# redetect_rate, sharp_ratio, warp_spike (issues 14 and 18)
+def _face_with_openings(mouth_px: float, eye_px: float):
+    """A made face: eye centres (0, 0) and (60, 0) (inter-ocular 60 px), inner-lip pairs
+    ``mouth_px`` apart, eyelid pairs ``eye_px`` apart."""
+    from faceblit_core.faces import Face
+
+    p = np.zeros((68, 2), np.float32)
+    for cx, (a, b, c, d, e, f) in ((0.0, range(36, 42)), (60.0, range(42, 48))):
+        p[[a, b, c, d, e, f]] = [(cx - 10, 0), (cx - 3, -eye_px / 2), (cx + 3, -eye_px / 2), (cx + 10, 0), (cx + 3, eye_px / 2), (cx - 3, eye_px / 2)]
+    p[61:64, 1] = 100.0
+    p[65:68, 1] = 100.0 + mouth_px
+    p[[61, 67], 0], p[[62, 66], 0], p[[63, 65], 0] = 20.0, 30.0, 40.0
+    return Face(points=p, box=np.array([-20, -30, 80, 130], np.float32))
+
+
+class _MadeBackend:
+    """``detect`` answers the faces stored for a frame's first pixel value (no detector)."""
+
+    def __init__(self, faces: dict[int, list]) -> None:
+        self.faces = faces
+
+    def detect(self, frame: np.ndarray) -> list:
+        return self.faces[int(frame[0, 0, 0])]
+
+
+def test_mouth_and_eye_openings_of_a_made_face() -> None:
+    face = _face_with_openings(12.0, 6.0)
+    assert ev.mouth_opening(face.points) == pytest.approx(12.0 / 60.0, abs=1e-9)
+    assert ev.eye_opening(face.points) == pytest.approx(6.0 / 60.0, abs=1e-9)
+    assert ev.mouth_opening(_face_with_openings(0.0, 6.0).points) == 0.0
+    with pytest.raises(ValueError):
+        ev.mouth_opening(face.points[:60])
+
+
+def test_expr_err_of_a_mouth_drawn_closed_and_a_lost_face() -> None:
+    frames = [np.full((4, 4, 3), v, np.uint8) for v in range(6)]
+    open_, closed, wink = _face_with_openings(24.0, 6.0), _face_with_openings(0.0, 6.0), _face_with_openings(24.0, 3.0)
+    # input frames 0–2; output frames 3 (mouth closed), 4 (half the eye opening), 5 (no face)
+    backend = _MadeBackend({0: [open_], 1: [open_], 2: [open_], 3: [closed], 4: [wink], 5: []})
+    stats = ev.expr_err_stats(frames[:3], frames[3:], backend=backend)
+    assert stats.frames == 2 and math.isnan(stats.per_frame[2])
+    assert stats.per_frame[:2] == pytest.approx((24 / 60, 3 / 60))
+    assert stats.mouth == pytest.approx(0.2) and stats.eyes == pytest.approx(0.025)
+    assert stats.mean == pytest.approx(0.225)
+    assert math.isnan(ev.expr_err(frames[:1], frames[5:6], backend=backend))
+
+
+def test_expr_err_of_the_input_itself_is_zero(clip, backend) -> None:
+    frames, _, _ = clip
+    stats = ev.expr_err_stats(frames[:3], frames[:3], backend=backend)
+    assert stats.mean == 0.0 and stats.frames == 3
+
+
+def _nme_stats(per_frame, no_face_output=0):
+    v = np.array(per_frame, np.float64)
+    ok = np.isfinite(v)
+    return ev.StructNME(float(v[ok].mean()), float(np.median(v[ok])), tuple(per_frame), int(ok.sum()), 0, no_face_output)
+
+
+def test_drift_is_the_last_third_over_the_first() -> None:
+    nan = math.nan
+    # thirds of 10 frames: frames 0–2 and 7–9; the middle and unmeasured frames do not count
+    assert ev.drift(_nme_stats([0.02, 0.04, nan, 9.0, 9.0, 9.0, 9.0, 0.06, 0.06, 0.06])) == pytest.approx(2.0)
+    assert ev.drift(_nme_stats([0.03] * 9)) == 1.0
+    assert ev.drift(_nme_stats([0.0] * 9)) == 1.0  # the output is the input: exactly as faithful
+    assert ev.drift(_nme_stats([0.0] * 6 + [0.01] * 3)) == math.inf
+    assert math.isnan(ev.drift(_nme_stats([0.01, 0.02])))  # no third
+    assert math.isnan(ev.drift(_nme_stats([nan, 0.02, 0.02])))  # face never measured in the first third
+
+
+def test_redetect_rate_counts_output_frames_that_lost_the_face(clip) -> None:
+    from faceblit_core.faces import get_backend
+
+    assert ev.redetect_rate(_nme_stats([0.02] * 19, no_face_output=1)) == pytest.approx(0.95)
+    backend = get_backend("dlib", upsample_fallback=False, cnn_fallback=False)
+    frames, _, _ = clip
+    stats = ev.struct_nme_stats(frames[:2], [frames[0], np.full_like(frames[1], 128)], backend=backend)
+    assert ev.redetect_rate(stats) == 0.5
+
+
+def test_sharp_ratio_of_a_face_against_itself_and_blurred(clip) -> None:
+    frames, masks, faces = clip
+    frame, points = frames[0], faces[0][0].points
+    assert ev.sharp_ratio([frame], [points], frame, points) == 1.0
+    blurred = cv2.GaussianBlur(frame, (0, 0), 3.0)
+    ratio = ev.sharp_ratio([blurred, frames[1]], [points, None], frame, points)  # the frame without points is skipped
+    assert ratio < 0.7  # measured 0.42 (and 2.36 the other way round)
+    assert ev.sharp_ratio([frame], [points], blurred, points) > 1.0 / 0.7
+    # the face is measured at a fixed eye distance: the same face at half size is about as sharp
+    half = cv2.resize(frame, (frame.shape[1] // 2, frame.shape[0] // 2), interpolation=cv2.INTER_AREA)
+    assert ev.sharp_ratio([half], [points / 2], frame, points) == pytest.approx(1.0, abs=0.2)  # measured 0.94
+    value, count = ev.face_sharpness(frame, points, masks[0])
+    assert value > 0.0 and count > 5000  # at 60 px eye distance: measured 20590 face pixels
+    assert ev.face_sharpness(frame, points, np.zeros_like(masks[0]))[1] == 0
+    with pytest.raises(StyleError):
+        ev.sharp_ratio([frame], [points], np.full_like(frame, 90), points)  # a flat exemplar
+
+
+def _moving_plane(n: int = 8):
+    """A textured plane translated 3 px right and 2 px down per frame, (200, 240) RGB."""
+    rng = np.random.default_rng(0)
+    texture = cv2.GaussianBlur(rng.uniform(0, 255, (300, 340, 3)), (0, 0), 2.0)
+    texture = cv2.normalize(texture, None, 0, 255, cv2.NORM_MINMAX).astype(np.uint8)
+    return [np.ascontiguousarray(texture[40 - 2 * t : 240 - 2 * t, 40 - 3 * t : 280 - 3 * t]) for t in range(n)]
+
+
+def test_warp_spike_finds_one_broken_frame() -> None:
+    frames = _moving_plane()
+    masks = [np.ones((200, 240), np.float32)] * len(frames)
+    assert ev.warp_spike(frames, frames, masks) == 1.0
+    noisy = _noisy(frames, sigma_noise=3.0)
+    even = ev.warp_spike_stats(frames, noisy, masks)
+    assert even.pairs == len(frames) - 1 and even.median > 1.5  # it flickers, but evenly
+    assert even.spike < 1.5  # measured 1.10
+    broken = list(noisy)
+    bands = broken[5].copy()
+    bands[::16] = 0  # torn horizontal bands, and the face shifted by 12 px below them
+    broken[5] = np.roll(bands, 12, axis=1)
+    spike = ev.warp_spike_stats(frames, broken, masks)
+    assert spike.spike > 3.0 and spike.frame in (5, 6)  # measured 10.8
+    assert math.isnan(ev.warp_spike(frames, frames, [np.zeros((200, 240), np.float32)] * len(frames)))
+
+
+def test_evaluate_pair_new_figures_on_the_input_itself(sample_paths) -> None:
+    clip, style = sample_paths
+    figures = ev.evaluate_pair(clip, clip, style, max_frames=6, step=2, n_patches=100)
+    assert figures["expr_err"] == 0.0 and figures["expr_err_mouth"] == 0.0
+    assert figures["drift"] == 1.0 and figures["struct_nme_first_third"] == figures["struct_nme_last_third"] == 0.0
+    assert figures["redetect_rate"] == 1.0
+    assert figures["warp_spike"] == 1.0 and figures["warp_spike_frame"] in (2, 4)
+    assert figures["sharp_ratio"] == figures["sharp_ratio_input"] > 0.0
+
+
+def test_evaluate_script_json(sample_paths) -> None:
+    import json
+
+    clip, style = sample_paths
+    proc = subprocess.run(
+        [sys.executable, str(REPO / "scripts" / "evaluate.py"), str(clip), str(clip), "--style", str(style),
+         "--max-frames", "3", "--patches", "50", "--json"],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    figures = json.loads(proc.stdout)
+    for key in ("warp_ratio", "struct_nme", "style_nn", "expr_err", "drift", "sharp_ratio", "warp_spike", "redetect_rate"):
+        assert key in figures
+    assert figures["expr_err"] == 0.0 and figures["drift"] == 1.0 and figures["redetect_rate"] == 1.0
