@@ -76,6 +76,7 @@ __all__ = [
     "warp_spike_stats",
     "warp_spike",
     "evaluate_pair",
+    "evaluate_outputs",
     "MOUTH_PAIRS",
     "EYE_PAIRS",
     "SHARP_IOD",
@@ -179,43 +180,49 @@ class _FlowWarp:
 
 
 class _WarpAccumulator:
-    """Streams frame triples (input, output, mask) and pools the warping errors."""
+    """Streams frames (input, mask, outputs) and pools the warping errors.
 
-    def __init__(self, *, fb_alpha: float = FB_ALPHA, fb_beta: float = FB_BETA) -> None:
+    Any number of outputs of the same input share the input's flow and error (the
+    costly part): output k's figures are ``result(k)`` and ``per_pair[k]``.
+    """
+
+    def __init__(self, n_outputs: int = 1, *, fb_alpha: float = FB_ALPHA, fb_beta: float = FB_BETA) -> None:
         self.flow = _FlowWarp(fb_alpha=fb_alpha, fb_beta=fb_beta)
-        self.prev: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
-        self.sum_out = 0.0
+        self.prev: tuple[np.ndarray, np.ndarray, tuple[np.ndarray, ...]] | None = None
+        self.sum_out = [0.0] * n_outputs
         self.sum_in = 0.0
         self.weight = 0.0
         self.mask_weight = 0.0
         self.pairs = 0
-        #: per measured pair: (frame index t, output error sum, input error sum, weight)
-        self.per_pair: list[tuple[int, float, float, float]] = []
+        #: per output, per measured pair: (frame index t, output error sum, input error sum, weight)
+        self.per_pair: list[list[tuple[int, float, float, float]]] = [[] for _ in range(n_outputs)]
 
-    def add(self, inp: np.ndarray, out: np.ndarray, mask: np.ndarray) -> None:
+    def add(self, inp: np.ndarray, mask: np.ndarray, *outs: np.ndarray) -> None:
         gray = cv2.cvtColor(inp, cv2.COLOR_RGB2GRAY)
         if self.prev is not None and not mask.any():
             self.pairs += 1  # no face in frame t: nothing to weigh, skip the flow
         elif self.prev is not None:
-            prev_in, prev_out, prev_gray = self.prev
+            prev_in, prev_gray, prev_outs = self.prev
             map_x, map_y, reliable = self.flow.maps(prev_gray, gray)
             # the mask of the CURRENT frame: the error lives at frame t's pixels
             w = mask.astype(np.float64) * reliable
-            pair_out = float((w * _FlowWarp.error(prev_out, out, map_x, map_y)).sum())
             pair_in = float((w * _FlowWarp.error(prev_in, inp, map_x, map_y)).sum())
-            self.per_pair.append((self.pairs + 1, pair_out, pair_in, float(w.sum())))
-            self.sum_out += pair_out
+            pair_weight = float(w.sum())
+            for k, (prev_out, out) in enumerate(zip(prev_outs, outs)):
+                pair_out = float((w * _FlowWarp.error(prev_out, out, map_x, map_y)).sum())
+                self.per_pair[k].append((self.pairs + 1, pair_out, pair_in, pair_weight))
+                self.sum_out[k] += pair_out
             self.sum_in += pair_in
-            self.weight += self.per_pair[-1][3]
+            self.weight += pair_weight
             self.mask_weight += float(mask.sum(dtype=np.float64))
             self.pairs += 1
-        self.prev = (inp, out, gray)
+        self.prev = (inp, gray, outs)
 
-    def result(self) -> WarpErrors:
+    def result(self, k: int = 0) -> WarpErrors:
         if self.weight <= 0.0:
             return WarpErrors(math.nan, math.nan, 0.0, 0.0, self.pairs)
         return WarpErrors(
-            output=self.sum_out / self.weight,
+            output=self.sum_out[k] / self.weight,
             input=self.sum_in / self.weight,
             weight=self.weight,
             reliable=self.weight / self.mask_weight,
@@ -300,7 +307,7 @@ def warp_errors(
     acc = _WarpAccumulator(fb_alpha=fb_alpha, fb_beta=fb_beta)
     for index, (inp, out, mask) in enumerate(_zip_exact(input_frames, output_frames, face_masks)):
         _check_frame_pair(inp, out, index)
-        acc.add(inp, out, _check_mask(mask, inp.shape[:2], index))
+        acc.add(inp, _check_mask(mask, inp.shape[:2], index), out)
     return acc.result()
 
 
@@ -1241,8 +1248,8 @@ def warp_spike_stats(
     acc = _WarpAccumulator(fb_alpha=fb_alpha, fb_beta=fb_beta)
     for index, (inp, out, mask) in enumerate(_zip_exact(input_frames, output_frames, face_masks)):
         _check_frame_pair(inp, out, index)
-        acc.add(inp, out, _check_mask(mask, inp.shape[:2], index))
-    return _spike_from_pairs(acc.per_pair)
+        acc.add(inp, _check_mask(mask, inp.shape[:2], index), out)
+    return _spike_from_pairs(acc.per_pair[0])
 
 
 def warp_spike(
@@ -1365,37 +1372,88 @@ def evaluate_pair(
     ----------
     DESIGN §9; see :func:`warp_errors`, :func:`struct_nme_stats`, :func:`style_nn`.
     """
+    return evaluate_outputs(
+        input_path, [(output_path, style_path, style_landmarks)],
+        max_frames=max_frames, step=step, n_patches=n_patches, seed=seed, backend=backend,
+    )[0]  # fmt: skip
+
+
+def evaluate_outputs(
+    input_path: str | os.PathLike[str],
+    outputs: Sequence[tuple[Any, Any, Any]],
+    *,
+    max_frames: int | None = None,
+    step: int = 1,
+    n_patches: int = NN_SAMPLES,
+    seed: int = 0,
+    backend: Any = None,
+) -> list[dict[str, float | int]]:
+    """:func:`evaluate_pair` for several outputs of one input (e.g. one per exemplar) in one pass.
+
+    The input's share of the work — decoding, face detection, face masks, the optical
+    flow and the input's warping error, its crispness — is done once per frame for
+    all outputs; each output adds its own detection and errors. Every dict is exactly
+    what :func:`evaluate_pair` returns for that output alone (same sampling seed).
+
+    Parameters
+    ----------
+    input_path : str or path-like
+        The source clip.
+    outputs : sequence of (output_path, style_path, style_landmarks)
+        Each stylization with its exemplar and the exemplar's landmarks (path, (68, 2)
+        array, or None for ``NAME.lm.txt`` beside it / detection); at least one.
+    max_frames, step, n_patches, seed, backend : keyword-only
+        As :func:`evaluate_pair`.
+
+    Returns
+    -------
+    list of dict
+        One per output, in order; keys as :func:`evaluate_pair`.
+
+    Raises
+    ------
+    InputError, StyleError, ValueError
+        As :func:`evaluate_pair` (for any of the outputs), or ``outputs`` empty.
+    """
     from faceblit_core.geometry import Region
     from faceblit_core.guides.mask import face_mask
     from faceblit_core.media import iter_frames, probe
 
     check(isinstance(step, (int, np.integer)) and step >= 1, "step", "an integer >= 1", step)
     check(max_frames is None or (isinstance(max_frames, (int, np.integer)) and max_frames >= 1), "max_frames", "None or an integer >= 1", max_frames)
+    check(len(outputs) >= 1, "outputs", "at least one", len(outputs))
     _check_nn_options(n_patches, NN_SCALE, NN_PATCH)
-    in_info, out_info = probe(input_path), probe(output_path)
-    if (out_info.width, out_info.height) != (in_info.width, in_info.height):
-        raise InputError(
-            f"{output_path}: {out_info.width}x{out_info.height} frames, the input has {in_info.width}x{in_info.height}"
-        )
+    in_info = probe(input_path)
     compared = min(in_info.n_frames, max_frames) if max_frames is not None else in_info.n_frames
-    if out_info.n_frames < compared or (max_frames is None and out_info.n_frames != in_info.n_frames):
-        raise InputError(f"{output_path}: {out_info.n_frames} frames, the input has {in_info.n_frames}")
-    style_image, style_lm = _load_style(Path(style_path), style_landmarks)
-    style_mask = style_face_mask(style_image, style_lm)
-    pool = _style_pool(style_image, style_mask, NN_SCALE, NN_PATCH)
-    style_sharp = _style_sharpness(style_image, style_lm, style_mask)
+    out_infos, styles = [], []
+    for output_path, style_path, style_landmarks in outputs:
+        out_info = probe(output_path)
+        if (out_info.width, out_info.height) != (in_info.width, in_info.height):
+            raise InputError(
+                f"{output_path}: {out_info.width}x{out_info.height} frames, the input has {in_info.width}x{in_info.height}"
+            )
+        if out_info.n_frames < compared or (max_frames is None and out_info.n_frames != in_info.n_frames):
+            raise InputError(f"{output_path}: {out_info.n_frames} frames, the input has {in_info.n_frames}")
+        style_image, style_lm = _load_style(Path(style_path), style_landmarks)
+        style_mask = style_face_mask(style_image, style_lm)
+        pool = _style_pool(style_image, style_mask, NN_SCALE, NN_PATCH)
+        out_infos.append(out_info)
+        styles.append((pool, _style_sharpness(style_image, style_lm, style_mask)))
 
+    n = len(outputs)
     backend = _default_backend() if backend is None else backend
     end = in_info.n_frames if max_frames is None else min(in_info.n_frames, int(max_frames))
     full = Region.full(in_info.width, in_info.height)
-    warp = _WarpAccumulator()
-    nme_acc = _NMEAccumulator()
-    expr_acc = _ExprAccumulator()
-    sharp_out, sharp_in = _SharpAccumulator(), _SharpAccumulator()
-    sampler = _PatchSampler(n_patches, seed=seed, scale=NN_SCALE, patch=NN_PATCH, layers=2)
+    warp = _WarpAccumulator(n)
+    nme_accs = [_NMEAccumulator() for _ in range(n)]
+    expr_accs = [_ExprAccumulator() for _ in range(n)]
+    sharp_outs = [_SharpAccumulator() for _ in range(n)]
+    sharp_in = _SharpAccumulator()
+    # one sampler for all: the same patch places in every output and the input, as for one output
+    sampler = _PatchSampler(n_patches, seed=seed, scale=NN_SCALE, patch=NN_PATCH, layers=n + 1)
     frames = 0
-    pairs = zip(iter_frames(in_info, start=0, end=end), iter_frames(out_info, start=0, end=end))
-    for index, (inp, out) in enumerate(pairs):
+    streams = [iter_frames(in_info, start=0, end=end)] + [iter_frames(info, start=0, end=end) for info in out_infos]
+    for index, (inp, *outs) in enumerate(zip(*streams)):
         if index % step:
             continue
         faces = backend.detect(inp)
@@ -1403,47 +1461,53 @@ def evaluate_pair(
         masks = [face_mask(inp, face.points, region=full, feather=MASK_FEATHER) for face in faces]
         for face_weight in masks:
             np.maximum(mask, face_weight, out=mask)
-        warp.add(inp, out, mask)
-        ref, matched = nme_acc.add(faces, backend.detect(out) if faces else [])
-        expr_acc.add(ref, matched)
-        if ref is not None:  # crispness of the face the landmark figures are about
-            ref_mask = masks[next(i for i, face in enumerate(faces) if face is ref)]
-            sharp_out.add(out, ref.points, ref_mask)
-            sharp_in.add(inp, ref.points, ref_mask)
-        sampler.add(mask, out, inp)
+        warp.add(inp, mask, *outs)
+        ref_mask = None
+        for k, out in enumerate(outs):
+            ref, matched = nme_accs[k].add(faces, backend.detect(out) if faces else [])
+            expr_accs[k].add(ref, matched)
+            if ref is not None:  # crispness of the face the landmark figures are about
+                if ref_mask is None:
+                    ref_mask = masks[next(i for i, face in enumerate(faces) if face is ref)]
+                    sharp_in.add(inp, ref.points, ref_mask)
+                sharp_outs[k].add(out, ref.points, ref_mask)
+        sampler.add(mask, inp, *outs)
         frames += 1
 
-    w = warp.result()
-    s = nme_acc.result()
-    e = expr_acc.result()
-    spike = _spike_from_pairs(warp.per_pair)
-    first, last = _third_means(s.per_frame)
-    return {
-        "warp_ratio": w.ratio,
-        "struct_nme": s.mean,
-        "style_nn": _rms(_nearest_sq(sampler.kept[0], pool), NN_PATCH),
-        "expr_err": e.mean,
-        "drift": drift(s),
-        "sharp_ratio": sharp_out.result() / style_sharp,
-        "warp_spike": spike.spike,
-        "redetect_rate": redetect_rate(s),
-        "expr_err_mouth": e.mouth,
-        "expr_err_eyes": e.eyes,
-        "struct_nme_first_third": first,
-        "struct_nme_last_third": last,
-        "sharp_ratio_input": sharp_in.result() / style_sharp,
-        "warp_spike_frame": spike.frame * step if spike.frame >= 0 else -1,
-        "warp_pair_ratio_median": spike.median,
-        "warp_error_output": w.output,
-        "warp_error_input": w.input,
-        "warp_reliable": w.reliable,
-        "struct_nme_median": s.median,
-        "struct_nme_frames": s.frames,
-        "no_face_input": s.no_face_input,
-        "no_face_output": s.no_face_output,
-        "style_nn_input": _rms(_nearest_sq(sampler.kept[1], pool), NN_PATCH),
-        "style_patches": int(len(sampler.keys)),
-        "frames": frames,
-        "width": in_info.width,
-        "height": in_info.height,
-    }
+    results = []
+    for k, (pool, style_sharp) in enumerate(styles):
+        w = warp.result(k)
+        s = nme_accs[k].result()
+        e = expr_accs[k].result()
+        spike = _spike_from_pairs(warp.per_pair[k])
+        first, last = _third_means(s.per_frame)
+        results.append({
+            "warp_ratio": w.ratio,
+            "struct_nme": s.mean,
+            "style_nn": _rms(_nearest_sq(sampler.kept[k + 1], pool), NN_PATCH),
+            "expr_err": e.mean,
+            "drift": drift(s),
+            "sharp_ratio": sharp_outs[k].result() / style_sharp,
+            "warp_spike": spike.spike,
+            "redetect_rate": redetect_rate(s),
+            "expr_err_mouth": e.mouth,
+            "expr_err_eyes": e.eyes,
+            "struct_nme_first_third": first,
+            "struct_nme_last_third": last,
+            "sharp_ratio_input": sharp_in.result() / style_sharp,
+            "warp_spike_frame": spike.frame * step if spike.frame >= 0 else -1,
+            "warp_pair_ratio_median": spike.median,
+            "warp_error_output": w.output,
+            "warp_error_input": w.input,
+            "warp_reliable": w.reliable,
+            "struct_nme_median": s.median,
+            "struct_nme_frames": s.frames,
+            "no_face_input": s.no_face_input,
+            "no_face_output": s.no_face_output,
+            "style_nn_input": _rms(_nearest_sq(sampler.kept[0], pool), NN_PATCH),
+            "style_patches": int(len(sampler.keys)),
+            "frames": frames,
+            "width": in_info.width,
+            "height": in_info.height,
+        })  # fmt: skip
+    return results

@@ -407,3 +407,31 @@ def test_evaluate_script_json(sample_paths) -> None:
     for key in ("warp_ratio", "struct_nme", "style_nn", "expr_err", "drift", "sharp_ratio", "warp_spike", "redetect_rate"):
         assert key in figures
     assert figures["expr_err"] == 0.0 and figures["drift"] == 1.0 and figures["redetect_rate"] == 1.0
+
+
+def test_evaluate_outputs_gives_each_output_what_evaluate_pair_gives_it(sample_paths, tmp_path: Path) -> None:
+    from faceblit_core.media import VideoWriter, iter_frames, probe
+
+    clip, style = sample_paths
+    info = probe(clip)
+    noisy = tmp_path / "noisy.mp4"
+    with VideoWriter(noisy, width=info.width, height=info.height, fps=info.fps, crf=12, preset="ultrafast") as writer:
+        for frame in _noisy(list(iter_frames(info)), sigma_noise=4.0):
+            writer.write(frame)
+    options = dict(max_frames=4, n_patches=80)
+    both = ev.evaluate_outputs(clip, [(clip, style, None), (noisy, style, None)], **options)
+    assert both == [ev.evaluate_pair(clip, clip, style, **options), ev.evaluate_pair(clip, noisy, style, **options)]
+    assert both[0]["warp_ratio"] == 1.0 and both[1]["warp_ratio"] > 1.5
+    with pytest.raises(ValueError, match="outputs"):
+        ev.evaluate_outputs(clip, [])
+
+
+def test_evaluate_script_several_outputs(sample_paths) -> None:
+    clip, style = sample_paths
+    script = [sys.executable, str(REPO / "scripts" / "evaluate.py"), str(clip), str(clip), str(clip)]
+    proc = subprocess.run(script + ["--style", str(style), "--max-frames", "2", "--patches", "50"], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    blocks = proc.stdout.split("\n\n")
+    assert len(blocks) == 2 and all(b.startswith(f"output={clip}\nwarp_ratio=1\n") for b in blocks)
+    proc = subprocess.run(script + ["--style", str(style), str(style), str(style)], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2 and "3 --style images for 2 outputs" in proc.stderr
