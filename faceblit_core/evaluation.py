@@ -1237,8 +1237,9 @@ def warp_spike_stats(
     pairs (``SPIKE_INPUT_FLOOR`` = 1): a repeated input frame (clips converted to
     30 fps repeat every ~3rd frame; d6, d12, s20 of the data set) has an input error
     of compression noise only, ~1/100 of a moving pair's, and the output's faint
-    flicker there read as spikes of 60–105 on renders without any visible break-up
-    (d12). With the floor, a still pair's ratio is its output error against a
+    flicker there (0.1–0.25 8-bit levels) read as spikes of 62–105 on d12's renders,
+    placed on such a pair (frames 99→100, 11→12) instead of where the face tears.
+    With the floor, a still pair's ratio is its output error against a
     typical input error, which a break-up still exceeds many times; a lower floor
     (0.25) let an evenly flickering made clip spike 4× on its one still pair.
     Pairs without reliable face pixels are left out.
