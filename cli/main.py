@@ -452,7 +452,8 @@ def main() -> None:
     except click_exceptions.ClickException as exc:
         ctx = getattr(exc, "ctx", None)  # usage errors know their command: point to its own help
         where = ctx.command_path if ctx is not None else "faceblit"
-        print(f"faceblit: error: {exc.format_message()} (see '{where} --help')", file=sys.stderr)
+        # Click ends some messages with a full stop; the pointer to the help follows as one sentence.
+        print(f"faceblit: error: {exc.format_message().rstrip('.')} (see '{where} --help')", file=sys.stderr)
         code = exc.exit_code
     except typer.Abort:
         code = 130

@@ -508,7 +508,16 @@ def stylize_batch(
     status(f"preparing style {_style_path(style)}")
     asset = _load_style(style, config=config, style_landmarks=options.pop("style_landmarks", None), cache_dir=options.get("cache_dir"))
     summaries, failures = [], []
+    # An output that exists (without overwrite) fails its input now, not after the inputs
+    # before it have been rendered; the others are still written.
+    taken = [i for i, target in enumerate(targets) if target != "-" and not options.get("overwrite") and os.path.lexists(target)]
+    for index in taken:
+        failures.append(OutputError(f"{targets[index]}: exists; use --overwrite to replace it"))
+        if on_error is not None:
+            on_error(inputs[index], failures[-1])
     for index, (path, target) in enumerate(zip(inputs, targets)):
+        if index in taken:
+            continue
         status(f"starting {path}")
         input_started = time.perf_counter()
         try:
@@ -524,7 +533,7 @@ def stylize_batch(
             if on_error is not None:
                 on_error(path, exc)
             continue
-        if index == 0:  # the first input carries the start-up: style preparation, and the caller's before it
+        if not summaries:  # the first input written carries the start-up: style preparation, and the caller's before it
             summary.seconds += input_started - started
         summaries.append(summary)
         if on_done is not None:
@@ -571,7 +580,8 @@ def _check_distinct(inputs: Sequence[str], targets: Sequence[str]) -> None:
         seen_out[resolved] = path
         out_id = _file_id(target)
         if out_id is not None and out_id in seen_in and seen_in[out_id] != path:
-            raise UsageError(f"the output of {path}, {target}, is another input of this run ({seen_in[out_id]}); choose another --out-dir")
+            elsewhere = "choose another --out-dir" if os.path.dirname(target) != os.path.dirname(path) else "give it -o FILE, or write into --out-dir"
+            raise UsageError(f"the output of {path}, {target}, is another input of this run ({seen_in[out_id]}); {elsewhere}")
 
 
 def _file_id(path: str | os.PathLike) -> tuple[int, int] | None:

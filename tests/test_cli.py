@@ -305,3 +305,23 @@ def test_start_up_shows_a_status_on_a_terminal_only_and_fps_says_what_it_counts(
     assert "preparing style" not in r.stderr and "\r" not in r.stderr and "\x1b" not in r.stderr  # logs stay clean
     (line,) = r.stderr.splitlines()
     assert re.search(r" [0-9.]+ fps on cpu \(rendering only; [0-9.]+ s in all with start-up\)$", line), line
+
+
+def test_a_batch_refuses_existing_outputs_before_rendering_the_others(small, tmp_path):
+    """Without -y an output that exists fails its input up front (its line comes first), the others are still written."""
+    (tmp_path / "D").mkdir()
+    (tmp_path / "D" / "clip-small.mp4").write_bytes(b"earlier result")
+    r = run_in(tmp_path, "stylize", small["still"], CLIP, "--style", small["style"], "--out-dir", "D", "--frames", "0:2",
+               "--cache-dir", small["cache"], "--json", "-q")
+    assert r.returncode == 1, r.stderr
+    records = [json.loads(line) for line in r.stdout.splitlines()]
+    assert [(rec["input"], rec["status"]) for rec in records] == [(str(CLIP), "failed"), (str(small["still"]), "written")]
+    assert records[0]["exit_code"] == 5 and "exists; use --overwrite" in records[0]["error"]
+    assert (tmp_path / "D" / "clip-small.mp4").read_bytes() == b"earlier result"
+    assert (tmp_path / "D" / "still-small.png").is_file()
+
+
+def test_click_usage_errors_point_to_the_help_in_one_sentence(tmp_path):
+    r = run_in(tmp_path, "stylize", "x.mp4")
+    assert r.returncode == 2
+    assert "'. (see" not in r.stderr and "(see 'faceblit stylize --help')" in r.stderr
