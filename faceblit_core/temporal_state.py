@@ -1,0 +1,152 @@
+"""State carried from frame to frame, re-anchored to the current frame's evidence.
+
+A video stylizer keeps things from the previous frame so the texture does not
+flicker: the positional guide and the face mask carried along the input's
+optical flow, and (face space) the exemplar pixel each pixel showed. Carried
+state must not *integrate*: every frame adds the flow's small error, and a guide
+that is 99 % last frame's wanders away from the face within a few hundred frames
+(measured on a 34 s clip: the face "melts", struct_nme drift 1.5). Here every
+carried value is a *bounded residual* on top of what this frame's landmarks say:
+
+    carried_t = anchor_t + clamp(follow · (carried_{t−1} ∘ flow − anchor_t), bound)
+
+so the error it can hold is at most ``bound``, whatever the clip's length — a
+render of frame t differs from a render started a few frames before t by at most
+the bound. Small landmark jitter (well under the bound) is still smoothed away by
+the flow; real motion and expression changes move the anchor, and the carried
+value follows within the bound at once.
+
+The kept NNF of face-space synthesis is re-anchored the same way: an entry is
+kept only while its guide error on THIS frame's guides stays below
+``threshold × keep_tolerance`` with a tolerance near 1
+(:func:`keep_threshold`); elsewhere StyleBlit runs again (refresh where the
+error grows).
+
+References
+----------
+Fišer et al. 2017, "Example-Based Synthesis of Stylized Facial Animations" (temporal
+coherence through the guides, not through accumulated state); DESIGN §9 (drift).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from faceblit_core.checks import check
+
+__all__ = ["clamp_residual", "clamp_mask", "carry_positional", "keep_threshold", "MASK_BOUND"]
+
+#: Largest deviation of the flow-carried face mask from this frame's, in mask units
+#: (the mask is in [0, 1]): enough to smooth the feathered edge's jitter, never a
+#: face outline of its own.
+MASK_BOUND = 0.25
+
+
+def clamp_residual(carried: np.ndarray, anchor: np.ndarray, bound: float) -> np.ndarray:
+    """``anchor + r·min(1, bound/|r|)`` with ``r = carried − anchor`` per pixel (vector length).
+
+    Parameters
+    ----------
+    carried, anchor : (h, w, 2) float32
+        The carried map and this frame's map, in the same units (style px for the
+        positional guide). ``carried`` may hold NaN (no previous value there): the
+        result is ``anchor`` at those pixels.
+    bound : float
+        Largest allowed length of the residual, same units, ≥ 0.
+
+    Returns
+    -------
+    (h, w, 2) float32
+        A new array; ``|result − anchor| ≤ bound`` everywhere (up to float32 rounding).
+
+    Raises
+    ------
+    ValueError
+        Shapes differ or ``bound`` < 0.
+    """
+    check(carried.shape == anchor.shape and carried.ndim == 3 and carried.shape[-1] == 2, "carried shape",
+          anchor.shape, carried.shape)
+    check(bound >= 0, "bound", ">= 0", bound)
+    r = np.subtract(carried, anchor, dtype=np.float32)
+    length = np.sqrt(r[..., 0] * r[..., 0] + r[..., 1] * r[..., 1])
+    # 1 inside the bound, bound/|r| beyond it; NaN residuals (no carried value) → 0.
+    scale = np.minimum(np.float32(1.0), np.float32(bound) / np.maximum(length, np.float32(1e-12)))
+    scale[~np.isfinite(length)] = 0.0
+    r[~np.isfinite(r)] = 0.0
+    return np.add(anchor, r * scale[..., None], dtype=np.float32)
+
+
+def clamp_mask(carried: np.ndarray, anchor: np.ndarray, bound: float = MASK_BOUND) -> np.ndarray:
+    """``anchor + clip(carried − anchor, −bound, bound)``, clipped to [0, 1]; NaN carried → anchor.
+
+    Parameters
+    ----------
+    carried, anchor : (h, w) float32
+        Carried and current face mask, in [0, 1] (``carried`` may hold NaN).
+    bound : float
+        Largest allowed deviation, mask units, ≥ 0.
+
+    Returns
+    -------
+    (h, w) float32 in [0, 1]
+
+    Raises
+    ------
+    ValueError
+        Shapes differ or ``bound`` < 0.
+    """
+    check(carried.shape == anchor.shape, "carried shape", anchor.shape, carried.shape)
+    check(bound >= 0, "bound", ">= 0", bound)
+    r = np.subtract(carried, anchor, dtype=np.float32)
+    r[~np.isfinite(r)] = 0.0
+    np.clip(r, -bound, bound, out=r)
+    return np.clip(np.add(anchor, r, dtype=np.float32), 0.0, 1.0)
+
+
+def carry_positional(carried: np.ndarray, anchor: np.ndarray, *, follow: float, bound: float) -> np.ndarray:
+    """The positional guide kept for this frame: ``anchor + clamp(follow·(carried − anchor), bound)``.
+
+    Parameters
+    ----------
+    carried : (h, w, 2) float32
+        Last frame's guide moved along the input's optical flow (NaN where it came
+        from outside last frame's region), style px.
+    anchor : (h, w, 2) float32
+        This frame's landmark-based guide (MLS), style px.
+    follow : float
+        Share of the carried residual kept, in [0, 1) (``StylizeConfig.flow_follow``).
+    bound : float
+        Largest deviation from ``anchor``, style px (``flow_bound`` × the exemplar's
+        inter-ocular distance).
+
+    Returns
+    -------
+    (h, w, 2) float32
+        Never further than ``bound`` from ``anchor``: the error carried state can
+        accumulate is bounded, whatever the clip's length.
+
+    Raises
+    ------
+    ValueError
+        Shapes differ, ``follow`` outside [0, 1] or ``bound`` < 0.
+    """
+    check(0.0 <= follow <= 1.0, "follow", "in [0, 1]", follow)
+    residual_carried = anchor + np.float32(follow) * (np.asarray(carried, np.float32) - anchor)
+    return clamp_residual(residual_carried, anchor, bound)
+
+
+def keep_threshold(threshold: float, tolerance: float) -> float:
+    """Error below which face-space synthesis keeps last frame's exemplar pixel, 8-bit guide units.
+
+    ``threshold × tolerance``: with a tolerance near 1 a kept entry must pass (about)
+    StyleBlit's own acceptance test on this frame's guides, so it is re-anchored
+    every frame; where the target changes (an opening mouth, a turning head) the
+    error grows past it and the pixel is synthesized again.
+
+    Raises
+    ------
+    ValueError
+        Negative arguments.
+    """
+    check(threshold >= 0 and tolerance >= 0, "threshold, tolerance", ">= 0", (threshold, tolerance))
+    return float(threshold) * float(tolerance)
