@@ -73,7 +73,7 @@ class StylizeConfig:
     max_faces: int = _f(8, 1, 64, doc="at most this many faces per frame (largest first)")
     detect_every: int = _f(10, 1, 10000, doc="re-run the full face detector every N frames while tracking")
     smooth_min_cutoff: float = _f(0.2, 0.0, 100.0, doc="One Euro filter min cutoff of the landmarks' face shape (head pose: 20 Hz), Hz (lower = steadier, more lag); 0 disables smoothing")
-    landmark_bound: float = _f(0.04, 0.0, 10.0, doc="smoothed landmarks stay within this distance of each frame's raw fit, fraction of the inter-ocular distance (jitter below it is smoothed, a fast expression change is followed at once); 10 = no bound")
+    landmark_bound: float = _f(0.04, 0.0, 10.0, doc="smoothed eye and mouth landmarks stay within this distance of each frame's raw fit, fraction of the inter-ocular distance (jitter below it is smoothed, a fast expression change is followed at once); 10 = no bound")
     smooth_beta: float = _f(0.2, 0.0, 100.0, doc="One Euro filter speed coefficient beta, Hz per inter-ocular distance per second (higher = less lag on fast motion)")
     scene_cut: float = _f(40.0, 0.0, 255.0, doc="mean |frame - previous| of 64x64 thumbnails, 8-bit units, above which a scene cut resets tracking and the temporal guide; 0 disables")
     # --- compute -------------------------------------------------------------------------------

@@ -65,7 +65,7 @@ def test_segmentation_guide_classes_follow_the_landmarks():
         segmentation_guide(points[:60], image.shape[:2])
 
 
-def test_mouth_interior_is_painted_from_dark_exemplar_features_only_when_open():
+def test_mouth_interior_is_painted_dark_with_exemplar_texture_only_when_open():
     image, points = _style()
     face = np.zeros(image.shape[:2], bool)
     face[100:500, 100:400] = True
@@ -88,9 +88,8 @@ def test_mouth_interior_is_painted_from_dark_exemplar_features_only_when_open():
     assert luma[inner].mean() < 0.5 * skin_luma                  # a dark opening, not skin
     ring = cv2.dilate(inside.astype(np.uint8), np.ones((7, 7), np.uint8)).astype(bool)
     np.testing.assert_array_equal(stylized[~ring], before[~ring])  # nothing outside the mouth changes
-    # Exemplar pixels only: every painted colour exists in the exemplar (away from the 1 px soft edge).
-    colours = {tuple(c) for c in image.reshape(-1, 3)}
-    assert all(tuple(c) in colours for c in stylized[inner][::7])
+    # The target's interior is flat: the grain painted over it is the exemplar's texture.
+    assert luma[inner].std() > 1.0
     # A closed mouth is left alone.
     closed = points.copy()
     closed[[65, 66, 67]] = closed[[63, 62, 61]]

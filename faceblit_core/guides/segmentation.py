@@ -10,16 +10,16 @@ exemplar's lips stretched over it (measured: d18, mouth opening on the output 0.
 of the eye distance where the target's is 0.59).
 
 So the target's mouth interior (inner-lip polygon, iBUG 60–67) gets a pass of its
-own, in frame space, after the face is synthesized (:func:`paint_mouth_interior`):
-its pixels copy exemplar pixels of the *feature* classes — the exemplar's eye
-openings, lips and mouth interior (dark lip line, pupils and lashes for a dark
-throat; the whites of the eyes and lip highlights for teeth; lip colour for the
-tongue) — chosen by colour after transferring the target face's colour statistics
-onto the exemplar face's (Reinhard et al. 2001, L*a*b*; :class:`InteriorSource`). Like StyleBlit, chunks are copied
-rigidly from seeds (one per ``cell`` × ``cell`` cell) and a pixel whose chunk does
-not match its luminance takes its own best donor. The dark opening, teeth and
-tongue of the target therefore appear in the exemplar's own paint, at the target's
-place and size.
+own, in frame space, after the face is synthesized (:func:`paint_mouth_interior`).
+Its colours are the target's own, transferred onto the exemplar face's colour
+statistics (Reinhard et al. 2001, in L*a*b*): the dark opening, the teeth and the
+tongue keep their shape, place and size. Its texture is the exemplar's: the
+high-frequency detail of exemplar pixels of the *feature* classes — the exemplar's
+lips and mouth interior first, its eye openings for colours the lips lack (the
+darkest darks, the whites) — copied in rigid chunks as in StyleBlit, one chunk per
+``cell`` × ``cell`` cell whose seed picks the donor nearest its colour
+(:class:`InteriorSource`). Colour from the target varies continuously from frame to
+frame (no flicker between discrete donors); the paint's grain comes from the exemplar.
 
 Classes (:func:`segmentation_guide`): 0 other, 1 lips (outer lip polygon 48–59
 minus the interior), 2 mouth interior (60–67), 3 eye openings (36–41, 42–47).
@@ -116,7 +116,9 @@ class InteriorSource:
     image : (Hs, Ws, 3) uint8
         The exemplar.
     lab : (Hs, Ws, 3) float32
-        Its L*a*b* colours (Gaussian σ = 1 px).
+        Its L*a*b* colours (Gaussian σ = 1 px): what donors are chosen by.
+    detail : (Hs, Ws, 3) float32
+        Its L*a*b* high frequencies, colours minus their Gaussian (σ = :data:`DETAIL_SIGMA`) blur.
     face_mean, face_std : (3,) float32
         Mean and standard deviation of L*a*b* over its face (colour transfer target).
     donors : (n, 2) int32
@@ -128,6 +130,7 @@ class InteriorSource:
 
     image: np.ndarray
     lab: np.ndarray
+    detail: np.ndarray
     face_mean: np.ndarray
     face_std: np.ndarray
     donors: np.ndarray
@@ -144,6 +147,8 @@ class InteriorSource:
 _LAB_LO = np.array([0.0, -64.0, -64.0], np.float32)
 _LAB_HI = np.array([100.0, 64.0, 64.0], np.float32)
 _LAB_CELLS = 24
+#: Gaussian σ (px) separating an exemplar's texture (detail) from its colour.
+DETAIL_SIGMA = 2.0
 #: L*a*b* distance by which an eye pixel must beat the lips' best donor to paint the mouth.
 EYE_PENALTY = 12.0
 
@@ -173,7 +178,9 @@ def interior_source(style_image: np.ndarray, style_landmarks: np.ndarray, style_
     check(style_face.shape == style_image.shape[:2] and bool(style_face.any()), "style face mask",
           f"a non-empty {style_image.shape[:2]} mask", style_face.shape)
     seg = segmentation_guide(style_landmarks, style_image.shape[:2])
-    lab = cv2.GaussianBlur(_lab(style_image), (0, 0), 1.0)
+    raw = _lab(style_image)
+    lab = cv2.GaussianBlur(raw, (0, 0), 1.0)
+    detail = raw - cv2.GaussianBlur(raw, (0, 0), DETAIL_SIGMA)
     ys, xs = np.nonzero(seg != OTHER)
     check(len(xs) > 0, "style features", "eye and lip pixels", "none")
     donors = np.stack([xs, ys], axis=1).astype(np.int32)
@@ -190,7 +197,7 @@ def interior_source(style_image: np.ndarray, style_landmarks: np.ndarray, style_
         d = ((centres[i : i + step, None, :] - colours[None, :, :]) ** 2).sum(-1) + penalty
         table[i : i + step] = d.argmin(1)
     face = lab[style_face]
-    return InteriorSource(image=style_image, lab=lab, face_mean=face.mean(0), face_std=np.maximum(face.std(0), 1e-3),
+    return InteriorSource(image=style_image, lab=lab, detail=detail, face_mean=face.mean(0), face_std=np.maximum(face.std(0), 1e-3),
                           donors=donors, table=table.reshape(b, b, b))
 
 
@@ -203,9 +210,14 @@ def paint_mouth_interior(
     face: np.ndarray | None = None,
     origin: tuple[int, int] = (0, 0),
     cell: int = 8,
-    tolerance: float = 20.0,
 ) -> np.ndarray:
-    """Paint the target's mouth interior with exemplar feature pixels of matching colour (in place).
+    """Paint the target's open mouth: its colours on the exemplar's palette, the exemplar's texture (in place).
+
+    ``out(p) = Lab⁻¹( T(target)(p) + detail(o(p)) )`` inside the target's inner-lip
+    polygon (soft 1 px edge), where ``T`` is the colour transfer of the target face's
+    L*a*b* mean and deviation onto the exemplar face's (σ = 1 px blurred), and
+    ``o(p) = u(q) + (p − q)`` copies the exemplar's detail rigidly around the donor
+    ``u(q)`` that the cell's seed ``q`` (cell centre on the frame grid) picks by colour.
 
     Parameters
     ----------
@@ -218,15 +230,11 @@ def paint_mouth_interior(
     source : InteriorSource
         :func:`interior_source` of the exemplar.
     face : (h, w) bool, optional, keyword-only
-        The target's face pixels (tone-mapping quantiles); default the whole region.
+        The target's face pixels (colour statistics); default the whole region.
     origin : (x0, y0), keyword-only
         Frame position of the region: the seed cells are fixed on the frame grid.
     cell : int, keyword-only
-        Seed spacing, px (one rigidly copied chunk per cell).
-    tolerance : float, keyword-only
-        A pixel keeps its cell's chunk while the chunk's exemplar colour is within this
-        of its own transferred colour (L*a*b*, sum of |ΔL|, |Δa|, |Δb|); otherwise it
-        takes the donor of its own colour.
+        Seed spacing, px (one rigidly copied chunk of texture per cell).
 
     Returns
     -------
@@ -238,6 +246,12 @@ def paint_mouth_interior(
     ------
     ValueError
         Shapes differ.
+
+    References
+    ----------
+    Fišer et al. 2017, "Example-Based Synthesis of Stylized Facial Animations" (segmentation
+    guide for eyes and mouth); Reinhard et al. 2001, "Color Transfer between Images";
+    Sýkora et al. 2019, "StyleBlit" (chunks copied rigidly from seeds).
     """
     check(stylized.shape == frame_crop.shape, "frame crop shape", stylized.shape, frame_crop.shape)
     h, w = stylized.shape[:2]
@@ -255,8 +269,8 @@ def paint_mouth_interior(
         return stylized
     # Soft edge of ~1 px so the lips' own paint is not cut by a hard polygon.
     alpha = cv2.blur(alpha, (3, 3)).astype(np.float32) * np.float32(1.0 / 255.0)
-    # Colour transfer of the target's face onto the exemplar's face (Reinhard et al. 2001, in L*a*b*).
-    # The face's statistics from every 4th pixel each way (plenty for a mean and a deviation).
+    # Colour transfer of the target's face onto the exemplar's face; statistics from
+    # every 4th pixel each way (plenty for a mean and a deviation).
     sub = frame_crop[::4, ::4]
     sub_face = face[::4, ::4] if face is not None else None
     pixels = sub[sub_face] if sub_face is not None and sub_face.any() else sub.reshape(-1, 3)
@@ -271,16 +285,11 @@ def paint_mouth_interior(
     qx = np.clip(gx * cell + cell // 2 - origin[0] - x0, 0, x1 - x0 - 1)
     qy = np.clip(gy * cell + cell // 2 - origin[1] - y0, 0, y1 - y0 - 1)
     u = source.donors[source.cell(mapped[qy, qx])]
-    ox, oy = u[:, 0] + (xs - qx), u[:, 1] + (ys - qy)
-    inside = (ox >= 0) & (ox < ws) & (oy >= 0) & (oy < hs)
-    oxc, oyc = np.clip(ox, 0, ws - 1), np.clip(oy, 0, hs - 1)
-    err = np.abs(source.lab[oyc, oxc] - mapped[ys, xs]).sum(-1)
-    ok = inside & (err < tolerance)
-    own = source.donors[source.cell(mapped[ys, xs])]
-    ox = np.where(ok, oxc, own[:, 0])
-    oy = np.where(ok, oyc, own[:, 1])
-    colour = source.image[oy, ox].astype(np.float32)
+    ox = np.clip(u[:, 0] + (xs - qx), 0, ws - 1)
+    oy = np.clip(u[:, 1] + (ys - qy), 0, hs - 1)
+    lab = (mapped[ys, xs] + source.detail[oy, ox])[:, None, :]
+    colour = cv2.cvtColor(lab.astype(np.float32), cv2.COLOR_Lab2RGB)[:, 0, :] * np.float32(255.0)
     a = alpha[ys, xs][:, None]
     region = stylized[y0:y1, x0:x1]
-    region[ys, xs] = np.rint(a * colour + (1.0 - a) * region[ys, xs].astype(np.float32)).astype(np.uint8)
+    region[ys, xs] = np.clip(np.rint(a * colour + (1.0 - a) * region[ys, xs].astype(np.float32)), 0, 255).astype(np.uint8)
     return stylized
