@@ -14,12 +14,12 @@ own, in frame space, after the face is synthesized (:func:`paint_mouth_interior`
 Its colours are the target's own, transferred onto the exemplar face's colour
 statistics (Reinhard et al. 2001, in L*a*b*): the dark opening, the teeth and the
 tongue keep their shape, place and size. Its texture is the exemplar's: the
-high-frequency detail of exemplar pixels of the *feature* classes — the exemplar's
-lips and mouth interior first, its eye openings for colours the lips lack (the
-darkest darks, the whites) — copied in rigid chunks as in StyleBlit, one chunk per
-``cell`` × ``cell`` cell whose seed picks the donor nearest its colour
-(:class:`InteriorSource`). Colour from the target varies continuously from frame to
-frame (no flicker between discrete donors); the paint's grain comes from the exemplar.
+high-frequency detail of the exemplar's lips and mouth (the class the mouth belongs
+to), copied in rigid chunks as in StyleBlit, one chunk per ``cell`` × ``cell`` cell
+of the frame grid, each cell's donor fixed by a hash of the cell
+(:class:`InteriorSource`). Colour follows the target continuously and the texture of
+a cell never switches (measured: donors picked by colour every frame, from the
+exemplar's eyes and lips, raised d18's warp_ratio by 0.5).
 
 Classes (:func:`segmentation_guide`): 0 other, 1 lips (outer lip polygon 48–59
 minus the interior), 2 mouth interior (60–67), 3 eye openings (36–41, 42–47).
@@ -109,52 +109,35 @@ def _lab(rgb: np.ndarray) -> np.ndarray:
 
 @dataclass(frozen=True)
 class InteriorSource:
-    """The exemplar's donor pixels for the mouth-interior pass (built once per exemplar).
+    """The exemplar's donor texture for the mouth-interior pass (built once per exemplar).
 
     Attributes
     ----------
-    image : (Hs, Ws, 3) uint8
-        The exemplar.
-    lab : (Hs, Ws, 3) float32
-        Its L*a*b* colours (Gaussian σ = 1 px): what donors are chosen by.
     detail : (Hs, Ws, 3) float32
-        Its L*a*b* high frequencies, colours minus their Gaussian (σ = :data:`DETAIL_SIGMA`) blur.
+        The exemplar's L*a*b* high frequencies: colours minus their Gaussian blur
+        (σ = :data:`DETAIL_SIGMA` px).
     face_mean, face_std : (3,) float32
         Mean and standard deviation of L*a*b* over its face (colour transfer target).
     donors : (n, 2) int32
-        Style px (x, y) of the donor pixels (the feature classes: eyes, lips, mouth interior).
-    table : (B, B, B) int32
-        For each cell of the quantised L*a*b* cube (:data:`_LAB_LO`…:data:`_LAB_HI`, B cells
-        a side), the index into ``donors`` of the donor nearest the cell's centre.
+        Style px (x, y) of the donor pixels: its lips and mouth interior (classes
+        :data:`LIPS`, :data:`MOUTH_INTERIOR`), row-major order.
     """
 
-    image: np.ndarray
-    lab: np.ndarray
     detail: np.ndarray
     face_mean: np.ndarray
     face_std: np.ndarray
     donors: np.ndarray
-    table: np.ndarray
-
-    def cell(self, lab: np.ndarray) -> np.ndarray:
-        """(..., 3) L*a*b* → (...,) donor indices through :attr:`table`."""
-        b = self.table.shape[0]
-        i = np.clip(((lab - _LAB_LO) / (_LAB_HI - _LAB_LO) * b).astype(np.int32), 0, b - 1)
-        return self.table[i[..., 0], i[..., 1], i[..., 2]]
 
 
-#: Quantised L*a*b* cube of the donor table: bounds and cells per side.
-_LAB_LO = np.array([0.0, -64.0, -64.0], np.float32)
-_LAB_HI = np.array([100.0, 64.0, 64.0], np.float32)
-_LAB_CELLS = 24
 #: Gaussian σ (px) separating an exemplar's texture (detail) from its colour.
 DETAIL_SIGMA = 2.0
-#: L*a*b* distance by which an eye pixel must beat the lips' best donor to paint the mouth.
-EYE_PENALTY = 12.0
+#: Multiplier of the cell hash picking a cell's donor (a large odd constant: neighbouring
+#: cells get donors far apart, the same cell always the same donor).
+_HASH = np.int64(2654435761)
 
 
 def interior_source(style_image: np.ndarray, style_landmarks: np.ndarray, style_face: np.ndarray) -> InteriorSource:
-    """Collect the exemplar's feature pixels (eye openings, lips, mouth interior) as donors.
+    """Collect the exemplar's mouth texture (lips, mouth interior) and its face colour statistics.
 
     Parameters
     ----------
@@ -172,33 +155,19 @@ def interior_source(style_image: np.ndarray, style_landmarks: np.ndarray, style_
     Raises
     ------
     ValueError
-        Bad shapes, or the exemplar's features have no pixel (degenerate landmarks).
+        Bad shapes, or the exemplar's mouth has no pixel (degenerate landmarks).
     """
     check_array(style_image, "style image", shape=(None, None, 3), dtype=np.uint8)
     check(style_face.shape == style_image.shape[:2] and bool(style_face.any()), "style face mask",
           f"a non-empty {style_image.shape[:2]} mask", style_face.shape)
     seg = segmentation_guide(style_landmarks, style_image.shape[:2])
+    ys, xs = np.nonzero((seg == LIPS) | (seg == MOUTH_INTERIOR))
+    check(len(xs) > 0, "style mouth", "lip pixels", "none")
     raw = _lab(style_image)
-    lab = cv2.GaussianBlur(raw, (0, 0), 1.0)
     detail = raw - cv2.GaussianBlur(raw, (0, 0), DETAIL_SIGMA)
-    ys, xs = np.nonzero(seg != OTHER)
-    check(len(xs) > 0, "style features", "eye and lip pixels", "none")
-    donors = np.stack([xs, ys], axis=1).astype(np.int32)
-    colours = lab[ys, xs]
-    # Mouth classes first: an eye pixel must be EYE_PENALTY closer in colour to be chosen
-    # (the eyes lend what lips lack: the darkest darks and the whites, for throat and teeth).
-    penalty = np.where(seg[ys, xs] == EYE, np.float32(EYE_PENALTY**2), np.float32(0.0))
-    b = _LAB_CELLS
-    axes = [_LAB_LO[c] + (np.arange(b, dtype=np.float32) + 0.5) * (_LAB_HI[c] - _LAB_LO[c]) / b for c in range(3)]
-    centres = np.stack(np.meshgrid(*axes, indexing="ij"), axis=-1).reshape(-1, 3)
-    table = np.empty(len(centres), np.int32)
-    step = max(1, (1 << 22) // len(colours))      # bounded scratch memory
-    for i in range(0, len(centres), step):
-        d = ((centres[i : i + step, None, :] - colours[None, :, :]) ** 2).sum(-1) + penalty
-        table[i : i + step] = d.argmin(1)
-    face = lab[style_face]
-    return InteriorSource(image=style_image, lab=lab, detail=detail, face_mean=face.mean(0), face_std=np.maximum(face.std(0), 1e-3),
-                          donors=donors, table=table.reshape(b, b, b))
+    face = raw[style_face]
+    return InteriorSource(detail=detail, face_mean=face.mean(0), face_std=np.maximum(face.std(0), 1e-3),
+                          donors=np.stack([xs, ys], axis=1).astype(np.int32))
 
 
 def paint_mouth_interior(
@@ -217,7 +186,8 @@ def paint_mouth_interior(
     polygon (soft 1 px edge), where ``T`` is the colour transfer of the target face's
     L*a*b* mean and deviation onto the exemplar face's (σ = 1 px blurred), and
     ``o(p) = u(q) + (p − q)`` copies the exemplar's detail rigidly around the donor
-    ``u(q)`` that the cell's seed ``q`` (cell centre on the frame grid) picks by colour.
+    ``u(q)`` of the cell's seed ``q`` (cell centre on the frame grid; the donor, a pixel of
+    the exemplar's mouth, is fixed per cell).
 
     Parameters
     ----------
@@ -278,13 +248,14 @@ def paint_mouth_interior(
     scale = source.face_std / np.maximum(face_lab.std(0), 1e-3)
     mapped = (cv2.GaussianBlur(_lab(frame_crop[y0:y1, x0:x1]), (0, 0), 1.0) - face_lab.mean(0)) * scale + source.face_mean
 
-    hs, ws = source.lab.shape[:2]
+    hs, ws = source.detail.shape[:2]
     ys, xs = np.nonzero(alpha > 0)
-    # Seeds: one per cell of the frame grid; a seed's donor is the nearest colour's donor.
+    # Seeds: one per cell of the frame grid (cell centre q), each with its fixed donor u.
     gx, gy = (xs + x0 + origin[0]) // cell, (ys + y0 + origin[1]) // cell
-    qx = np.clip(gx * cell + cell // 2 - origin[0] - x0, 0, x1 - x0 - 1)
-    qy = np.clip(gy * cell + cell // 2 - origin[1] - y0, 0, y1 - y0 - 1)
-    u = source.donors[source.cell(mapped[qy, qx])]
+    qx = gx * cell + cell // 2 - origin[0] - x0
+    qy = gy * cell + cell // 2 - origin[1] - y0
+    key = (gx.astype(np.int64) * 92821 + gy.astype(np.int64)) * _HASH
+    u = source.donors[(key >> 16) % len(source.donors)]
     ox = np.clip(u[:, 0] + (xs - qx), 0, ws - 1)
     oy = np.clip(u[:, 1] + (ys - qy), 0, hs - 1)
     lab = (mapped[ys, xs] + source.detail[oy, ox])[:, None, :]
