@@ -30,11 +30,14 @@ coherence through the guides, not through accumulated state); DESIGN §9 (drift)
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 
 from faceblit_core.checks import check
+from faceblit_core.faces import inter_ocular
 
-__all__ = ["clamp_residual", "clamp_mask", "carry_positional", "clamp_points", "keep_threshold", "MASK_BOUND"]
+__all__ = ["clamp_residual", "clamp_mask", "carry_positional", "clamp_points", "reanchor_faces", "keep_threshold", "MASK_BOUND"]
 
 #: Largest deviation of the flow-carried face mask from this frame's, in mask units
 #: (the mask is in [0, 1]): enough to smooth the feathered edge's jitter, never a
@@ -163,6 +166,23 @@ def clamp_points(smoothed: np.ndarray, raw: np.ndarray, bound: float) -> np.ndar
     """
     check(np.shape(smoothed) == np.shape(raw) and np.ndim(raw) == 2, "raw points shape", np.shape(smoothed), np.shape(raw))
     return clamp_residual(np.asarray(smoothed, np.float32)[None], np.asarray(raw, np.float32)[None], bound)[0]
+
+
+def reanchor_faces(faces: list, raw: list, bound: float) -> list:
+    """The tracker's smoothed faces with their eye and mouth points (iBUG 36–67) kept within
+    ``bound`` × inter-ocular distance of this frame's raw fit of the same face id
+    (:func:`faceblit_core.temporal_state.clamp_points`). Jaw, brows and nose keep the full
+    smoothing: they carry the head pose, whose jitter would shake the whole warp."""
+    by_id = {f.id: f for f in raw}
+    out = []
+    for face in faces:
+        r = by_id.get(face.id)
+        if r is not None and r.points.shape == face.points.shape:
+            points = face.points.copy()
+            points[36:68] = clamp_points(face.points, r.points, bound * inter_ocular(r.points))[36:68]
+            face = dataclasses.replace(face, points=points)
+        out.append(face)
+    return out
 
 
 def keep_threshold(threshold: float, tolerance: float) -> float:

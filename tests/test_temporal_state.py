@@ -69,3 +69,22 @@ def test_clamp_mask_and_points_and_keep_threshold():
     assert keep_threshold(50.0, 1.5) == 75.0
     with pytest.raises(ValueError):
         keep_threshold(50.0, -1.0)
+
+
+def test_reanchor_faces_bounds_only_eye_and_mouth_points_of_the_same_face():
+    from faceblit_core.faces import Face
+    from faceblit_core.temporal_state import reanchor_faces
+
+    rng = np.random.default_rng(0)
+    raw_points = (rng.random((68, 2)) * 100).astype(np.float32)
+    raw_points[36:42] = [10, 50]                                  # eyes 80 px apart
+    raw_points[42:48] = [90, 50]
+    smoothed = raw_points + np.float32([0.0, 30.0])                # lags 30 px behind
+    face = Face(points=smoothed, box=np.float32([0, 0, 100, 100]), id=3)
+    raw = Face(points=raw_points, box=np.float32([0, 0, 100, 100]), id=3)
+    (out,) = reanchor_faces([face], [raw], 0.05)
+    moved = np.linalg.norm(out.points - raw_points, axis=1)
+    np.testing.assert_allclose(moved[36:68], 4.0, rtol=1e-5)       # 0.05 x 80 px
+    np.testing.assert_array_equal(out.points[:36], smoothed[:36])  # pose points keep their smoothing
+    (other,) = reanchor_faces([face], [Face(points=raw_points, box=raw.box, id=4)], 0.05)
+    np.testing.assert_array_equal(other.points, smoothed)          # another face id: untouched
