@@ -21,7 +21,7 @@ from faceblit_core.guides.segmentation import (
     paint_mouth_interior,
     segmentation_guide,
 )
-from faceblit_core.landmarks_io import load_landmarks, save_frame_landmarks
+from faceblit_core.faces import load_landmarks, save_frame_landmarks
 from faceblit_core.pipeline import stylize_video
 
 REPO = Path(__file__).resolve().parents[1]
