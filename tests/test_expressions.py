@@ -10,7 +10,7 @@ import pytest
 
 from faceblit_core import media
 from faceblit_core.config import StylizeConfig
-from faceblit_core.faces import Face, get_backend
+from faceblit_core.faces import Face, get_backend, load_landmarks, save_frame_landmarks
 from faceblit_core.guides.segmentation import (
     EYE,
     LIPS,
@@ -21,7 +21,6 @@ from faceblit_core.guides.segmentation import (
     paint_mouth_interior,
     segmentation_guide,
 )
-from faceblit_core.faces import load_landmarks, save_frame_landmarks
 from faceblit_core.pipeline import stylize_video
 
 REPO = Path(__file__).resolve().parents[1]

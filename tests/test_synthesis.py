@@ -423,9 +423,15 @@ def _full_synthesis(g_pos, g_app, app, lut, image, prev_nnf, *, keep_threshold, 
     return nnf, den, syn.vote(den, image, radius=radius)
 
 
+@pytest.mark.parametrize("sparse_share", [1.0 / 16.0, 1e9, 0.0], ids=["auto", "always-sparse", "always-dense"])
 @pytest.mark.parametrize("radius, denoise, temporal, keep", [(1, True, False, 200.0), (2, True, True, 300.0),
                                                              (1, False, False, 200.0), (0, False, True, 200.0)])
-def test_incremental_synthesis_equals_the_full_computation_frame_after_frame(radius, denoise, temporal, keep):
+def test_incremental_synthesis_equals_the_full_computation_frame_after_frame(monkeypatch, radius, denoise, temporal,
+                                                                             keep, sparse_share):
+    # The update denoises and votes per changed pixel, or densely when many changed: both exact.
+    from faceblit_core.synthesis import incremental
+
+    monkeypatch.setattr(incremental, "SPARSE_VOTE_SHARE", sparse_share)
     g_pos, g_app, app, lut, image, kw = _guides(40, 52, 48, 64, 5, temporal=temporal)
     rng = np.random.default_rng(3)
     prev, prev_nnf = None, None
