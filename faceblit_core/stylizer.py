@@ -50,8 +50,10 @@ from faceblit_core.guides import (
     positional_to_rgb,
     temporal_guide,
 )
+from faceblit_core.guides.segmentation import interior_source, paint_mouth_interior
 from faceblit_core.media import write_image
 from faceblit_core.synthesis import JitterTable, Synthesis, SynthesisCache, synthesize
+from faceblit_core.temporal_state import carry_positional, clamp_mask, keep_threshold, reanchor_faces
 
 __all__ = ["FrameStylizer", "FaceTrack"]
 
@@ -141,6 +143,10 @@ class FrameStylizer:
         ys, xs = np.mgrid[sr.y0 : sr.y1, sr.x0 : sr.x1].astype(np.float32)
         self.style_identity = np.ascontiguousarray(np.stack([xs, ys], axis=-1))
         self.style_face = face_mask(style.image, style.landmarks, region=sr, feather=config.mask_feather) > 0.5
+        self.interior_source = None
+        if config.mouth_interior:
+            whole_face = face_mask(style.image, style.landmarks, region=Region.full(style.width, style.height), feather=config.mask_feather) > 0.5
+            self.interior_source = interior_source(style.image, style.landmarks, whole_face)
         self.prev_output: np.ndarray | None = None
         self.prev_frame: np.ndarray | None = None
         self.tracks: dict[int, FaceTrack] = {}
@@ -182,7 +188,7 @@ class FrameStylizer:
         """
         cfg = self.config
         t = time.perf_counter()
-        faces = self.tracker.update(frame)
+        faces = reanchor_faces(self.tracker.update(frame), self.tracker.last_raw, cfg.landmark_bound)
         t = self._tick("landmarks", t)
         if self.tracker.scene_cut_detected:
             # Nothing of the last shot may steer this one: temporal guide, flow, kept NNF.
@@ -261,6 +267,7 @@ class FrameStylizer:
         t = time.perf_counter()
         stylized, covered = warp.face_space_to_frame(stylized_face, g_pos, self.style_region, feather=self.config.mask_feather)
         self._tick("warp_to_frame", t)
+        self._paint_interior(stylized, frame, face, region, mask)
         # The frame's mask (skin found on the forehead) can reach past what the
         # exemplar's region covers; there the result would be smeared border pixels.
         mask = mask * covered
@@ -276,6 +283,7 @@ class FrameStylizer:
         g_pos, mask, flow = self._face_guides(frame, face, region, track)
         g_pos, mask = self._follow_flow(flow, track, region, g_pos, mask)
         stylized = self._synthesize_in_frame_space(frame, face, region, g_pos, mask, use_temp=self._use_temporal(track.continued))
+        self._paint_interior(stylized, frame, face, region, mask)
         return stylized, mask
 
     # ------------------------------------------------------------------------------ steps
@@ -352,8 +360,15 @@ class FrameStylizer:
         return Background(self._flow.calc, cur, prev, None)
 
     def _follow_flow(self, flow: Background | None, track: FaceTrack, region: Region, g_pos: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Last frame's positional guide and mask carried along the flow and blended with these
-        (:func:`faceblit_core.warp.carry_along_flow`); kept in ``track`` for the next frame.
+        """Last frame's positional guide and mask carried along the flow, re-anchored to this frame's;
+        kept in ``track`` for the next frame.
+
+        Landmarks jitter and lag, optical flow follows the skin: a guide (and mask) that
+        moves with the flow keeps the texture glued to the face from frame to frame. It is
+        a bounded residual on this frame's landmark-based maps
+        (:mod:`faceblit_core.temporal_state`): never more than ``flow_bound`` × the
+        exemplar's inter-ocular distance (mask: ``MASK_BOUND``) away from them, so the
+        flow's errors cannot accumulate over a long clip.
 
         Parameters
         ----------
@@ -367,12 +382,25 @@ class FrameStylizer:
         """
         if flow is not None:
             t = time.perf_counter()
-            g_pos, mask = warp.carry_along_flow(
-                flow.result(), region, track.region, (track.guide_pos, track.mask), (g_pos, mask), follow=self.config.flow_follow
-            )
+            cfg = self.config
+            carried_pos, carried_mask = warp.carry_maps(flow.result(), region, track.region, (track.guide_pos, track.mask))
+            # NaN (came from outside the last region) falls back to this frame's maps.
+            g_pos = carry_positional(carried_pos, g_pos, follow=cfg.flow_follow, bound=cfg.flow_bound * self.style_iod)
+            mask = clamp_mask(carried_mask, mask)
             self._tick("flow", t)
         track.guide_pos, track.mask, track.region = g_pos, mask, region
         return g_pos, mask
+
+    def _paint_interior(self, stylized: np.ndarray, frame: np.ndarray, face, region: Region, mask: np.ndarray) -> None:
+        """The target's open mouth painted into ``stylized`` (in place) from the exemplar's texture
+        (:func:`faceblit_core.guides.segmentation.paint_mouth_interior`)."""
+        if self.interior_source is None:
+            return
+        t = time.perf_counter()
+        crop = frame[region.y0 : region.y1, region.x0 : region.x1]
+        local = face.points - np.array([region.x0, region.y0], dtype=np.float32)
+        paint_mouth_interior(stylized, crop, local, self.interior_source, face=mask > 0.5, origin=(region.x0, region.y0))
+        self._tick("interior", t)
 
     def _styleblit_and_vote(self, g_pos: np.ndarray, g_app: np.ndarray, g_temp: np.ndarray | None, *, origin: tuple[int, int], track: FaceTrack | None = None) -> np.ndarray:
         """StyleBlit NNF of one region, NNF denoising and colour voting → (h, w, 3) uint8 RGB.
@@ -392,7 +420,7 @@ class FrameStylizer:
             radius=cfg.blend_radius,
             denoise=cfg.denoise_nnf,
             previous=previous,
-            keep_threshold=cfg.threshold * cfg.keep_tolerance,
+            keep_threshold=keep_threshold(cfg.threshold, cfg.keep_tolerance),
             origin=origin,
             jitter=self._jitter_for_frame(),
             threshold=cfg.threshold,

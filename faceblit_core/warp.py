@@ -166,15 +166,25 @@ def carry_along_flow(
     the OpenCV scalar ``(nan, 0, 0, 0)``, so for a 2-channel map (the positional
     guide) only x falls back to ``current`` there; y is blended with 0.
     """
+    out = []
+    for carried, now in zip(carry_maps(back, region, prev_region, previous), current):
+        blended = cv2.addWeighted(carried, follow, now, 1.0 - follow, 0.0)
+        np.copyto(blended, now, where=np.isnan(carried))      # came from outside the last region
+        out.append(blended)
+    return out
+
+
+def carry_maps(back: np.ndarray, region: Region, prev_region: Region, previous: Sequence[np.ndarray]) -> list[np.ndarray]:
+    """Last frame's maps moved along the backward flow onto ``region`` (bilinear), NaN where the
+    flow comes from outside ``prev_region`` (first channel only, see :func:`carry_along_flow`).
+
+    ``back`` (h, w, 2) float32 is overwritten with the sampling positions; ``previous``
+    are float32 maps on ``prev_region``. Returns one (h, w, ...) float32 map per input.
+    """
     h, w = back.shape[:2]
     # Position of each pixel in the previous frame, in the previous region's coordinates.
     back[..., 0] += np.arange(w, dtype=np.float32) + np.float32(region.x0 - prev_region.x0)
     back[..., 1] += np.arange(h, dtype=np.float32)[:, None] + np.float32(region.y0 - prev_region.y0)
     maps = fixed_point_maps(back)
-    out = []
-    for before, now in zip(previous, current):
-        carried = cv2.remap(before, *maps, cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=np.nan)
-        blended = cv2.addWeighted(carried, follow, now, 1.0 - follow, 0.0)
-        np.copyto(blended, now, where=np.isnan(carried))      # came from outside the last region
-        out.append(blended)
-    return out
+    return [cv2.remap(before, *maps, cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=np.nan)
+            for before in previous]
