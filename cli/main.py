@@ -22,7 +22,6 @@ from typing import List, Optional
 import typer
 from typer.core import TyperCommand, TyperGroup
 
-from faceblit_core._runtime import raise_signal_interrupt
 from faceblit_core._version import __version__
 
 
@@ -86,7 +85,7 @@ def _fail(exc: BaseException, command: str) -> "typer.Exit":
         import traceback
 
         traceback.print_exception(exc)
-    if isinstance(exc, KeyboardInterrupt):  # Ctrl-C, or SIGTERM (_runtime.SignalInterrupt)
+    if isinstance(exc, KeyboardInterrupt):  # Ctrl-C, or SIGTERM (pipeline.SignalInterrupt)
         exc = Interrupted(getattr(exc, "signum", 2))
     if isinstance(exc, FaceblitError):
         message = exc.message
@@ -130,7 +129,7 @@ _PANELS = {
     "Synthesis (StyleBlit, voting, lookup table)": ("threshold", "lambda_pos", "lambda_app", "lambda_temp", "levels", "seed", "boil",
                                                     "blend_radius", "lut_radius", "style_max_side"),
     "Guides and motion": ("mls_alpha", "mls_grid", "temporal_blur", "mask_feather", "margin", "synthesis_space", "flow_follow", "keep_tolerance"),
-    "Faces": ("landmarks", "max_faces", "detect_every", "smooth_min_cutoff", "smooth_beta", "scene_cut"),
+    "Faces": ("landmarks", "max_faces", "detect_every", "smooth_min_cutoff", "smooth_beta", "fade_frames", "scene_cut"),
     "Device and encoding": ("device", "codec", "crf", "preset"),
 }
 
@@ -292,6 +291,8 @@ def _terminate_as_interrupt() -> None:
     the code that made it; exit 143. A SIGTERM ignored by the parent stays ignored."""
     import signal
 
+    from faceblit_core.pipeline import raise_signal_interrupt
+
     if signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
         signal.signal(signal.SIGTERM, raise_signal_interrupt)
 
@@ -353,6 +354,7 @@ def cache_cmd(
     The limit is $FACEBLIT_CACHE_MAX_BYTES (e.g. 500M, 8G; 0 = none), default 2 GiB.
     """
     import datetime
+    import os
 
     try:
         from faceblit_core import cache

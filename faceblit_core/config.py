@@ -75,6 +75,8 @@ class StylizeConfig:
     smooth_min_cutoff: float = _f(0.2, 0.0, 100.0, doc="One Euro filter min cutoff of the landmarks' face shape (head pose: 20 Hz), Hz (lower = steadier, more lag); 0 disables smoothing")
     landmark_bound: float = _f(0.04, 0.0, 10.0, doc="smoothed eye and mouth landmarks stay within this distance of each frame's raw fit, fraction of the inter-ocular distance (jitter below it is smoothed, a fast expression change is followed at once); 10 = no bound")
     smooth_beta: float = _f(0.2, 0.0, 100.0, doc="One Euro filter speed coefficient beta, Hz per inter-ocular distance per second (higher = less lag on fast motion)")
+    fade_frames: int = _f(6, 0, 120, doc="a face whose evidence is poor (head turned past the exemplar, half out of the frame, jumping landmarks, tiny) fades toward the original over this many frames and back in when it returns (faceblit_core.faces.confidence); 0 = always stylize fully")
+    keep_occluders: bool = _f(False, doc="leave out of the face mask what moves in front of the face against the landmarks' motion (a hand passing), so it stays in front (faceblit_core.occlusion); off by default: on fast heads with glasses it also cuts flickering holes")
     scene_cut: float = _f(40.0, 0.0, 255.0, doc="mean |frame - previous| of 64x64 thumbnails, 8-bit units, above which a scene cut resets tracking and the temporal guide; 0 disables")
     # --- compute -------------------------------------------------------------------------------
     device: str = _f("auto", doc="auto | cpu | cuda | cuda:N; auto uses CUDA when available")

@@ -34,7 +34,7 @@ from faceblit_core import media
 from faceblit_core._runtime import Sink, entered_with_signals_held, signals_as_exceptions
 from faceblit_core.config import StylizeConfig
 from faceblit_core.errors import ConfigError, EnvironmentProblem, FaceblitError, InputError, Interrupted, OutputError, UsageError
-from faceblit_core.faces import get_backend
+from faceblit_core.faces import confidence, get_backend
 from faceblit_core.style import StyleAsset, prepare_style
 from faceblit_core.media import IMAGE_EXTENSIONS
 from faceblit_core.stylizer import FrameStylizer
@@ -50,6 +50,14 @@ class RunSummary:
     also the style preparation and whatever the caller counted before, see
     :func:`stylize_batch`), ``render_seconds`` only the frames (decode → stylize →
     encode, until the output is complete). :attr:`fps` uses the latter.
+
+    How each frame was written (:func:`faceblit_core.faces.confidence.frame_state`):
+    ``frames_stylized`` (every face at full strength), ``frames_faded`` (some face
+    faded toward the original because its evidence was poor), ``frames_unchanged``
+    (no face stylized: none found, or all faded out); ``fade_reasons`` counts the
+    faded and unchanged frames by the reason of their weakest face
+    (:data:`faceblit_core.faces.confidence.REASONS`). ``carry_resets``: times a face's
+    guide carried along the optical flow was dropped because it had left the face.
     """
 
     input: str
@@ -64,6 +72,11 @@ class RunSummary:
     render_seconds: float = 0.0
     device: str = "cpu"
     stage_ms: dict = field(default_factory=dict)
+    frames_stylized: int = 0
+    frames_faded: int = 0
+    frames_unchanged: int = 0
+    fade_reasons: dict = field(default_factory=dict)
+    carry_resets: int = 0
 
     @property
     def fps(self) -> float:
@@ -79,9 +92,11 @@ class RunSummary:
         return d
 
     def describe(self) -> str:
+        why = ", ".join(f"{reason} {n}" for reason, n in self.fade_reasons.items())
         return (
             f"{self.output}: {self.frames} frame(s), face on {self.frames_with_face}, "
-            f"no face on {self.frames_without_face} (written unchanged), {self.fps:.1f} fps on {self.device} "
+            f"no face on {self.frames_without_face}; stylized fully {self.frames_stylized}, faded {self.frames_faded}, "
+            f"unchanged {self.frames_unchanged}{f' ({why})' if why else ''}; {self.fps:.1f} fps on {self.device} "
             f"(rendering only; {self.seconds:.1f} s in all with start-up)"
         )
 
@@ -274,6 +289,7 @@ def stylize_video(
             _write_video(stylizer, info, input, summary, span=span, config=config, side_by_side=side_by_side, overwrite=overwrite, progress=progress)
         summary.seconds = time.perf_counter() - started
         summary.scene_cuts = stylizer.scene_cuts
+        _add_fade_counts(summary, stylizer)
         summary.stage_ms = {k: v / max(1, summary.frames) for k, v in stylizer.stage_ms.items()}
         return summary
 
@@ -415,11 +431,22 @@ def stylize_image(
         out = np.concatenate([frame, out], axis=1)
     media.write_image(out_path, out, overwrite=overwrite, inputs=[input])
     done = time.perf_counter()
-    return RunSummary(
+    summary = RunSummary(
         input=str(input), output=str(out_path), frames=1, frames_with_face=int(bool(faces)), frames_without_face=int(not faces),
         max_faces=len(faces), seconds=done - started, render_seconds=done - render_started, device=stylizer.device,
         stage_ms=dict(stylizer.stage_ms),
     )
+    _add_fade_counts(summary, stylizer)
+    return summary
+
+
+def _add_fade_counts(summary: RunSummary, stylizer) -> None:
+    """Copy how the frames were written (stylized / faded / unchanged, reasons) into the summary."""
+    summary.frames_stylized = stylizer.frame_states.get("stylized", 0)
+    summary.frames_faded = stylizer.frame_states.get("faded", 0)
+    summary.frames_unchanged = stylizer.frame_states.get("unchanged", 0)
+    summary.fade_reasons = {r: stylizer.fade_reasons[r] for r in confidence.REASONS if r in stylizer.fade_reasons}
+    summary.carry_resets = stylizer.carry_resets
 
 
 def stylize_batch(

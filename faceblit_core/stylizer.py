@@ -33,11 +33,11 @@ import cv2
 import numpy as np
 import torch
 
-from faceblit_core import warp
+from faceblit_core import occlusion, warp
 from faceblit_core._runtime import Background
 from faceblit_core.compositing import composite
 from faceblit_core.config import StylizeConfig
-from faceblit_core.faces import FaceTracker, inter_ocular
+from faceblit_core.faces import Face, FaceTracker, box_from_points, confidence, inter_ocular
 from faceblit_core.geometry import Region
 from faceblit_core.guides import (
     appearance_guide,
@@ -56,6 +56,14 @@ from faceblit_core.synthesis import JitterTable, Synthesis, SynthesisCache, synt
 from faceblit_core.temporal_state import carry_positional, clamp_mask, keep_threshold, reanchor_faces
 
 __all__ = ["FrameStylizer", "FaceTrack"]
+
+
+#: Smallest side of a face's frame region that is stylized, px: below it the face is
+#: (almost) out of the frame.
+_MIN_REGION = 16
+#: Smallest side of a region OpenCV's DIS flow is run on, px: DIS (fast preset: 8-px
+#: patches from pyramid scale 2) crashes the process on thinner images.
+_MIN_FLOW = 40
 
 
 @dataclass(eq=False)
@@ -151,7 +159,17 @@ class FrameStylizer:
         self.prev_frame: np.ndarray | None = None
         self.tracks: dict[int, FaceTrack] = {}
         self.synthesis_cache = SynthesisCache()   # this clip's style tables and seed maps
-        self._flow = None
+        self._flow = self._flow_forward = None
+        # Graceful degradation (faceblit_core.faces.confidence): a fade state per face
+        # id, how each frame was written, the raw landmark fits (occluders).
+        self.fades: dict[int, confidence.FadeState] = {}
+        self.frame_states: dict[str, int] = {}
+        self.fade_reasons: dict[str, int] = {}
+        self.carry_resets = 0
+        self.raw: dict[int, np.ndarray] = {}       # this frame's unsmoothed fits by face id
+        self.prev_raw: dict[int, np.ndarray] = {}  # last frame's, of the faces it showed
+        self._last_counts: tuple[list, list] = ([], [])
+        self._last_faces: list = []
         self.stage_ms: dict[str, float] = {}
         self.index = 0
         self.scene_cuts = 0
@@ -187,6 +205,11 @@ class FrameStylizer:
             The (tracked, smoothed) faces used; empty when none was found.
         """
         cfg = self.config
+        if self.prev_frame is not None and self.prev_output is not None and cfg.fade_frames > 0 and confidence.repeats(frame, self.prev_frame):
+            # A repeated input frame gets the same output (nothing moves while the video stands still).
+            self._count_frame(*self._last_counts)
+            self.index += 1
+            return self.prev_output.copy(), list(self._last_faces)
         t = time.perf_counter()
         faces = reanchor_faces(self.tracker.update(frame), self.tracker.last_raw, cfg.landmark_bound)
         t = self._tick("landmarks", t)
@@ -196,34 +219,116 @@ class FrameStylizer:
             self.prev_output = self.prev_frame = None
             for track in self.tracks.values():
                 track.continued = False
+            self.fades = {}
         H, W = frame.shape[:2]
         out = frame.copy()
         faces_sorted = sorted(faces, key=lambda f: -f.area)
+        strengths, reasons, dropped = [], [], set()
         if cfg.background:
             # Letterbox/pillarbox bars stay as they are: stylized, their edge rows were
             # mapped onto the exemplar's border and smeared into streaks (issue 12).
             picture = active_picture(frame)
             out[picture.y0 : picture.y1, picture.x0 : picture.x1] = self._background(frame, faces_sorted[0] if faces_sorted else None, picture)
             faces_sorted = faces_sorted[1:]
+            strengths.append(1.0)
         synthesize_face = self._face_in_face_space if cfg.synthesis_space == "face" else self._face_in_frame_space
-        for face in faces_sorted:
+        raw = self.raw = {f.id: f.points for f in self.tracker.last_raw}
+        ghosts = self._lost_faces(frame, {f.id for f in faces})
+        lost = {g.id for g in ghosts}
+        for face in faces_sorted + ghosts:
+            if face.id in lost:
+                strength, reason = confidence.fade_lost(self.fades[face.id], face.points, fade_frames=cfg.fade_frames)
+            else:
+                strength, reason = self._strength(face, raw.get(face.id, face.points), (W, H))
             # The mask reaches well above the brows (forehead ellipse): grow the region from its outline.
             region = Region.around(face_mask_outline(face.points), margin=cfg.margin, frame_size=(W, H))
-            if region.width < 2 or region.height < 2:
+            if min(region.width, region.height) < _MIN_REGION:
+                strength, reason = 0.0, reason or "outside_frame"
+            strengths.append(strength)
+            reasons.append((strength, reason))
+            if strength <= 0.0:
+                # Faded out: the frame keeps the original face and nothing of this
+                # face's state (kept NNF, flow-carried guide, temporal guide) is carried on.
+                dropped.add(face.id)
                 continue
             track = self.tracks.setdefault(face.id, FaceTrack())
             stylized, mask = synthesize_face(frame, face, region, track)
             t = time.perf_counter()
-            composite(out, stylized, mask, region)
+            composite(out, stylized, mask * np.float32(strength) if strength < 1.0 else mask, region)
             self._tick("composite", t)
+        self._count_frame(strengths, reasons)
+        self._last_counts, self._last_faces = (strengths, reasons), faces
         self.prev_output = out
         self.prev_frame = frame
-        # Per-face state lives only as long as its track (memory stays bounded).
-        self.tracks = {f.id: self.tracks[f.id] if f.id in self.tracks else FaceTrack() for f in faces}
+        shown = {f.id for f in faces + ghosts}
+        kept = shown - dropped
+        self.prev_raw = {fid: points for fid, points in raw.items() if fid in kept}
+        self.fades = {k: v for k, v in self.fades.items() if k in shown and (k not in dropped or k in {f.id for f in faces})}
+        # Per-face state lives only as long as its track (memory stays bounded); a face
+        # faded out starts afresh.
+        self.tracks = {fid: self.tracks[fid] if fid in self.tracks else FaceTrack() for fid in kept}
         for track in self.tracks.values():
             track.continued = True
         self.index += 1
         return out, faces
+
+    def _strength(self, face, raw: np.ndarray, frame_size: tuple[int, int]) -> tuple[float, str | None]:
+        """This frame's stylization strength of ``face`` and why it is below 1 (:func:`faceblit_core.faces.confidence.update`).
+
+        A face on the clip's first frame or after a scene cut starts at the
+        strength its evidence allows; a face that appears later fades in.
+        """
+        fresh = face.id not in self.fades
+        state = self.fades.setdefault(face.id, confidence.FadeState())
+        if fresh and (self.index == 0 or self.prev_frame is None):
+            state.strength = confidence.target_strength(
+                confidence.measure(face.points, raw, None, self.style.landmarks, frame_size))[0]
+        return confidence.update(state, face.points, raw, self.style.landmarks, frame_size, fade_frames=self.config.fade_frames)
+
+    def _lost_faces(self, frame: np.ndarray, found: set[int]) -> list:
+        """Faces shown last frame that the tracker lost now, moved along the optical flow.
+
+        They fade out over ``fade_frames`` frames instead of vanishing in one
+        (:func:`faceblit_core.faces.confidence.coast`); none after a scene cut.
+        """
+        if self.prev_frame is None or self.config.fade_frames <= 0:
+            return []
+        H, W = frame.shape[:2]
+        ghosts = []
+        for fid, state in self.fades.items():
+            if fid in found or state.strength <= 0.0 or state.points is None:
+                continue
+            region = Region.around(face_mask_outline(state.points), margin=self.config.margin, frame_size=(W, H))
+            if min(region.width, region.height) < _MIN_FLOW:
+                continue
+            points = confidence.coast(state.points, self._start_flow(frame, region, forward=True).result(), (region.x0, region.y0))
+            ghosts.append(Face(points=points, box=box_from_points(points), score=0.0, id=fid))
+        return ghosts
+
+    def _count_frame(self, strengths: list[float], reasons: list[tuple[float, str | None]]) -> None:
+        """Count this frame as stylized / faded / unchanged, with the reason of its weakest face."""
+        state = confidence.frame_state(strengths)
+        self.frame_states[state] = self.frame_states.get(state, 0) + 1
+        if state != "stylized":
+            weakest = min(reasons, key=lambda sr: sr[0], default=(0.0, "no_face"))
+            reason = weakest[1] or "recovering"
+            self.fade_reasons[reason] = self.fade_reasons.get(reason, 0) + 1
+
+    def _occluders(self, flow: Background | None, face, region: Region) -> np.ndarray | None:
+        """What moves in front of the face on ``region`` (:func:`faceblit_core.occlusion.occluder_mask`), or None.
+
+        Needs the face's optical flow and last frame's raw landmarks; call it before
+        :meth:`_follow_flow`, which consumes the flow field.
+        """
+        if flow is None or not self.config.keep_occluders or face.id not in self.prev_raw or face.id not in self.raw:
+            return None
+        t = time.perf_counter()
+        # The raw fits: the smoothed points lag a moving face, their motion is not the face's.
+        now = self.raw[face.id]
+        expected = occlusion.landmark_motion(now, self.prev_raw[face.id], region, grid=self.config.mls_grid)
+        found = occlusion.occluder_mask(flow.result(), expected, iod=max(1.0, inter_ocular(now)), within=occlusion.landmark_hull(now, region))
+        self._tick("occluders", t)
+        return found
 
     def _use_temporal(self, continued: bool) -> bool:
         """Whether this frame's synthesis gets a temporal guide (from the previous output)."""
@@ -263,6 +368,7 @@ class FrameStylizer:
         """
         g_pos, mask, flow = self._face_guides(frame, face, region, track)
         stylized_face = self._synthesize_in_face_space(frame, face, track, use_temp=self._use_temporal(track.continued))
+        occluders = self._occluders(flow, face, region)
         g_pos, mask = self._follow_flow(flow, track, region, g_pos, mask)
         t = time.perf_counter()
         stylized, covered = warp.face_space_to_frame(stylized_face, g_pos, self.style_region, feather=self.config.mask_feather)
@@ -271,6 +377,8 @@ class FrameStylizer:
         # The frame's mask (skin found on the forehead) can reach past what the
         # exemplar's region covers; there the result would be smeared border pixels.
         mask = mask * covered
+        if occluders is not None:
+            mask = mask * (1.0 - occluders)
         if self.save_guides is not None:
             self._write_guides(face, {"pos": g_pos, "stylized": stylized, "mask": mask})
         return stylized, mask
@@ -281,7 +389,10 @@ class FrameStylizer:
         Returns the stylized region ``(h, w, 3) uint8`` and its face mask ``(h, w) float32``.
         """
         g_pos, mask, flow = self._face_guides(frame, face, region, track)
+        occluders = self._occluders(flow, face, region)
         g_pos, mask = self._follow_flow(flow, track, region, g_pos, mask)
+        if occluders is not None:
+            mask = mask * (1.0 - occluders)
         stylized = self._synthesize_in_frame_space(frame, face, region, g_pos, mask, use_temp=self._use_temporal(track.continued))
         self._paint_interior(stylized, frame, face, region, mask)
         return stylized, mask
@@ -300,7 +411,7 @@ class FrameStylizer:
         mask = face_mask(frame, face.points, region=region, feather=cfg.mask_feather)
         self._tick("mask", t)
         flow = None
-        if cfg.flow_follow > 0 and track.continued and track.guide_pos is not None:
+        if cfg.flow_follow > 0 and track.continued and track.guide_pos is not None and min(region.width, region.height) >= _MIN_FLOW:
             flow = self._start_flow(frame, region)
         return g_pos, mask, flow
 
@@ -350,13 +461,20 @@ class FrameStylizer:
             self._write_guides(face, {"face_app": g_app, "face_temp": g_temp, "face_stylized": stylized_face})
         return stylized_face
 
-    def _start_flow(self, frame: np.ndarray, region: Region) -> Background:
-        """Backward optical flow (t → t−1) of ``region`` in a thread: OpenCV DIS (Kroeger et al. 2016)."""
+    def _start_flow(self, frame: np.ndarray, region: Region, *, forward: bool = False) -> Background:
+        """Backward optical flow (t → t−1) of ``region`` in a thread: OpenCV DIS (Kroeger et al. 2016).
+
+        ``forward``: the flow t−1 → t instead (to move a lost face along), with a DIS
+        instance of its own (one instance must not run twice at once).
+        """
         if self._flow is None:
             self._flow = cv2.DISOpticalFlow_create(cv2.DISOPTICAL_FLOW_PRESET_FAST)
+            self._flow_forward = cv2.DISOpticalFlow_create(cv2.DISOPTICAL_FLOW_PRESET_FAST)
         sl = (slice(region.y0, region.y1), slice(region.x0, region.x1))
         cur = cv2.cvtColor(np.ascontiguousarray(frame[sl]), cv2.COLOR_RGB2GRAY)
         prev = cv2.cvtColor(np.ascontiguousarray(self.prev_frame[sl]), cv2.COLOR_RGB2GRAY)
+        if forward:
+            return Background(self._flow_forward.calc, prev, cur, None)
         return Background(self._flow.calc, cur, prev, None)
 
     def _follow_flow(self, flow: Background | None, track: FaceTrack, region: Region, g_pos: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -385,8 +503,14 @@ class FrameStylizer:
             cfg = self.config
             carried_pos, carried_mask = warp.carry_maps(flow.result(), region, track.region, (track.guide_pos, track.mask))
             # NaN (came from outside the last region) falls back to this frame's maps.
-            g_pos = carry_positional(carried_pos, g_pos, follow=cfg.flow_follow, bound=cfg.flow_bound * self.style_iod)
-            mask = clamp_mask(carried_mask, mask)
+            new_pos = carry_positional(carried_pos, g_pos, follow=cfg.flow_follow, bound=cfg.flow_bound * self.style_iod)
+            new_mask = clamp_mask(carried_mask, mask)
+            if confidence.carry_left_face(new_pos, g_pos, mask, style_iod=self.style_iod, carried_mask=new_mask):
+                # The carried maps left the face (bad flow on a fast move, an occluder,
+                # a cut from the frame edge): start again from the landmarks.
+                self.carry_resets += 1
+            else:
+                g_pos, mask = new_pos, new_mask
             self._tick("flow", t)
         track.guide_pos, track.mask, track.region = g_pos, mask, region
         return g_pos, mask

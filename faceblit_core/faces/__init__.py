@@ -7,6 +7,8 @@ Every face is described by 68 iBUG/dlib points in frame px (``docs/ARCHITECTURE.
     io.py         landmark files: FaceBlit's 68-line text, JSON, per-frame JSON   (types)
     backends/     dlib.py, fan.py, file.py + the registry BACKENDS/get_backend   (types, io)
     tracking.py   FaceTracker, OneEuroFilter, LandmarkSmoother                    (types, backends.file)
+    confidence.py how far a tracked face can be trusted -> stylization strength  (no other faces module;
+                  imported as ``from faceblit_core.faces import confidence``)
 
 Landmark metrics (NME, jitter) live in :mod:`faceblit_core.evaluation`; drawing and
 saving for ``faceblit landmarks`` beside the CLI (``cli/landmarks_drawing.py``).
