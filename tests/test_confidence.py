@@ -161,3 +161,15 @@ def test_repeats():
     moved[50:70, 60:100] = 255 - moved[50:70, 60:100]  # a mouth-sized change
     assert not confidence.repeats(moved, frame)
     assert not confidence.repeats(frame[:-2], frame)
+
+
+def test_carry_left_face_sees_a_cut_mask():
+    h, w = 40, 50
+    ys, xs = np.mgrid[0:h, 0:w].astype(np.float32)
+    guide = np.stack([xs, ys], axis=-1)
+    mask = np.zeros((h, w), np.float32)
+    mask[10:30, 10:40] = 1.0
+    cut = mask.copy()
+    cut[:, :25] = 0.0  # half of the face cut off (carried from the frame edge)
+    assert not confidence.carry_left_face(guide, guide, mask, style_iod=100.0, carried_mask=mask)
+    assert confidence.carry_left_face(guide, guide, mask, style_iod=100.0, carried_mask=cut)

@@ -515,7 +515,7 @@ def frame_state(strengths: list[float]) -> str:
 
 
 def carry_left_face(carried: np.ndarray, landmark_guide: np.ndarray, mask: np.ndarray, *, style_iod: float,
-                    tolerance: float = 0.25) -> bool:
+                    tolerance: float = 0.25, carried_mask: np.ndarray | None = None, mask_tolerance: float = 0.1) -> bool:
     """Whether a positional guide carried along the optical flow has left the face.
 
     The flow-carried guide (``flow_follow``) is pulled toward the landmark-based one
@@ -535,6 +535,11 @@ def carry_left_face(carried: np.ndarray, landmark_guide: np.ndarray, mask: np.nd
         The exemplar's inter-ocular distance, style px (> 0).
     tolerance : float, keyword-only
         Largest median distance kept, exemplar inter-ocular distances.
+    carried_mask : (h, w) float32, keyword-only, optional
+        The face mask after the flow carry: dropped too when it leaves out more than
+        ``mask_tolerance`` of the landmark mask's face (a cut from the frame edge).
+    mask_tolerance : float, keyword-only
+        Share of the face the carried mask may miss.
 
     Returns
     -------
@@ -554,6 +559,11 @@ def carry_left_face(carried: np.ndarray, landmark_guide: np.ndarray, mask: np.nd
     d = np.linalg.norm(carried[on_face] - landmark_guide[on_face], axis=-1)
     if not np.isfinite(d).all():
         return True
+    if carried_mask is not None:
+        # A mask carried from a face cut by the frame edge keeps the cut for ~1/(1 − flow_follow) frames.
+        lost = float((carried_mask[on_face] < 0.5).mean())
+        if lost > mask_tolerance:
+            return True
     return bool(np.median(d) > tolerance * style_iod)
 
 
