@@ -22,6 +22,7 @@ from typing import List, Optional
 import typer
 from typer.core import TyperCommand, TyperGroup
 
+from faceblit_core._runtime import raise_signal_interrupt
 from faceblit_core._version import __version__
 
 
@@ -85,7 +86,7 @@ def _fail(exc: BaseException, command: str) -> "typer.Exit":
         import traceback
 
         traceback.print_exception(exc)
-    if isinstance(exc, KeyboardInterrupt):  # Ctrl-C, or SIGTERM (pipeline.SignalInterrupt)
+    if isinstance(exc, KeyboardInterrupt):  # Ctrl-C, or SIGTERM (_runtime.SignalInterrupt)
         exc = Interrupted(getattr(exc, "signum", 2))
     if isinstance(exc, FaceblitError):
         message = exc.message
@@ -291,8 +292,6 @@ def _terminate_as_interrupt() -> None:
     the code that made it; exit 143. A SIGTERM ignored by the parent stays ignored."""
     import signal
 
-    from faceblit_core.pipeline import raise_signal_interrupt
-
     if signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
         signal.signal(signal.SIGTERM, raise_signal_interrupt)
 
@@ -354,7 +353,6 @@ def cache_cmd(
     The limit is $FACEBLIT_CACHE_MAX_BYTES (e.g. 500M, 8G; 0 = none), default 2 GiB.
     """
     import datetime
-    import os
 
     try:
         from faceblit_core import cache
