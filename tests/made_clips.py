@@ -32,6 +32,8 @@ import numpy as np
 #: Side of the made clips, px (the source is resized to it: small and fast).
 SIDE = 256
 BACKGROUND = (90, 90, 90)
+#: Frames the hand of :func:`occlude` takes to cross the face (~5 px a frame at SIDE).
+CROSSING = 40
 
 
 @dataclass
@@ -155,7 +157,7 @@ def occlude(frames: np.ndarray, points: np.ndarray) -> MadeClip:
 
     The hand (side ≈ 1.6 inter-ocular distances) takes its colour from the cheeks
     of the first frame and crosses from outside the face on the left to outside
-    on the right over the clip.
+    on the right in :data:`CROSSING` frames (then rests there).
     """
     T, H, W = frames.shape[:3]
     iod = float(np.linalg.norm(points[36:42].mean(0) - points[42:48].mean(0)))
@@ -168,7 +170,7 @@ def occlude(frames: np.ndarray, points: np.ndarray) -> MadeClip:
     out = frames.copy()
     occ = np.zeros((T, H, W), bool)
     for t in range(T):
-        x = int(round(x_from + (x_to - x_from) * t / max(1, T - 1)))
+        x = int(round(x_from + (x_to - x_from) * min(1.0, t / (CROSSING - 1))))
         x0, y0, x1, y1 = max(0, x), max(0, y), min(W, x + size), min(H, y + size)
         if x1 <= x0 or y1 <= y0:
             continue

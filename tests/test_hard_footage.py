@@ -121,7 +121,7 @@ def test_hand_in_front_stays_in_front(source, shared_data, workdir):
     # Frames where the whole hand is over the inner face (its middle third of the crossing).
     errors, face = [], []
     hull = made_clips.cv2.convexHull(points[:27].astype(np.float32))
-    for t in range(N // 3, 2 * N // 3):
+    for t in range(made_clips.CROSSING // 3, 2 * made_clips.CROSSING // 3):
         hand = made_clips.cv2.erode(clip.occluder[t].astype(np.uint8), np.ones((3, 3), np.uint8)).astype(bool)
         errors.append(np.abs(out[t].astype(np.float32) - inp[t])[hand].mean())
         ys, xs = np.nonzero(~clip.occluder[t])
