@@ -189,7 +189,7 @@ def _stylize(
     as_json: bool = typer.Option(False, "--json", help="One JSON line per input on stdout (stderr when a video goes to stdout)."),
     chunk_seconds: float = typer.Option(10.0, "--chunk-seconds", metavar="S", rich_help_panel="Long renders and Ray",
                                         help="Render a longer video as chunks of about S seconds in a work folder beside the output (.NAME.faceblit-work), joined at the end; 0 = one piece."),
-    chunk_warmup: int = typer.Option(30, "--chunk-warmup", metavar="N", rich_help_panel="Long renders and Ray",
+    chunk_warmup: int = typer.Option(90, "--chunk-warmup", metavar="N", rich_help_panel="Long renders and Ray",
                                      help="Frames each chunk renders and discards before its first frame, so chunks meet without seams."),
     resume: bool = typer.Option(True, "--resume/--no-resume", rich_help_panel="Long renders and Ray",
                                 help="Reuse the finished chunks of an interrupted run with the same input, style and options (default); --no-resume starts afresh."),

@@ -209,7 +209,7 @@ def stylize_video(
     overwrite: bool = False,
     progress: bool = True,
     chunk_seconds: float = 10.0,
-    chunk_warmup: int = 30,
+    chunk_warmup: int = 90,
     resume: bool = True,
     engine: str = "local",
     ray_address: str | None = None,

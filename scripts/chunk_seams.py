@@ -9,8 +9,8 @@ Prints ``key=value`` lines:
 * ``warp_boundary``, ``warp_median``, ``warp_boundary_ratio`` — the chunked output's
   warping error (faceblit_core.evaluation.warp_errors, RGB in [0, 1], over the face)
   of each frame pair (t−1, t): at the chunk boundaries vs the median of all other pairs;
-* with ``--kill-at F``: the time of a CLI run SIGKILLed once a fraction F of the frames
-  was recorded in the work folder, the time of its rerun (``--resume``, the default),
+* with ``--kill-at F``: the time of a CLI run SIGKILLed 5 s after a fraction F of its
+  chunks (rounded down, at least one) was recorded in the work folder, the time of its rerun (``--resume``, the default),
   the chunks the rerun rendered, and whether its decoded frames equal the uninterrupted
   chunked render's.
 
@@ -62,7 +62,7 @@ def main() -> None:
     ap.add_argument("input")
     ap.add_argument("--style", required=True)
     ap.add_argument("--chunk-seconds", type=float, default=10.0)
-    ap.add_argument("--chunk-warmup", type=int, default=30)
+    ap.add_argument("--chunk-warmup", type=int, default=90)
     ap.add_argument("--frames", default=None)
     ap.add_argument("--kill-at", type=float, default=None)
     ap.add_argument("--out", default="out/chunk_seams")
@@ -115,12 +115,17 @@ def main() -> None:
         manifest = chunks.work_dir_for(killed) / "manifest.json"
         t = time.perf_counter()
         proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.DEVNULL, start_new_session=True)
+        # Killed KILL_AT of the chunks in (rounded down, at least one), a few seconds into the next one.
+        wanted = max(1, int(a.kill_at * len(plan)))
+        done = 0
         while proc.poll() is None:
             try:
-                done = sum(r["frames"] for r in json.loads(manifest.read_text())["chunks"].values())
+                recorded = json.loads(manifest.read_text())["chunks"]
             except (OSError, ValueError, KeyError):
-                done = 0
-            if done >= a.kill_at * (end - start) - 1:
+                recorded = {}
+            done = sum(r["frames"] for r in recorded.values())
+            if len(recorded) >= wanted:
+                time.sleep(5.0)
                 break
             time.sleep(0.2)
         os.killpg(proc.pid, signal.SIGKILL)
