@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-ORDER = ["transcode", "landmarks", "guides", "lut", "synthesis", "pipeline", "memory", "startup"]
+ORDER = ["transcode", "landmarks", "guides", "lut", "synthesis", "pipeline", "memory", "startup", "scale"]
 
 
 def main(argv: list[str]) -> int:

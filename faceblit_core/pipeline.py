@@ -77,6 +77,8 @@ class RunSummary:
     frames_unchanged: int = 0
     fade_reasons: dict = field(default_factory=dict)
     carry_resets: int = 0
+    chunks: int = 1
+    resumed_chunks: int = 0
 
     @property
     def fps(self) -> float:
@@ -170,10 +172,12 @@ def _probe(path):
         key = (os.fspath(path), st.st_ino, st.st_size, st.st_mtime_ns)
     except (OSError, TypeError, ValueError):
         return media.probe(path)  # probe gives the one-line reason
-    if key not in _probed:
+    info = _probed.get(key)
+    if info is None:
+        info = media.probe(path)
         _probed.clear()  # one entry: a batch probes each input right before using it
-        _probed[key] = media.probe(path)
-    return _probed[key]
+        _probed[key] = info
+    return info
 
 
 def _style_path(style) -> str:
@@ -219,6 +223,11 @@ def stylize_video(
     cache_dir: str | os.PathLike | None = None,
     overwrite: bool = False,
     progress: bool = True,
+    chunk_seconds: float = 10.0,
+    chunk_warmup: int = 90,
+    resume: bool = True,
+    engine: str = "local",
+    ray_address: str | None = None,
 ) -> RunSummary:
     """Stylize every face of a video with one style exemplar; keep every frame, the rate and the audio.
 
@@ -250,6 +259,22 @@ def stylize_video(
         Replace an existing output.
     progress : bool, keyword-only
         Show a progress bar (tqdm, on stderr; only when stderr is a terminal).
+    chunk_seconds : float, keyword-only
+        A clip longer than this (seconds) is rendered as chunks of about this length
+        in a work folder beside the output and joined at the end
+        (:mod:`faceblit_core.chunks`); 0 = always one piece. Not with ``output="-"``
+        or ``save_guides``.
+    chunk_warmup : int, keyword-only
+        Frames each chunk renders (and discards) before its first one, so its state
+        matches a one-piece render's.
+    resume : bool, keyword-only
+        Reuse the finished chunks of a work folder left by an interrupted run of the
+        same input, style and options (default); False starts afresh.
+    engine : ``"local"`` or ``"ray"``, keyword-only
+        Where chunks render: this process, or Ray tasks (:mod:`faceblit_core.ray_engine`;
+        then even a one-chunk clip goes through the work folder).
+    ray_address : str, keyword-only
+        Ray cluster to join (``auto``, ``ray://host:10001``); default: a local instance.
 
     Returns
     -------
@@ -262,6 +287,16 @@ def stylize_video(
         With a one-line message; no output file is left behind on any error.
     """
     config = config or StylizeConfig()
+    if engine not in ("local", "ray"):
+        raise ConfigError(f"--engine: expected local or ray, got {engine!r}")
+    if not 0 <= chunk_seconds <= 86400:
+        raise ConfigError(f"--chunk-seconds: expected a value in [0, 86400], got {chunk_seconds}")
+    if not 0 <= chunk_warmup <= 100000:
+        raise ConfigError(f"--chunk-warmup: expected a value in [0, 100000], got {chunk_warmup}")
+    if engine == "ray":
+        from faceblit_core import ray_engine
+
+        ray_engine.check_installed()  # before anything is read or written
     with contextlib.ExitStack() as stack:
         if str(input) == "-":
             # Standard input is spooled to a temporary file (probed, then decoded);
@@ -280,8 +315,19 @@ def stylize_video(
             )
         # A bad output path fails now, not after the style, the models and the first frames.
         media.check_output(out_path, overwrite=overwrite, inputs=[input], video=True)
-        device = resolve_device(config.device)
+        # With Ray the chunks run on the cluster's machines: a GPU is looked for there (ray_engine.connect).
+        device = resolve_device(config.device) if engine == "local" else config.device
         span = _frame_span(info, frames, input)
+        last = span.end if span.end is not None else (info.n_frames or None)
+        if out_path != "-" and save_guides is None and last is not None and last > span.start:
+            from faceblit_core import chunks
+
+            plan = chunks.plan_chunks(span.start, last, fps=float(info.fps), chunk_seconds=chunk_seconds)
+            if len(plan) > 1 or engine == "ray":
+                return _stylize_chunked(input, style, out_path, info, plan=plan, config=config, device=device, warmup=chunk_warmup,
+                                        resume=resume, side_by_side=side_by_side, overwrite=overwrite, audio_span=span.audio,
+                                        progress=progress, engine=engine, ray_address=ray_address, style_landmarks=style_landmarks,
+                                        fan_weights=fan_weights, cache_dir=cache_dir, started=started)
         stylizer = _make_stylizer(style, config, device=device, fps=float(info.fps), video=True, style_landmarks=style_landmarks,
                                   fan_weights=fan_weights, cache_dir=cache_dir, save_guides=save_guides)
         summary = RunSummary(input=str(input), output=out_path, fps_in=float(info.fps), device=device)
@@ -388,6 +434,36 @@ def _stylize_frames(stylizer: FrameStylizer, frames: Iterable[np.ndarray], write
                 bar.update(1)
     finally:
         sink.finish()
+
+
+def _stylize_chunked(input, style, out_path, info, *, plan, config, device, warmup, resume, side_by_side, overwrite, audio_span,
+                     progress, engine, ray_address, style_landmarks, fan_weights, cache_dir, started) -> RunSummary:
+    """The chunked, resumable render of :func:`stylize_video` (:func:`faceblit_core.chunks.render_chunked`)."""
+    from faceblit_core import chunks
+
+    if engine == "ray":
+        from faceblit_core import ray_engine
+
+        ray_engine.connect(ray_address, device)  # an unreachable cluster fails before anything is written
+    asset = _load_style(style, config=config, style_landmarks=style_landmarks, cache_dir=cache_dir)
+    summary = RunSummary(input=str(input), output=out_path, fps_in=float(info.fps), device=device)
+    backend = None
+
+    def make_stylizer() -> FrameStylizer:
+        nonlocal backend
+        if backend is None:  # loaded once, shared by the chunks (the backends keep no per-clip state)
+            backend = _make_backend(config, fan_weights, device, video=True)
+            _set_threads()
+        return FrameStylizer(asset, config, fps=float(info.fps), backend=backend, device=device)
+
+    with signals_as_exceptions():
+        render_started = time.perf_counter()
+        chunks.render_chunked(input, asset, out_path, info, plan=plan, config=config, device=device, warmup=warmup, resume=resume,
+                              side_by_side=side_by_side, overwrite=overwrite, audio_span=audio_span, progress=progress,
+                              make_stylizer=make_stylizer, engine=engine, ray_address=ray_address, summary=summary)
+    summary.render_seconds = time.perf_counter() - render_started
+    summary.seconds = time.perf_counter() - started
+    return summary
 
 
 def stylize_image(
@@ -542,6 +618,10 @@ def stylize_batch(
         failures.append(OutputError(f"{targets[index]}: exists; use --overwrite to replace it"))
         if on_error is not None:
             on_error(inputs[index], failures[-1])
+    if options.get("engine") == "ray" and len(inputs) - len(taken) > 1:
+        rest = [i for i in range(len(inputs)) if i not in taken]
+        summaries, failed = _batch_on_ray([inputs[i] for i in rest], [targets[i] for i in rest], asset, config, on_error, on_done, options)
+        return summaries, failures + failed
     for index, (path, target) in enumerate(zip(inputs, targets)):
         if index in taken:
             continue
@@ -565,6 +645,46 @@ def stylize_batch(
         summaries.append(summary)
         if on_done is not None:
             on_done(summary)
+    return summaries, failures
+
+
+def _batch_on_ray(inputs, targets, asset, config, on_error, on_done, options) -> tuple[list[RunSummary], list[FaceblitError]]:
+    """A batch on Ray: every input's chunks are submitted at once (one driver thread per input, each
+    keeping its own work folder), so the cluster's workers share the files; results as they finish."""
+    from concurrent.futures import ThreadPoolExecutor, as_completed
+
+    from faceblit_core import ray_engine
+    from faceblit_core.errors import StyleError
+
+    ray_engine.connect(options.get("ray_address"), config.device)  # an unreachable cluster fails before any output
+    options = {**options, "progress": False}  # several files at once: the summaries report each
+    summaries, failures = [], []
+    pool = ThreadPoolExecutor(max_workers=min(16, len(inputs)), thread_name_prefix="faceblit-ray")
+    futures = {pool.submit(stylize_video, path, asset, target, config=config, **options): path for path, target in zip(inputs, targets)}
+    try:
+        for future in as_completed(futures):
+            path = futures[future]
+            try:
+                summary = future.result()
+            except FaceblitError as exc:
+                if isinstance(exc, (StyleError, EnvironmentProblem, ConfigError)):
+                    raise
+                failures.append(exc)
+                if on_error is not None:
+                    on_error(path, exc)
+                continue
+            summaries.append(summary)
+            if on_done is not None:
+                on_done(summary)
+    except BaseException as exc:
+        # Stop the other inputs: their tasks die with Ray (their work folders stay, for a rerun).
+        pool.shutdown(wait=False, cancel_futures=True)
+        ray_engine.shutdown()
+        if isinstance(exc, KeyboardInterrupt):
+            raise Interrupted(getattr(exc, "signum", signal.SIGINT), to_stdout=False, written=[s.output for s in summaries],
+                              total=len(inputs)) from None
+        raise
+    pool.shutdown(wait=True)
     return summaries, failures
 
 

@@ -402,6 +402,11 @@ class FaceTracker:
         self.last_raw: list[Face] = []
         self.detections = 0
 
+    def start_at(self, index: int) -> None:
+        """Number the next frame ``index`` (a chunk that starts mid-clip: per-frame landmark
+        files are looked up by this absolute index). Tracks are kept."""
+        self._index = int(index)
+
     def _new_filter(self) -> LandmarkSmoother | None:
         if self.min_cutoff <= 0:
             return None

@@ -1,0 +1,539 @@
+"""Chunked, resumable rendering of one video: plan, work folder + manifest, concatenation.
+
+A video longer than one chunk (``--chunk-seconds``, default 10 s) is rendered as
+segments ``[start, end)`` of about that length, each encoded to its own file in a
+work folder next to the output, ``.NAME.faceblit-work/``:
+
+* ``manifest.json`` — what the chunks belong to (the *key*: input fingerprint,
+  style key, every option that changes the output's pixels, the chunk plan) and
+  which chunks are finished (frames, size, SHA-256 of the file);
+* ``chunk-NNNN.EXT`` — one encode per chunk (its own GOP, starting with a key frame);
+* ``lock`` — ``fcntl.flock``-ed for the whole run: a second run on the same output
+  fails at once (exit 5) instead of writing into the same folder.
+
+When every chunk is there, they are joined without re-encoding (ffmpeg's concat
+demuxer, ``-c:v copy``) and the input's audio is muxed once, into a temporary file
+renamed onto the output (:func:`faceblit_core.media.atomic_output`); then the work
+folder is removed.
+
+Resume is the default: a rerun of the same command after a crash, SIGKILL or
+reboot finds the work folder, checks that its key equals the run's own (any other
+input content, style, option or plan: the folder is wiped and the render starts
+afresh) and re-renders only the chunks that are not recorded as finished or whose
+file no longer has the recorded size and hash (truncated, corrupt or missing).
+
+Seams: each chunk starts its state (landmark tracking and smoothing, temporal
+guide, kept NNF, flow) ``warmup`` frames before its first frame, rendering those
+frames and discarding them (:func:`render_segment`), so frame t of a chunked render
+closely follows frame t of a one-piece render.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import json
+import os
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from faceblit_core.errors import OutputError, ProcessingError
+
+MANIFEST_VERSION = 1
+WORK_SUFFIX = ".faceblit-work"
+#: Head and tail bytes hashed for the input's fingerprint (with size and mtime).
+FINGERPRINT_BYTES = 1 << 20
+#: ``StylizeConfig`` fields that do not change the output's pixels (kept out of the key):
+#: CUDA and CPU give the same results bit for bit (docs/ARCHITECTURE.md, synthesis).
+_NOT_IN_KEY = ("device",)
+
+
+def work_dir_for(output: str | os.PathLike) -> Path:
+    """The work folder of an output file: ``.NAME.faceblit-work`` in the output's folder."""
+    out = Path(output)
+    return out.parent / f".{out.name}{WORK_SUFFIX}"
+
+
+def plan_chunks(start: int, end: int, *, fps: float, chunk_seconds: float) -> list[tuple[int, int]]:
+    """Split frames ``[start, end)`` into chunks of about ``chunk_seconds``.
+
+    The range is cut into ``n = max(1, round(frames / (chunk_seconds · fps)))``
+    chunks of equal length (±1 frame), so no tail chunk is much shorter than the rest.
+
+    Returns
+    -------
+    list of (start, end)
+        Half-open frame ranges, contiguous, covering ``[start, end)``; one chunk when
+        ``chunk_seconds <= 0`` or the range is no longer than one chunk.
+    """
+    total = end - start
+    if total <= 0:
+        return []
+    size = chunk_seconds * fps
+    n = 1 if size <= 0 else max(1, round(total / size))
+    bounds = [start + (i * total) // n for i in range(n + 1)]
+    return [(bounds[i], bounds[i + 1]) for i in range(n)]
+
+
+def warmup_start(start: int, warmup: int, detect_every: int) -> int:
+    """First frame a chunk starting at ``start`` renders (outputs before ``start`` discarded).
+
+    ``warmup`` frames earlier, rounded down to a multiple of ``detect_every`` so the
+    landmark tracker re-detects on the same frames as a one-piece render (which
+    detects on frames 0, N, 2N, … while it tracks).
+    """
+    if start <= 0 or warmup <= 0:
+        return start
+    first = max(0, start - warmup)
+    return first - first % max(1, detect_every)
+
+
+def input_fingerprint(path: str | os.PathLike) -> dict:
+    """A fast identity of the input's content: size, mtime (ns) and SHA-256 of its first and last MiB.
+
+    Not a full hash (a 4 GB input would take seconds to hash at each start): an edit
+    in the middle that keeps size and mtime is not seen. Editors and copies change the
+    mtime; ``touch`` on an unchanged file also changes it (then the render starts afresh).
+    """
+    st = os.stat(path)
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        h.update(f.read(FINGERPRINT_BYTES))
+        if st.st_size > FINGERPRINT_BYTES:
+            f.seek(max(FINGERPRINT_BYTES, st.st_size - FINGERPRINT_BYTES))
+            h.update(f.read(FINGERPRINT_BYTES))
+    return {"size": st.st_size, "mtime_ns": st.st_mtime_ns, "head_tail_sha256": h.hexdigest()}
+
+
+def file_sha256(path: str | os.PathLike) -> str:
+    """SHA-256 of a whole file (chunks are a few MB: milliseconds)."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def config_key(config) -> dict:
+    """The ``StylizeConfig`` fields that change the output (everything but ``device``)."""
+    from dataclasses import asdict
+
+    return {k: v for k, v in asdict(config).items() if k not in _NOT_IN_KEY}
+
+
+@dataclass
+class ChunkRecord:
+    """A finished chunk as the manifest records it."""
+
+    start: int
+    end: int
+    frames: int
+    bytes: int
+    sha256: str
+    frames_with_face: int = 0
+    max_faces: int = 0
+    scene_cuts: int = 0
+
+
+@dataclass
+class WorkFolder:
+    """The locked work folder of one output (see the module docstring).
+
+    Use :meth:`open` (a context manager): it takes the lock, reads or resets the
+    manifest, and releases the lock at the end (removing nothing: :meth:`remove`
+    is called by the caller once the output is complete).
+    """
+
+    path: Path
+    key: dict
+    ext: str
+    chunks: dict[int, ChunkRecord] = field(default_factory=dict)
+    resumed: bool = False
+    _lock_fd: int | None = None
+
+    @classmethod
+    @contextlib.contextmanager
+    def open(cls, output: str | os.PathLike, key: dict, *, resume: bool = True):
+        """Lock (creating it if needed) and load the work folder of ``output``.
+
+        Parameters
+        ----------
+        key : dict
+            JSON-able identity of the render (input, style, options, plan). A manifest
+            with another key (or ``resume=False``) is not reused: the folder is emptied.
+
+        Raises
+        ------
+        OutputError
+            Another run holds the lock (exit 5), or the folder cannot be created.
+        """
+        output = Path(output)
+        wf = cls(path=work_dir_for(output), key=key, ext=output.suffix.lower())
+        wf._lock()
+        try:
+            wf._load(resume)
+            yield wf
+        finally:
+            wf._unlock()
+
+    # ---- locking
+    def _lock(self) -> None:
+        while True:
+            try:
+                self.path.mkdir(exist_ok=True)
+                fd = os.open(self.path / "lock", os.O_RDWR | os.O_CREAT, 0o644)
+            except OSError as e:
+                raise OutputError(f"{self.path}: cannot create the work folder ({e.strerror})") from None
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                os.close(fd)
+                raise OutputError(
+                    f"{self.path.parent / self.path.name[1:-len(WORK_SUFFIX)]}: another faceblit run is rendering this output "
+                    f"(its work folder {self.path} is locked); wait for it to finish or choose another output"
+                ) from None
+            # The run before may have removed the folder between our open and our lock:
+            # then this lock is on a deleted file; start again on a fresh folder.
+            try:
+                same = os.stat(self.path / "lock").st_ino == os.fstat(fd).st_ino
+            except FileNotFoundError:
+                same = False
+            if same:
+                self._lock_fd = fd
+                return
+            os.close(fd)
+
+    def _unlock(self) -> None:
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)  # closing releases the flock
+            self._lock_fd = None
+
+    # ---- manifest
+    @property
+    def manifest_path(self) -> Path:
+        return self.path / "manifest.json"
+
+    def chunk_path(self, index: int) -> Path:
+        return self.path / f"chunk-{index:04d}{self.ext}"
+
+    def _load(self, resume: bool) -> None:
+        try:
+            data = json.loads(self.manifest_path.read_text())
+        except (OSError, ValueError):
+            data = None
+        if resume and isinstance(data, dict) and data.get("version") == MANIFEST_VERSION and data.get("key") == self.key:
+            try:
+                self.chunks = {int(i): ChunkRecord(**rec) for i, rec in data.get("chunks", {}).items()}
+                self.resumed = True
+                return
+            except (TypeError, ValueError):
+                pass
+        # Another input, style, option or plan (or no manifest): nothing here may be reused.
+        for entry in self.path.iterdir():
+            if entry.name != "lock":
+                if entry.is_dir() and not entry.is_symlink():
+                    shutil.rmtree(entry)
+                else:
+                    entry.unlink()
+        self.chunks = {}
+        self._save()
+
+    def _save(self) -> None:
+        data = {"version": MANIFEST_VERSION, "key": self.key,
+                "chunks": {str(i): vars(rec) for i, rec in sorted(self.chunks.items())}}
+        tmp = self.manifest_path.with_suffix(".json.tmp")
+        with open(tmp, "w") as f:
+            json.dump(data, f, indent=1)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, self.manifest_path)
+
+    def is_done(self, index: int, start: int, end: int) -> bool:
+        """Whether chunk ``index`` is recorded for ``[start, end)`` and its file still has the recorded size and hash."""
+        rec = self.chunks.get(index)
+        path = self.chunk_path(index)
+        if rec is None or (rec.start, rec.end) != (start, end):
+            return False
+        try:
+            if path.stat().st_size != rec.bytes:
+                return False
+        except OSError:
+            return False
+        return file_sha256(path) == rec.sha256
+
+    def record(self, index: int, rec: ChunkRecord) -> None:
+        """Record chunk ``index`` as finished (after its file was completely written)."""
+        with open(self.chunk_path(index), "rb") as f:
+            os.fsync(f.fileno())  # the manifest must never name data that a reboot loses
+        self.chunks[index] = rec
+        self._save()
+
+    def remove(self) -> None:
+        """Delete the whole folder (while still holding the lock)."""
+        shutil.rmtree(self.path, ignore_errors=True)
+
+
+def finished_record(path: Path, start: int, end: int, stats: dict) -> ChunkRecord:
+    """The :class:`ChunkRecord` of a chunk file just written."""
+    return ChunkRecord(start=start, end=end, frames=int(stats["frames"]), bytes=path.stat().st_size, sha256=file_sha256(path),
+                       frames_with_face=int(stats.get("frames_with_face", 0)), max_faces=int(stats.get("max_faces", 0)),
+                       scene_cuts=int(stats.get("scene_cuts", 0)))
+
+
+# ---------------------------------------------------------------------------- the hook
+def render_segment(
+    info,
+    stylizer,
+    path: str | os.PathLike,
+    *,
+    start: int,
+    end: int,
+    warmup: int,
+    config,
+    side_by_side: bool = False,
+    on_frame: Callable[[], None] | None = None,
+) -> dict:
+    """Render frames ``[start, end)`` of a video into ``path`` (video only, no audio).
+
+    The pipeline's hook for chunked rendering: ``stylizer`` (a fresh
+    :class:`faceblit_core.stylizer.FrameStylizer` of this clip) first renders the
+    frames from :func:`warmup_start` up to ``start`` and discards them, so its
+    state (tracking, smoothing, temporal guide, kept NNF, flow) is that of a render
+    that began earlier; its frame counters are set to the absolute frame index
+    (per-frame landmark files, ``boil`` timing).
+
+    Parameters
+    ----------
+    info : MediaInfo
+        The probed input.
+    path : path
+        The chunk file (written atomically by :class:`faceblit_core.media.VideoWriter`).
+    on_frame : callable, optional
+        Called after each written frame (progress).
+
+    Returns
+    -------
+    dict
+        ``frames``, ``frames_with_face``, ``max_faces``, ``scene_cuts``, ``stage_ms`` (summed).
+
+    Raises
+    ------
+    InputError, OutputError, ProcessingError
+        As :func:`faceblit_core.pipeline.stylize_video`; nothing is left at ``path``.
+    """
+    from faceblit_core import media
+
+    first = warmup_start(start, warmup, config.detect_every)
+    stylizer.index = first
+    stylizer.tracker.start_at(first)
+    stats = {"frames": 0, "frames_with_face": 0, "max_faces": 0}
+    width = info.width * (2 if side_by_side else 1)
+    with media.VideoWriter(path, width=width, height=info.height, fps=info.fps, codec=config.codec, crf=config.crf,
+                           preset=config.preset, overwrite=True) as writer:
+        reader = media.iter_frames(info, start=first, end=end)
+        try:
+            for index, frame in enumerate(reader, start=first):
+                out, faces = stylizer(frame)
+                if index < start:
+                    continue  # warm-up: only the state is kept
+                stats["frames"] += 1
+                if faces:
+                    stats["frames_with_face"] += 1
+                    stats["max_faces"] = max(stats["max_faces"], len(faces))
+                writer.write(np.concatenate([frame, out], axis=1) if side_by_side else out)
+                if on_frame is not None:
+                    on_frame()
+        finally:
+            reader.close()
+        if stats["frames"] != end - start:
+            raise ProcessingError(f"{info.path}: decoded {stats['frames']} of the {end - start} frames of chunk {start}:{end}")
+    stats["scene_cuts"] = stylizer.scene_cuts
+    stats["stage_ms"] = dict(stylizer.stage_ms)
+    return stats
+
+
+# ------------------------------------------------------------------------ concatenation
+def concat_chunks(chunk_files: list[Path], output: str | os.PathLike, *, list_file: Path, audio_from=None,
+                  audio_span: tuple[float, float | None] | None = None, overwrite: bool = False, inputs=()) -> None:
+    """Join chunk files without re-encoding and mux the audio of ``audio_from`` once.
+
+    ffmpeg's concat demuxer (``-c:v copy``: every chunk starts with a key frame, all
+    share codec and parameters); the first audio stream of ``audio_from`` is copied
+    (or re-encoded where the container cannot hold it, as
+    :class:`faceblit_core.media.VideoWriter` does), cut to ``audio_span``. Written to a
+    temporary file renamed onto ``output``.
+
+    Raises
+    ------
+    OutputError, ProcessingError
+        ffmpeg failed; nothing is left at ``output``.
+    """
+    import ffmpeg
+
+    from faceblit_core import media
+
+    ext = Path(output).suffix.lower()
+    list_file.write_text("".join(f"file '{os.fspath(p.resolve())}'\n" for p in chunk_files))
+    video = ffmpeg.input(media._ffmpeg_url(list_file), format="concat", safe=0)
+    streams = [video["v:0"]]
+    kw: dict = {"vcodec": "copy", "max_muxing_queue_size": 4096}
+    if audio_from is not None and audio_from.has_audio and audio_from.audio_stream is not None:
+        span = {}
+        if audio_span is not None:
+            a0, duration = audio_span
+            span = {"ss": f"{a0:.6f}"} | ({"t": f"{duration:.6f}"} if duration is not None else {})
+        streams.append(ffmpeg.input(media._ffmpeg_url(audio_from.path), **span)[str(audio_from.audio_stream)])
+        allowed = media._AUDIO_COPY_OK.get(ext)
+        if allowed is None or (audio_from.audio_codec or "") in allowed:
+            kw["acodec"] = "copy"
+        else:
+            kw["acodec"] = "libopus" if ext == ".webm" else "aac"
+            kw["b:a"] = "192k"
+    if ext in (".mp4", ".m4v", ".mov"):
+        kw["movflags"] = "+faststart"
+    with media.atomic_output(output, overwrite=overwrite, inputs=inputs) as tmp:
+        args = media._ffmpeg_args(ffmpeg.output(*streams, media._ffmpeg_url(tmp), **kw).overwrite_output())
+        import subprocess
+        import tempfile
+
+        with tempfile.TemporaryFile() as log:
+            proc = media._popen(args, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=log)
+            try:
+                rc = proc.wait()
+            finally:
+                media._kill(proc)
+            if rc != 0:
+                log.seek(0)
+                tail = log.read().decode("utf-8", "replace").strip().splitlines()[-1:] or ["no message"]
+                raise ProcessingError(f"{output}: ffmpeg failed while joining the chunks ({tail[0]})")
+
+
+# ------------------------------------------------------------------------- the job
+def render_key(input, info, asset, config, *, plan, warmup: int, side_by_side: bool, ext: str) -> dict:
+    """JSON-able identity of a chunked render: a work folder with another key is never reused."""
+    from faceblit_core import __version__
+
+    return {
+        "faceblit": __version__,
+        "input": input_fingerprint(input),
+        "style": asset.key,
+        "config": config_key(config),
+        "fps": str(info.fps),
+        "size": [info.width, info.height],
+        "plan": [list(c) for c in plan],
+        "warmup": int(warmup),
+        "side_by_side": bool(side_by_side),
+        "ext": ext,
+    }
+
+
+def render_chunked(
+    input,
+    asset,
+    output: str,
+    info,
+    *,
+    plan: list[tuple[int, int]],
+    config,
+    device: str,
+    warmup: int,
+    resume: bool,
+    side_by_side: bool,
+    overwrite: bool,
+    audio_span,
+    progress: bool,
+    make_stylizer: Callable[[], object],
+    engine: str = "local",
+    ray_address: str | None = None,
+    summary=None,
+):
+    """Render ``plan``'s chunks of ``input`` (those not finished before) and join them into ``output``.
+
+    ``make_stylizer()`` returns a fresh :class:`~faceblit_core.stylizer.FrameStylizer`
+    for this clip (one per chunk: chunks share no state, the warm-up rebuilds it).
+    With ``engine="ray"`` the chunks run as Ray tasks (:mod:`faceblit_core.ray_engine`).
+
+    Returns
+    -------
+    RunSummary
+        ``summary`` filled in (frames of all chunks, also those of an earlier run);
+        ``resumed_chunks`` = chunks reused from the work folder.
+
+    Raises
+    ------
+    OutputError
+        Another run holds the work folder (exit 5), the output cannot be written.
+    InputError, ProcessingError, EnvironmentProblem, Interrupted
+        As a one-piece render; the work folder with its finished chunks stays for a rerun.
+    """
+    from faceblit_core.pipeline import _progress_bar
+
+    key = render_key(input, info, asset, config, plan=plan, warmup=warmup, side_by_side=side_by_side, ext=Path(output).suffix.lower())
+    with WorkFolder.open(output, key, resume=resume) as wf:
+        todo = [i for i, (s, e) in enumerate(plan) if not wf.is_done(i, s, e)]
+        summary.resumed_chunks = len(plan) - len(todo)
+        summary.chunks = len(plan)
+        total = plan[-1][1] - plan[0][0]
+        bar = _progress_bar(total, progress, Path(str(input)).name)
+        if bar is not None:
+            bar.update(total - sum(plan[i][1] - plan[i][0] for i in todo))
+        stage_ms: dict[str, float] = {}
+        try:
+            if engine == "ray":
+                from faceblit_core import ray_engine
+
+                results = ray_engine.render_chunks(input, info, asset, config, device=device, plan=plan, todo=todo, warmup=warmup,
+                                                   side_by_side=side_by_side, ext=wf.ext, address=ray_address)
+                for i, data, stats in results:
+                    tmp = wf.chunk_path(i).with_suffix(".part")
+                    tmp.write_bytes(data)
+                    os.replace(tmp, wf.chunk_path(i))
+                    wf.record(i, finished_record(wf.chunk_path(i), *plan[i], stats))
+                    _add(stage_ms, stats["stage_ms"])
+                    if bar is not None:
+                        bar.update(stats["frames"])
+            else:
+                for i in todo:
+                    s, e = plan[i]
+                    stats = render_segment(info, make_stylizer(), wf.chunk_path(i), start=s, end=e, warmup=warmup, config=config,
+                                           side_by_side=side_by_side, on_frame=(lambda: bar.update(1)) if bar is not None else None)
+                    wf.record(i, finished_record(wf.chunk_path(i), s, e, stats))
+                    _add(stage_ms, stats["stage_ms"])
+        finally:
+            if bar is not None:
+                bar.close()
+        concat_chunks([wf.chunk_path(i) for i in range(len(plan))], output, list_file=wf.path / "concat.txt",
+                      audio_from=info if info.has_audio else None, audio_span=audio_span, overwrite=overwrite, inputs=[input])
+        recs = [wf.chunks[i] for i in range(len(plan))]
+        wf.remove()
+    summary.frames = sum(r.frames for r in recs)
+    summary.frames_with_face = sum(r.frames_with_face for r in recs)
+    summary.frames_without_face = summary.frames - summary.frames_with_face
+    summary.max_faces = max(r.max_faces for r in recs)
+    summary.scene_cuts = sum(r.scene_cuts for r in recs)
+    rendered = sum(plan[i][1] - plan[i][0] for i in todo)
+    summary.stage_ms = {k: v / max(1, rendered) for k, v in stage_ms.items()}
+    return summary
+
+
+def _add(total: dict, part: dict) -> None:
+    for k, v in part.items():
+        total[k] = total.get(k, 0.0) + v
+
+
+def chunk_count(n_frames: int | None, fps: float, chunk_seconds: float) -> int:
+    """How many chunks a clip of ``n_frames`` gets (1 when unknown)."""
+    if not n_frames or chunk_seconds <= 0 or fps <= 0:
+        return 1
+    return len(plan_chunks(0, n_frames, fps=fps, chunk_seconds=chunk_seconds))
+
+
+__all__ = [
+    "ChunkRecord", "WorkFolder", "chunk_count", "concat_chunks", "file_sha256", "finished_record", "input_fingerprint",
+    "plan_chunks", "render_chunked", "render_key", "render_segment", "warmup_start", "work_dir_for", "config_key",
+]

@@ -1,0 +1,198 @@
+"""Ray as the engine of chunked renders: each chunk is one Ray task (``--engine ray``).
+
+The driver (the ``faceblit`` process) keeps the work folder and its manifest
+(:mod:`faceblit_core.chunks`); the tasks only compute. What travels:
+
+* the style asset — ``ray.put`` once per run, read from the object store by every
+  task (zero-copy for its numpy arrays on one node; the 64 MB lookup table is not
+  rebuilt per task);
+* the input file's bytes — ``ray.put`` once per input, written by a task to a
+  temporary file on its node (workers need no shared storage and no copy of the input);
+* each chunk's encoded bytes — the task's return value, written into the work folder
+  and recorded in the manifest by the driver as soon as it arrives, so a finished
+  chunk survives a crash of the driver and is never rendered twice.
+
+Chosen over shared storage because it needs nothing mounted on the workers; the price
+is that the input and the output chunks pass through the object store (an encoded
+10 s chunk: a few MB). A task asks ``num_cpus=1`` (and ``num_gpus=1`` with
+``--device cuda``) and is retried ``max_retries`` times when its worker dies.
+
+Ray is optional (``pip install 'faceblit[ray]'``); it is imported lazily so the
+local engine does not pay its import time.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import tempfile
+import threading
+import warnings
+from pathlib import Path
+from typing import Iterator
+
+from faceblit_core.errors import EnvironmentProblem
+
+#: Retries of a chunk task whose worker died (Ray's ``max_retries``).
+MAX_RETRIES = 3
+#: Seconds to wait for a TCP connection to ``--ray-address`` before calling it unreachable.
+CONNECT_TIMEOUT = 5.0
+
+
+def check_installed() -> None:
+    """Raise :class:`EnvironmentProblem` (exit 6) when Ray cannot be imported."""
+    try:
+        import ray  # noqa: F401  (lazy: optional dependency, ~1 s to import)
+    except ImportError:
+        raise EnvironmentProblem("--engine ray: Ray is not installed; pip install 'faceblit[ray]' (or use --engine local)") from None
+
+
+def connect(address: str | None, device: str) -> None:
+    """Join (or start) the Ray instance the chunks run on; check it can run them.
+
+    Parameters
+    ----------
+    address : str or None
+        ``None``: a running ``ray.init`` of this process, else a new local instance;
+        ``auto``: the cluster this machine belongs to; ``host:port`` / ``ray://host:10001``.
+    device : str
+        The ``--device`` asked for: ``cuda…`` needs a GPU in the cluster.
+
+    Raises
+    ------
+    EnvironmentProblem
+        Ray missing, the address unreachable, no GPU in the cluster for ``cuda`` (exit 6).
+    """
+    check_installed()
+    import ray
+
+    if not ray.is_initialized():
+        _check_reachable(address)
+        # ray.init replaces the SIGTERM handler by one calling sys.exit(15); faceblit's own
+        # (exit 143, outputs cleaned up) must stay.
+        main = threading.current_thread() is threading.main_thread()
+        old = signal.getsignal(signal.SIGTERM) if main else None
+        try:
+            ray.init(address=address, include_dashboard=False, logging_level="ERROR", log_to_driver=False,
+                     configure_logging=False)
+        except Exception as e:  # noqa: BLE001 - Ray raises ConnectionError, RuntimeError, ValueError… for a bad address
+            reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            raise EnvironmentProblem(f"--ray-address {address or '(local)'}: cannot reach a Ray cluster ({reason})") from None
+        finally:
+            if main and old is not None:
+                signal.signal(signal.SIGTERM, old)
+    if device.startswith("cuda") and ray.cluster_resources().get("GPU", 0) < 1:
+        raise EnvironmentProblem(f"--device {device}: the Ray cluster has no GPU; use --device cpu or add GPU workers")
+
+
+def _check_reachable(address: str | None) -> None:
+    """Fail in seconds on a ``HOST:PORT`` nobody listens on (``ray.init`` would retry for minutes).
+
+    Raises
+    ------
+    EnvironmentProblem
+        The address does not parse or no TCP connection opens within ``CONNECT_TIMEOUT`` s.
+    """
+    if address is None or address in ("auto", "local"):
+        return
+    hostport = address.split("://", 1)[1] if "://" in address else address
+    host, _, port = hostport.rpartition(":")
+    try:
+        with socket.create_connection((host.strip("[]") or "127.0.0.1", int(port)), timeout=CONNECT_TIMEOUT):
+            pass
+    except ValueError:
+        raise EnvironmentProblem(f"--ray-address {address}: expected auto, HOST:PORT or ray://HOST:PORT") from None
+    except OSError as e:
+        raise EnvironmentProblem(f"--ray-address {address}: cannot reach a Ray cluster ({e.strerror or type(e).__name__})") from None
+
+
+def shutdown() -> None:
+    """Disconnect from Ray (a local instance this process started stops, with its tasks)."""
+    import sys
+
+    ray = sys.modules.get("ray")
+    if ray is not None and ray.is_initialized():
+        ray.shutdown()
+
+
+def render_chunks(input, info, asset, config, *, device: str, plan, todo, warmup: int, side_by_side: bool, ext: str,
+                  address: str | None = None) -> Iterator[tuple[int, bytes, dict]]:
+    """Run chunks ``todo`` of ``plan`` as Ray tasks; yield ``(index, encoded bytes, stats)`` as each finishes.
+
+    Raises
+    ------
+    FaceblitError
+        The first failed task's error (the others are cancelled).
+    """
+    import ray
+
+    connect(address, device)
+    if not todo:
+        return
+    asset_ref = ray.put(_portable(asset))
+    input_ref = ray.put(Path(input).read_bytes())
+    task = ray.remote(_render_chunk_task).options(
+        num_cpus=1, num_gpus=1 if device.startswith("cuda") else 0, max_retries=MAX_RETRIES, retry_exceptions=False,
+    )
+    pending = {task.remote(input_ref, Path(str(input)).suffix, asset_ref, config, device, plan[i][0], plan[i][1], warmup,
+                           side_by_side, ext): i for i in todo}
+    try:
+        while pending:
+            done, _ = ray.wait(list(pending), num_returns=1)
+            for ref in done:
+                index = pending.pop(ref)
+                data, stats = _get(ref)
+                yield index, data, stats
+    finally:
+        for ref in pending:
+            ray.cancel(ref, force=True)
+
+
+def _get(ref):
+    import ray
+
+    try:
+        return ray.get(ref)
+    except ray.exceptions.RayTaskError as e:
+        cause = e.as_instanceof_cause()
+        from faceblit_core.errors import FaceblitError
+
+        if isinstance(cause, FaceblitError):
+            raise cause from None
+        raise
+
+
+def _portable(asset):
+    """The asset with its lookup table as a plain array (the cache's memory map and its lock stay here)."""
+    import dataclasses
+
+    import numpy as np
+
+    return dataclasses.replace(asset, lut=np.ascontiguousarray(asset.lut))
+
+
+def _render_chunk_task(input_bytes, suffix, asset, config, device, start, end, warmup, side_by_side, ext):
+    """One chunk, in a Ray worker: the input to a temporary file, render, return the encoded bytes."""
+    import torch
+
+    from faceblit_core import media
+    from faceblit_core.chunks import render_segment
+    from faceblit_core.pipeline import _make_backend, resolve_device
+    from faceblit_core.stylizer import FrameStylizer
+
+    # Ray gives a task the cores it asked for (OMP_NUM_THREADS); more torch threads oversubscribe them.
+    torch.set_num_threads(max(1, int(os.environ.get("OMP_NUM_THREADS", "1") or 1)))
+    device = resolve_device(device)
+    with tempfile.TemporaryDirectory(prefix="faceblit-chunk-") as tmp:
+        src = Path(tmp) / f"input{suffix}"
+        src.write_bytes(input_bytes)
+        info = media.probe(src)
+        backend = _make_backend(config, None, device, video=True)
+        with warnings.catch_warnings():
+            # The asset's arrays come read-only from the object store; nothing writes to them.
+            warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
+            stylizer = FrameStylizer(asset, config, fps=float(info.fps), backend=backend, device=device)
+        out = Path(tmp) / f"chunk{ext}"
+        stats = render_segment(info, stylizer, out, start=start, end=end, warmup=warmup, config=config, side_by_side=side_by_side)
+        return out.read_bytes(), stats

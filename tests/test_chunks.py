@@ -1,0 +1,173 @@
+"""Chunked, resumable rendering (faceblit_core.chunks): plan, manifest, resume, corrupt chunks, the lock, SIGKILL."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from faceblit_core import chunks, media
+from faceblit_core.config import StylizeConfig
+from faceblit_core.errors import OutputError
+from faceblit_core.pipeline import stylize_video
+from faceblit_core.quality import psnr
+
+REPO = Path(__file__).resolve().parents[1]
+CLIP = REPO / "samples" / "clip.mp4"  # 75 frames, 25 fps: chunk_seconds=1 gives 3 chunks of 25
+STYLE = REPO / "samples" / "exemplar.png"
+CHUNKED = {"chunk_seconds": 1.0, "chunk_warmup": 10}
+
+
+@pytest.fixture(scope="module")
+def cache(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("style-cache")
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory, cache) -> Path:
+    """An uninterrupted chunked render of the sample clip (3 chunks)."""
+    out = tmp_path_factory.mktemp("ref") / "ref.mp4"
+    summary = stylize_video(CLIP, STYLE, out, cache_dir=cache, progress=False, **CHUNKED)
+    assert (summary.chunks, summary.resumed_chunks, summary.frames) == (3, 0, 75)
+    return out
+
+
+def _frames(path: Path) -> np.ndarray:
+    return np.stack(list(media.iter_frames(media.probe(path))))
+
+
+def _crash_in_concat(monkeypatch) -> None:
+    """Make the join fail: the render stops with every chunk finished in the work folder."""
+
+    def fail(*args, **kwargs):
+        raise RuntimeError("simulated crash before the join")
+
+    monkeypatch.setattr(chunks, "concat_chunks", fail)
+
+
+def test_plan_covers_the_range_in_near_equal_chunks():
+    plan = chunks.plan_chunks(0, 1008, fps=29.97, chunk_seconds=10)
+    assert len(plan) == 3 and plan[0][0] == 0 and plan[-1][1] == 1008
+    assert all(a[1] == b[0] for a, b in zip(plan, plan[1:]))
+    assert max(e - s for s, e in plan) - min(e - s for s, e in plan) <= 1
+    assert chunks.plan_chunks(5, 30, fps=25, chunk_seconds=10) == [(5, 30)]
+    assert chunks.plan_chunks(0, 100, fps=25, chunk_seconds=0) == [(0, 100)]
+    # Warm-up starts on a detection frame of a one-piece render (multiples of detect_every).
+    assert chunks.warmup_start(336, 30, 10) == 300 and chunks.warmup_start(20, 30, 10) == 0
+    assert chunks.warmup_start(0, 30, 10) == 0 and chunks.warmup_start(50, 0, 10) == 50
+
+
+def test_chunked_render_joins_frames_and_audio_and_leaves_no_work_folder(reference, tmp_path, cache):
+    src, out = media.probe(CLIP), media.probe(reference)
+    assert (out.n_frames, out.fps, out.width, out.height, out.has_audio) == (75, src.fps, src.width, src.height, True)
+    assert out.duration == pytest.approx(src.duration, abs=0.1)
+    assert not chunks.work_dir_for(reference).exists()
+    # Each chunk starts from a warm state: near a one-piece render everywhere, also at the seams (frames 25, 50).
+    whole = tmp_path / "whole.mp4"
+    stylize_video(CLIP, STYLE, whole, cache_dir=cache, progress=False, chunk_seconds=0)
+    a, b = _frames(reference), _frames(whole)
+    values = [psnr(x, y) for x, y in zip(a, b)]
+    assert min(values) > 30, values  # keep_previous and the temporal guide remember more than the warm-up (README)
+
+
+def test_resume_reuses_finished_chunks_and_gives_the_same_frames(reference, tmp_path, cache, monkeypatch):
+    out = tmp_path / "out.mp4"
+    with monkeypatch.context() as m:
+        _crash_in_concat(m)
+        with pytest.raises(RuntimeError):
+            stylize_video(CLIP, STYLE, out, cache_dir=cache, progress=False, **CHUNKED)
+    work = chunks.work_dir_for(out)
+    assert not out.exists() and len(json.loads((work / "manifest.json").read_text())["chunks"]) == 3
+    # A truncated chunk is rendered again, the others are reused.
+    chunk = work / "chunk-0001.mp4"
+    chunk.write_bytes(chunk.read_bytes()[: chunk.stat().st_size // 2])
+    summary = stylize_video(CLIP, STYLE, out, cache_dir=cache, progress=False, **CHUNKED)
+    assert (summary.chunks, summary.resumed_chunks, summary.frames) == (3, 2, 75)
+    assert np.array_equal(_frames(out), _frames(reference))
+    assert not work.exists()
+
+
+@pytest.mark.parametrize("change", ["option", "style", "input"])
+def test_a_stale_work_folder_is_never_reused(change, tmp_path, cache, monkeypatch):
+    clip = tmp_path / "clip.mp4"
+    clip.write_bytes(CLIP.read_bytes())
+    out = tmp_path / "out.mp4"
+    with monkeypatch.context() as m:
+        _crash_in_concat(m)
+        with pytest.raises(RuntimeError):
+            stylize_video(clip, STYLE, out, cache_dir=cache, progress=False, frames=(0, 50), **CHUNKED)
+    config, style = StylizeConfig(), STYLE
+    if change == "option":
+        config = StylizeConfig(seed=3)
+    elif change == "style":
+        style = tmp_path / "style.png"
+        style.write_bytes(STYLE.read_bytes())
+        (tmp_path / "style.lm.txt").write_text((REPO / "samples" / "exemplar.lm.txt").read_text())
+        config = StylizeConfig(style_max_side=400)  # another asset key
+    else:
+        data = bytearray(clip.read_bytes())
+        clip.write_bytes(bytes(data))  # same bytes, but written again: another mtime
+        os.utime(clip, ns=(time.time_ns(), time.time_ns() + 10**9))
+    summary = stylize_video(clip, style, out, config=config, cache_dir=cache, progress=False, frames=(0, 50), **CHUNKED)
+    assert (summary.chunks, summary.resumed_chunks, summary.frames) == (2, 0, 50)
+    assert not chunks.work_dir_for(out).exists()
+
+
+def test_no_resume_starts_afresh_and_resume_without_work_folder_is_a_normal_render(tmp_path, cache, monkeypatch):
+    out = tmp_path / "out.mp4"
+    with monkeypatch.context() as m:
+        _crash_in_concat(m)
+        with pytest.raises(RuntimeError):
+            stylize_video(CLIP, STYLE, out, cache_dir=cache, progress=False, frames=(0, 50), **CHUNKED)
+    summary = stylize_video(CLIP, STYLE, out, cache_dir=cache, progress=False, frames=(0, 50), resume=False, **CHUNKED)
+    assert summary.resumed_chunks == 0 and media.probe(out).n_frames == 50
+    summary = stylize_video(CLIP, STYLE, tmp_path / "b.mp4", cache_dir=cache, progress=False, frames=(0, 50), resume=True, **CHUNKED)
+    assert summary.resumed_chunks == 0 and media.probe(tmp_path / "b.mp4").n_frames == 50
+
+
+def test_a_second_run_on_the_same_output_is_refused_while_the_first_holds_the_lock(tmp_path, cache):
+    out = tmp_path / "out.mp4"
+    with chunks.WorkFolder.open(out, {"held": "by another run"}):
+        with pytest.raises(OutputError, match="another faceblit run is rendering this output"):
+            stylize_video(CLIP, STYLE, out, cache_dir=cache, progress=False, frames=(0, 50), **CHUNKED)
+        assert not out.exists()
+    # The other run's folder (another key) is then reset, not reused.
+    summary = stylize_video(CLIP, STYLE, out, cache_dir=cache, progress=False, frames=(0, 50), **CHUNKED)
+    assert summary.resumed_chunks == 0 and not chunks.work_dir_for(out).exists()
+
+
+def test_sigkill_then_rerun_renders_only_the_missing_chunks(reference, tmp_path, cache):
+    out = tmp_path / "out.mp4"
+    cmd = [sys.executable, "-m", "cli.main", "stylize", str(CLIP), "--style", str(STYLE), "-o", str(out), "--cache-dir", str(cache),
+           "--chunk-seconds", "1", "--chunk-warmup", "10", "-q", "--json"]
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
+    manifest = chunks.work_dir_for(out) / "manifest.json"
+    deadline = time.monotonic() + 120
+    try:
+        while time.monotonic() < deadline:  # kill once 2 of 3 chunks are recorded (~70 %)
+            try:
+                if len(json.loads(manifest.read_text())["chunks"]) >= 2:
+                    break
+            except (OSError, ValueError, KeyError):
+                pass
+            assert proc.poll() is None, proc.stderr.read().decode()
+            time.sleep(0.05)
+        os.killpg(proc.pid, signal.SIGKILL)
+    finally:
+        proc.wait()
+    assert not out.exists()
+    rerun = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    assert rerun.returncode == 0, rerun.stderr
+    record = json.loads(rerun.stdout.strip().splitlines()[-1])
+    assert record["chunks"] == 3 and record["resumed_chunks"] == 2
+    assert np.array_equal(_frames(out), _frames(reference))
+    assert not chunks.work_dir_for(out).exists()
+    assert not [p for p in tmp_path.iterdir() if p.name != "out.mp4"]  # no partial files left

@@ -1,0 +1,99 @@
+"""--engine ray on a real local Ray instance (2 CPUs): same frames as the local engine, a batch, bad input."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from faceblit_core import chunks, media
+from faceblit_core.config import StylizeConfig
+from faceblit_core.errors import EnvironmentProblem
+from faceblit_core.pipeline import stylize_batch, stylize_video
+
+ray = pytest.importorskip("ray", reason="Ray is installed by the dev extra (make test); pip install 'faceblit[ray]'")
+
+REPO = Path(__file__).resolve().parents[1]
+CLIP = REPO / "samples" / "clip.mp4"
+STYLE = REPO / "samples" / "exemplar.png"
+CHUNKED = {"chunk_seconds": 1.0, "chunk_warmup": 10, "frames": (0, 50)}  # 2 chunks of 25 frames
+
+
+@pytest.fixture(scope="module")
+def cache(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("style-cache")
+
+
+@pytest.fixture(scope="module")
+def local_ray():
+    """One local Ray instance for the module (its start-up costs seconds)."""
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    yield
+    ray.shutdown()
+
+
+def _frames(path: Path) -> np.ndarray:
+    return np.stack(list(media.iter_frames(media.probe(path))))
+
+
+def test_ray_chunks_give_the_frames_of_the_local_engine(local_ray, tmp_path, cache):
+    local, remote = tmp_path / "local.mp4", tmp_path / "ray.mp4"
+    stylize_video(CLIP, STYLE, local, cache_dir=cache, progress=False, **CHUNKED)
+    summary = stylize_video(CLIP, STYLE, remote, cache_dir=cache, progress=False, engine="ray", **CHUNKED)
+    assert (summary.chunks, summary.frames) == (2, 50)
+    assert np.array_equal(_frames(remote), _frames(local))
+    info = media.probe(remote)
+    assert info.has_audio and info.duration == pytest.approx(2.0, abs=0.1)
+    assert not chunks.work_dir_for(remote).exists()
+
+
+def test_a_batch_spreads_its_files_over_the_workers(local_ray, tmp_path, cache):
+    inputs = []
+    for name in "abcd":
+        path = tmp_path / f"{name}.mp4"
+        path.write_bytes(CLIP.read_bytes())
+        inputs.append(str(path))
+    out = tmp_path / "out"
+    out.mkdir()
+    summaries, failures = stylize_batch(inputs, str(STYLE), out_dir=out, cache_dir=cache, progress=False, engine="ray",
+                                        frames=(0, 8), chunk_seconds=10)
+    assert not failures and len(summaries) == 4
+    expected = _frames_of_local_render(tmp_path, cache)
+    for name in "abcd":
+        assert np.array_equal(_frames(out / f"{name}-exemplar.mp4"), expected)
+    assert sorted(p.name for p in out.iterdir()) == [f"{n}-exemplar.mp4" for n in "abcd"]  # no work folders left
+
+
+def _frames_of_local_render(tmp_path: Path, cache: Path) -> np.ndarray:
+    ref = tmp_path / "ref.mp4"
+    stylize_video(CLIP, STYLE, ref, cache_dir=cache, progress=False, frames=(0, 8))
+    return _frames(ref)
+
+
+def test_cuda_on_a_cluster_without_gpu_fails_before_writing(local_ray, tmp_path, cache):
+    out = tmp_path / "out.mp4"
+    with pytest.raises(EnvironmentProblem, match="the Ray cluster has no GPU") as err:
+        stylize_video(CLIP, STYLE, out, config=StylizeConfig(device="cuda"), cache_dir=cache, progress=False, engine="ray", **CHUNKED)
+    assert err.value.exit_code == 6
+    assert not list(tmp_path.iterdir())
+
+
+@pytest.mark.parametrize("case", ["unreachable", "not installed"])
+def test_ray_problems_are_one_line_exit_6_and_nothing_written(case, tmp_path):
+    out = tmp_path / "out.mp4"
+    argv = ["faceblit", "stylize", str(CLIP), "--style", str(STYLE), "-o", str(out), "--engine", "ray", "--frames", "0:5"]
+    if case == "unreachable":
+        argv += ["--ray-address", "127.0.0.1:1"]  # nothing listens on port 1
+    hide = "sys.modules['ray'] = None; " if case == "not installed" else ""
+    code = f"import sys; {hide}from cli.main import main; sys.argv = {argv!r}; main()"
+    res = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120,
+                         env={**os.environ, "PYTHONPATH": str(REPO)})
+    assert res.returncode == 6, res.stderr
+    lines = res.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("faceblit: error: ")
+    assert ("cannot reach a Ray cluster" if case == "unreachable" else "Ray is not installed") in lines[0]
+    assert not list(tmp_path.iterdir())
