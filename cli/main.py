@@ -15,6 +15,7 @@ import json
 import re
 import sys
 import time
+import warnings
 from dataclasses import fields
 from pathlib import Path
 from typing import List, Optional
@@ -107,6 +108,26 @@ def _fail(exc: BaseException, command: str) -> "typer.Exit":
     return typer.Exit(7)
 
 
+def _print_exemplar_warnings(before=None) -> None:
+    """Print each :class:`~faceblit_core.exemplar_check.ExemplarWarning` as one line,
+    ``faceblit: warning: …``, on stderr (also with ``-q``: it is about the input, like an
+    error); other warnings keep Python's format. ``before`` runs first (clears the status line)."""
+    from faceblit_core.exemplar_check import ExemplarWarning
+
+    default = warnings.showwarning
+
+    def show(message, category, filename, lineno, file=None, line=None):
+        if issubclass(category, ExemplarWarning):
+            if before is not None:
+                before()
+            typer.echo(f"faceblit: warning: {message}", err=True)
+        else:
+            default(message, category, filename, lineno, file, line)
+
+    warnings.simplefilter("always", ExemplarWarning)
+    warnings.showwarning = show
+
+
 def _version_callback(value: bool) -> None:
     if value:
         typer.echo(f"faceblit {__version__}")
@@ -197,6 +218,7 @@ def _stylize(
                                help="Where chunks render: this process, or Ray tasks (pip install 'faceblit[ray]')."),
     ray_address: Optional[str] = typer.Option(None, "--ray-address", metavar="ADDR", rich_help_panel="Long renders and Ray",
                                               help="Ray cluster for --engine ray: 'auto', HOST:PORT or ray://HOST:10001; default: a local Ray instance."),
+    force: bool = typer.Option(False, "--force", help="Use a style exemplar that the exemplar check finds hopeless (tiny face, head turned, face outside the picture)."),
     **tunables,
 ) -> None:
     """Stylize the faces of videos or images with one style exemplar."""
@@ -227,6 +249,7 @@ def _stylize(
         from faceblit_core.config import StylizeConfig
 
         _terminate_as_interrupt()
+        _print_exemplar_warnings(status.clear)
         config = StylizeConfig(**tunables)
         summaries, failures = stylize_batch(
             inputs,
@@ -251,6 +274,7 @@ def _stylize(
             on_done=done,
             on_status=status,
             started=_STARTED,
+            force_style=force,
         )
     except BaseException as exc:  # noqa: BLE001 - _fail re-raises with --debug and never hides a bug
         status.clear()
@@ -342,18 +366,21 @@ def prepare_style_cmd(
     lut_radius: float = typer.Option(30.0, "--lut-radius", help="Lookup-table search radius, style px."),
     temporal_blur: float = typer.Option(6.0, "--temporal-blur", help="Blur sigma of the style's temporal guide, style px."),
     style_max_side: int = typer.Option(1024, "--style-max-side", help="Downscale an exemplar whose longer side exceeds this, px (as stylize's option)."),
+    force: bool = typer.Option(False, "--force", help="Use an exemplar that the exemplar check finds hopeless (tiny face, head turned, face outside the picture)."),
 ) -> None:
-    """Build (or load from the cache) a style's guides and lookup table, and say what was made."""
+    """Build (or load from the cache) a style's guides and lookup table, check the exemplar, and say what was made."""
     try:
         from faceblit_core.config import StylizeConfig
         from faceblit_core.style import prepare_style_report
 
         _terminate_as_interrupt()
+        _print_exemplar_warnings()
         cfg = StylizeConfig(lambda_pos=lambda_pos, lambda_app=lambda_app, lut_radius=lut_radius, temporal_blur=temporal_blur, style_max_side=style_max_side)
-        report = prepare_style_report(style, landmarks=style_landmarks, config=cfg, cache_dir=cache_dir)
+        report = prepare_style_report(style, landmarks=style_landmarks, config=cfg, cache_dir=cache_dir, force=force)
     except BaseException as exc:  # noqa: BLE001
         raise _fail(exc, "prepare-style")
     typer.echo(report.describe())
+    typer.echo(f"exemplar check: {report.check.describe()}")
 
 
 # ---------------------------------------------------------------------------------- cache

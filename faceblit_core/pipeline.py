@@ -153,10 +153,10 @@ def default_output_path(input_path: str | os.PathLike, style_path: str | os.Path
 
 
 # ------------------------------------------------------------------------------ set-up
-def _load_style(style, *, config, style_landmarks, cache_dir):
+def _load_style(style, *, config, style_landmarks, cache_dir, force_style=False):
     if isinstance(style, StyleAsset):
         return style
-    return prepare_style(style, landmarks=style_landmarks, config=config, cache_dir=cache_dir)
+    return prepare_style(style, landmarks=style_landmarks, config=config, cache_dir=cache_dir, force=force_style)
 
 
 _probed: dict = {}
@@ -200,9 +200,10 @@ def _make_backend(config: StylizeConfig, fan_weights, device: str, *, video: boo
     return get_backend(config.landmarks, **options)
 
 
-def _make_stylizer(style, config: StylizeConfig, *, device: str, fps: float, video: bool, style_landmarks, fan_weights, cache_dir, save_guides) -> FrameStylizer:
+def _make_stylizer(style, config: StylizeConfig, *, device: str, fps: float, video: bool, style_landmarks, fan_weights, cache_dir, save_guides,
+                   force_style: bool = False) -> FrameStylizer:
     """Style asset + landmark backend + torch threads → a :class:`FrameStylizer` for one clip or still."""
-    asset = _load_style(style, config=config, style_landmarks=style_landmarks, cache_dir=cache_dir)
+    asset = _load_style(style, config=config, style_landmarks=style_landmarks, cache_dir=cache_dir, force_style=force_style)
     backend = _make_backend(config, fan_weights, device, video=video)
     _set_threads()
     return FrameStylizer(asset, config, fps=fps, backend=backend, device=device, save_guides=Path(save_guides) if save_guides else None)
@@ -228,6 +229,7 @@ def stylize_video(
     resume: bool = True,
     engine: str = "local",
     ray_address: str | None = None,
+    force_style: bool = False,
 ) -> RunSummary:
     """Stylize every face of a video with one style exemplar; keep every frame, the rate and the audio.
 
@@ -275,6 +277,10 @@ def stylize_video(
         then even a one-chunk clip goes through the work folder).
     ray_address : str, keyword-only
         Ray cluster to join (``auto``, ``ray://host:10001``); default: a local instance.
+    force_style : bool, keyword-only
+        Use an exemplar the exemplar check finds hopeless (``prepare_style(force=True)``;
+        :mod:`faceblit_core.exemplar_check`). A poor one is used with an
+        :class:`~faceblit_core.exemplar_check.ExemplarWarning` either way.
 
     Returns
     -------
@@ -311,7 +317,7 @@ def stylize_video(
         if info.is_image and (out_path == "-" or Path(out_path).suffix.lower() not in media.VIDEO_EXTENSIONS):
             return stylize_image(
                 input, style, output, config=config, style_landmarks=style_landmarks, fan_weights=fan_weights,
-                side_by_side=side_by_side, save_guides=save_guides, cache_dir=cache_dir, overwrite=overwrite,
+                side_by_side=side_by_side, save_guides=save_guides, cache_dir=cache_dir, overwrite=overwrite, force_style=force_style,
             )
         # A bad output path fails now, not after the style, the models and the first frames.
         media.check_output(out_path, overwrite=overwrite, inputs=[input], video=True)
@@ -327,9 +333,9 @@ def stylize_video(
                 return _stylize_chunked(input, style, out_path, info, plan=plan, config=config, device=device, warmup=chunk_warmup,
                                         resume=resume, side_by_side=side_by_side, overwrite=overwrite, audio_span=span.audio,
                                         progress=progress, engine=engine, ray_address=ray_address, style_landmarks=style_landmarks,
-                                        fan_weights=fan_weights, cache_dir=cache_dir, started=started)
+                                        fan_weights=fan_weights, cache_dir=cache_dir, started=started, force_style=force_style)
         stylizer = _make_stylizer(style, config, device=device, fps=float(info.fps), video=True, style_landmarks=style_landmarks,
-                                  fan_weights=fan_weights, cache_dir=cache_dir, save_guides=save_guides)
+                                  fan_weights=fan_weights, cache_dir=cache_dir, save_guides=save_guides, force_style=force_style)
         summary = RunSummary(input=str(input), output=out_path, fps_in=float(info.fps), device=device)
         with signals_as_exceptions(to_stdout=out_path == "-"):
             _write_video(stylizer, info, input, summary, span=span, config=config, side_by_side=side_by_side, overwrite=overwrite, progress=progress)
@@ -437,7 +443,7 @@ def _stylize_frames(stylizer: FrameStylizer, frames: Iterable[np.ndarray], write
 
 
 def _stylize_chunked(input, style, out_path, info, *, plan, config, device, warmup, resume, side_by_side, overwrite, audio_span,
-                     progress, engine, ray_address, style_landmarks, fan_weights, cache_dir, started) -> RunSummary:
+                     progress, engine, ray_address, style_landmarks, fan_weights, cache_dir, started, force_style=False) -> RunSummary:
     """The chunked, resumable render of :func:`stylize_video` (:func:`faceblit_core.chunks.render_chunked`)."""
     from faceblit_core import chunks
 
@@ -445,7 +451,7 @@ def _stylize_chunked(input, style, out_path, info, *, plan, config, device, warm
         from faceblit_core import ray_engine
 
         ray_engine.connect(ray_address, device)  # an unreachable cluster fails before anything is written
-    asset = _load_style(style, config=config, style_landmarks=style_landmarks, cache_dir=cache_dir)
+    asset = _load_style(style, config=config, style_landmarks=style_landmarks, cache_dir=cache_dir, force_style=force_style)
     summary = RunSummary(input=str(input), output=out_path, fps_in=float(info.fps), device=device)
     backend = None
 
@@ -478,6 +484,7 @@ def stylize_image(
     save_guides: str | os.PathLike | None = None,
     cache_dir: str | os.PathLike | None = None,
     overwrite: bool = False,
+    force_style: bool = False,
 ) -> RunSummary:
     """Stylize every face of one still image; same parameters as :func:`stylize_video`.
 
@@ -500,7 +507,8 @@ def stylize_image(
     # A bad output path fails now, before any expensive work (write_image checks again).
     media.check_output(out_path, overwrite=overwrite, inputs=[input], image=True)
     stylizer = _make_stylizer(style, config, device=resolve_device(config.device), fps=25.0, video=False,
-                              style_landmarks=style_landmarks, fan_weights=fan_weights, cache_dir=cache_dir, save_guides=save_guides)
+                              style_landmarks=style_landmarks, fan_weights=fan_weights, cache_dir=cache_dir, save_guides=save_guides,
+                              force_style=force_style)
     render_started = time.perf_counter()
     out, faces = stylizer(frame)
     if side_by_side:
@@ -609,7 +617,8 @@ def stylize_batch(
                 on_error(inputs[0], exc)
             return [], [exc]
     status(f"preparing style {_style_path(style)}")
-    asset = _load_style(style, config=config, style_landmarks=options.pop("style_landmarks", None), cache_dir=options.get("cache_dir"))
+    asset = _load_style(style, config=config, style_landmarks=options.pop("style_landmarks", None), cache_dir=options.get("cache_dir"),
+                        force_style=options.pop("force_style", False))
     summaries, failures = [], []
     # An output that exists (without overwrite) fails its input now, not after the inputs
     # before it have been rendered; the others are still written.

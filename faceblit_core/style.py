@@ -48,6 +48,7 @@ import hashlib
 import os
 import tempfile
 import time
+import warnings
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -61,6 +62,7 @@ from faceblit_core._version import __version__
 from faceblit_core.checks import check, check_array
 from faceblit_core.config import StylizeConfig
 from faceblit_core.errors import InputError, StyleError
+from faceblit_core.exemplar_check import ExemplarReport, ExemplarWarning, check_exemplar
 from faceblit_core.faces.io import check_points_inside, load_landmarks
 
 __all__ = ["StyleAsset", "PrepareReport", "prepare_style", "prepare_style_report", "resolve_landmarks", "default_cache_dir", "style_key", "FORMAT_VERSION"]
@@ -164,6 +166,9 @@ class PrepareReport:
         ``"cache"`` on a hit.
     note : str
         Why the cache was not used or written (empty when all went normally).
+    check : ExemplarReport or None
+        The exemplar check (:func:`faceblit_core.exemplar_check.check_exemplar`) of
+        the prepared image and landmarks.
     """
 
     asset: StyleAsset
@@ -173,6 +178,7 @@ class PrepareReport:
     cache_file: Path | None
     landmarks_source: str
     note: str = ""
+    check: ExemplarReport | None = None
 
     def describe(self) -> str:
         """One line for ``faceblit prepare-style``."""
@@ -236,6 +242,7 @@ def prepare_style(
     max_side: int | None = None,
     cache_dir: str | os.PathLike | None = None,
     config: Any = None,
+    force: bool = False,
 ) -> StyleAsset:
     """Build (or load from the on-disk cache) the guides and lookup table of a style exemplar.
 
@@ -243,7 +250,7 @@ def prepare_style(
 
     Parameters
     ----------
-    path, landmarks, lambda_pos, lambda_app, lut_radius, temporal_blur, max_side, cache_dir, config
+    path, landmarks, lambda_pos, lambda_app, lut_radius, temporal_blur, max_side, cache_dir, config, force
         As :func:`prepare_style_report`.
 
     Returns
@@ -271,6 +278,7 @@ def prepare_style(
         max_side=max_side,
         cache_dir=cache_dir,
         config=config,
+        force=force,
     ).asset
 
 
@@ -285,6 +293,7 @@ def prepare_style_report(
     max_side: int | None = None,
     cache_dir: str | os.PathLike | None = None,
     config: Any = None,
+    force: bool = False,
 ) -> PrepareReport:
     """Build (or load from the on-disk cache) a style asset and say what was done and how long it took.
 
@@ -318,18 +327,32 @@ def prepare_style_report(
         to :func:`faceblit_core.cache.max_bytes` (said in ``note``).
     config : StylizeConfig, optional, keyword-only
         Source of the four parameters not given explicitly.
+    force : bool, keyword-only
+        Use an exemplar that the exemplar check
+        (:func:`faceblit_core.exemplar_check.check_exemplar`, run on the prepared
+        image and landmarks, cache hits included) finds hopeless; its problems
+        are then issued as warnings. Landmarks outside the picture stay an error.
 
     Returns
     -------
     PrepareReport
-        ``asset``, ``cache_hit``, ``seconds``, ``stage_s``, ``cache_file``, ...
+        ``asset``, ``cache_hit``, ``seconds``, ``stage_s``, ``cache_file``,
+        ``check`` (the exemplar check's report) ...
+
+    Warns
+    -----
+    ExemplarWarning
+        One per call whose exemplar check says ``warn`` (or ``error`` with ``force``):
+        the problems in one line.
 
     Raises
     ------
     StyleError
         The style file is missing, unreadable, not an image, or over 2^24
         pixels; the landmark file is missing or bad; landmarks lie outside the
-        image; no face is found when detecting.
+        image; no face is found when detecting; the exemplar check finds the
+        exemplar hopeless (face under 80 px wide, head turned beyond 35°, a
+        quarter of the face outside the picture) and ``force`` is not set.
     ConfigError
         A parameter is outside its range (see :class:`faceblit_core.config.StylizeConfig`),
         or ``$FACEBLIT_CACHE_MAX_BYTES`` is malformed.
@@ -363,9 +386,11 @@ def prepare_style_report(
             note = f"cache entry unreadable ({type(exc).__name__}), rebuilt"
         else:
             stages["load"] = time.perf_counter() - t
-            return PrepareReport(asset, True, time.perf_counter() - t_start, stages, entry, "cache")
+            report = _check(asset.image, asset.landmarks, name, force=force)
+            _warn(report, name)
+            return PrepareReport(asset, True, time.perf_counter() - t_start, stages, entry, "cache", check=report)
 
-    asset, scaled = _build(data, style_path, name, points, lm_source, key, params, max_side, stages)
+    asset, scaled, report = _build(data, style_path, name, points, lm_source, key, params, max_side, stages, force=force)
     notes = [note] if note else []
     if scaled:
         notes.append(scaled)
@@ -386,7 +411,22 @@ def prepare_style_report(
                              f"({_cache.format_bytes(pruned.bytes_before - pruned.bytes_after)})")
     note = "; ".join(notes)
     stages["save"] = time.perf_counter() - t
-    return PrepareReport(asset, False, time.perf_counter() - t_start, stages, entry, lm_source, note)
+    _warn(report, name)
+    return PrepareReport(asset, False, time.perf_counter() - t_start, stages, entry, lm_source, note, check=report)
+
+
+def _check(image: np.ndarray, points: np.ndarray, name: str, *, force: bool) -> ExemplarReport:
+    """Run the exemplar check; raise :class:`StyleError` on a hopeless exemplar unless ``force``."""
+    report = check_exemplar(image, points)
+    if report.verdict == "error" and not force:
+        raise StyleError(f"style image {name}: unusable exemplar: {report.message()} (--force uses it anyway)")
+    return report
+
+
+def _warn(report: ExemplarReport, name: str) -> None:
+    """One :class:`ExemplarWarning` for a poor (or forced hopeless) exemplar, attributed to the caller."""
+    if report.verdict != "ok":
+        warnings.warn(f"style image {name}: {report.message()}", ExemplarWarning, stacklevel=3)
 
 
 def _resolve_params(config: Any, **given: float | None) -> dict:
@@ -504,7 +544,8 @@ def resolve_landmarks(
     return pts, source
 
 
-def _build(data: bytes, style_path: Path, name: str, points, lm_source: str, key: str, params: dict, max_side: int, stages: dict) -> tuple[StyleAsset, str]:
+def _build(data: bytes, style_path: Path, name: str, points, lm_source: str, key: str, params: dict, max_side: int, stages: dict,
+           *, force: bool) -> tuple[StyleAsset, str, ExemplarReport]:
     from faceblit_core import faces, media
     from faceblit_core.guides.appearance import app_cdf, appearance_guide, stretch_contrast
     from faceblit_core.guides.temporal import temporal_guide
@@ -538,7 +579,13 @@ def _build(data: bytes, style_path: Path, name: str, points, lm_source: str, key
         except StyleError as exc:  # name the file: in a batch or a script the user may not know which
             raise StyleError(f"style image {name}: {exc.message}") from None
     points = np.ascontiguousarray(points, dtype=np.float32)
-    check_points_inside(points, (w, h), source=f"style landmarks ({lm_source})")
+    # Given points outside the image belong to another image (say so); for detected ones
+    # the check comes first: "half the face is outside the picture" says more than "point 3 is outside".
+    inside = lambda: check_points_inside(points, (w, h), source=f"style landmarks ({lm_source})")  # noqa: E731
+    if lm_source != "detected":
+        inside()
+    report = _check(image, points, name, force=force)
+    inside()
     stages["landmarks"] = time.perf_counter() - t
 
     t = time.perf_counter()
@@ -550,7 +597,7 @@ def _build(data: bytes, style_path: Path, name: str, points, lm_source: str, key
     t = time.perf_counter()
     table = _lut.build_lookup_table(app, lambda_pos=params["lambda_pos"], lambda_app=params["lambda_app"], radius=params["lut_radius"])
     stages["lut"] = time.perf_counter() - t
-    return StyleAsset(image=image, landmarks=points, app=app, app_cdf=cdf, temp=temp, lut=table, key=key, path=name, params=dict(params)), scaled
+    return StyleAsset(image=image, landmarks=points, app=app, app_cdf=cdf, temp=temp, lut=table, key=key, path=name, params=dict(params)), scaled, report
 
 
 # ------------------------------------------------------------------------------- cache files

@@ -89,6 +89,12 @@ def run_in(cwd, *args, **kw):
     return subprocess.run([*FACEBLIT, *map(str, args)], capture_output=True, text=True, cwd=cwd, timeout=300, env=env, **kw)
 
 
+def without_small_style_warning(text: str) -> list[str]:
+    """The non-empty stderr lines but the exemplar check's warning about the 200×260 test style
+    (its face is 103 px wide: under the 160 px the check asks for, on purpose, for speed)."""
+    return [ln for ln in text.splitlines() if ln.strip() and not (ln.startswith("faceblit: warning: style image ") and "103 px wide" in ln)]
+
+
 def one_error_line(r) -> str:
     lines = [ln for ln in r.stderr.splitlines() if ln.strip()]
     assert len(lines) == 1 and lines[0].startswith("faceblit: error: "), r.stderr[-2000:]
@@ -191,7 +197,7 @@ def test_an_interrupted_batch_says_which_outputs_were_written(small, tmp_path):
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 130, err
-    lines = [ln for ln in err.splitlines() if ln.strip()]
+    lines = without_small_style_warning(err)
     assert lines == [f"faceblit: error: interrupted by SIGINT; 1 of 2 outputs written ({out / 'still-small.png'}); the one in progress was not written"]
     assert os.listdir(out) == ["still-small.png"]
 
@@ -303,7 +309,7 @@ def test_start_up_shows_a_status_on_a_terminal_only_and_fps_says_what_it_counts(
     r = run_in(tmp_path, *args, tmp_path / "pipe.png")
     assert r.returncode == 0, r.stderr
     assert "preparing style" not in r.stderr and "\r" not in r.stderr and "\x1b" not in r.stderr  # logs stay clean
-    (line,) = r.stderr.splitlines()
+    (line,) = without_small_style_warning(r.stderr)
     assert re.search(r" [0-9.]+ fps on cpu \(rendering only; [0-9.]+ s in all with start-up\)$", line), line
 
 

@@ -81,9 +81,15 @@ def frames_of(path: Path) -> list[np.ndarray]:
     return list(media.iter_frames(media.probe(path)))
 
 
+def without_small_style_warning(text: str) -> list[str]:
+    """The non-empty stderr lines but the exemplar check's warning about the 200×260 test style
+    (its face is 103 px wide: under the 160 px the check asks for, on purpose, for speed)."""
+    return [ln for ln in text.splitlines() if ln.strip() and not (ln.startswith("faceblit: warning: style image ") and "103 px wide" in ln)]
+
+
 def assert_one_line_error(r: subprocess.CompletedProcess, code: int, *words: str) -> str:
     """Exit ``code`` and exactly one stderr line ``faceblit: error: …`` holding ``words``."""
-    lines = [ln for ln in r.stderr.splitlines() if ln.strip()]
+    lines = without_small_style_warning(r.stderr)
     assert r.returncode == code, (r.returncode, r.stderr[-2000:])
     assert "Traceback" not in r.stderr and "internal error" not in r.stderr, r.stderr[-2000:]
     assert len(lines) == 1 and lines[0].startswith("faceblit: error: "), r.stderr
@@ -399,7 +405,7 @@ def test_batch_goes_past_a_bad_input_and_exits_1(batch, unusual):
     r, summaries, out, before = batch
     assert r.returncode == 1, r.stderr[-3000:]
     assert "Traceback" not in r.stderr and "internal error" not in r.stderr
-    lines = [ln for ln in r.stderr.splitlines() if ln.strip()]
+    lines = without_small_style_warning(r.stderr)
     assert len(lines) == 2, r.stderr
     assert lines[0].startswith("faceblit: error: ") and "bad.mp4" in lines[0] and "not a video or image" in lines[0]
     assert lines[1] == f"faceblit: 1 of {len(UNUSUAL) + 1} input(s) failed"

@@ -22,7 +22,10 @@ from faceblit_core.lut import build_lookup_table
 from faceblit_core.style import StyleAsset, prepare_style, prepare_style_report
 
 REPO = Path(__file__).resolve().parents[1]
-FAST = dict(lut_radius=3.0)  # a small radius keeps each table build well under a second
+# A small radius keeps each table build well under a second. force: the synthetic 64×80
+# styles here have a ring of landmarks 40 px across, which the exemplar check
+# (tests/test_exemplar_check.py) rightly refuses; these tests are about assets and the cache.
+FAST = dict(lut_radius=3.0, force=True)
 
 
 def _image(seed: int = 0, size: tuple[int, int] = (64, 80)) -> np.ndarray:
@@ -177,7 +180,7 @@ def test_any_change_makes_a_new_entry_never_a_stale_hit(tmp_path, cache):
     rgb = _image(1)
     path = _write(tmp_path / "s.png", rgb)
     pts = _points(64, 80)
-    base = dict(landmarks=pts, cache_dir=cache, lambda_pos=10.0, lambda_app=2.0, lut_radius=3.0, temporal_blur=6.0)
+    base = dict(landmarks=pts, cache_dir=cache, lambda_pos=10.0, lambda_app=2.0, lut_radius=3.0, temporal_blur=6.0, force=True)
     first = prepare_style_report(path, **base)
     keys = {first.asset.key}
 
@@ -260,7 +263,7 @@ _WRITER = textwrap.dedent(
     """
     import sys
     from faceblit_core.style import prepare_style_report, _save_entry
-    r = prepare_style_report(sys.argv[1], cache_dir=sys.argv[2], lut_radius=3.0)
+    r = prepare_style_report(sys.argv[1], cache_dir=sys.argv[2], lut_radius=3.0, force=True)
     for _ in range(6):  # keep rewriting the same entry while the other process and the test read it
         _save_entry(r.cache_file, r.asset)
     print(r.asset.key, r.cache_hit)
@@ -297,7 +300,7 @@ def test_concurrent_runs_on_the_same_style_never_see_half_a_file(style_file, cac
     assert len(keys) == 1 and not errors, errors[:3]
     assert loads[0] > 0
     assert sorted(p.name for p in cache.iterdir() if p.name != ".lock") == [f"{keys.pop()}.fbstyle"]  # no temporary files left
-    assert prepare_style_report(style_file, cache_dir=cache, lut_radius=3.0).cache_hit
+    assert prepare_style_report(style_file, cache_dir=cache, lut_radius=3.0, force=True).cache_hit
 
 
 def test_two_threads_building_at_once_agree(style_file, cache):
