@@ -140,7 +140,7 @@ def test_find_ffmpeg_env_override(monkeypatch, tmp_path):
 def test_find_ffmpeg_prefers_the_bundled_binary_to_path(monkeypatch, tmp_path):
     """The bundled ffmpeg (same build everywhere) wins over one on PATH (e.g. Debian's
     5.1, which lacks options and encodes differently); PATH is the fallback."""
-    bundled = media._bundled_ffmpeg()
+    bundled = media.ffmpeg._bundled_ffmpeg()
     if bundled is None:
         pytest.skip("imageio-ffmpeg has no bundled binary here")
     other = tmp_path / "ffmpeg"
@@ -148,30 +148,30 @@ def test_find_ffmpeg_prefers_the_bundled_binary_to_path(monkeypatch, tmp_path):
     other.chmod(0o755)
     monkeypatch.delenv("FACEBLIT_FFMPEG", raising=False)
     monkeypatch.setenv("PATH", f"{tmp_path}{os.pathsep}{os.environ.get('PATH', '')}")
-    media._find_ffmpeg_cached.cache_clear()
+    media.ffmpeg._find_ffmpeg_cached.cache_clear()
     try:
         assert media.find_ffmpeg() == os.path.abspath(bundled)
-        monkeypatch.setattr(media, "_bundled_ffmpeg", lambda: None)
-        media._find_ffmpeg_cached.cache_clear()
+        monkeypatch.setattr(media.ffmpeg, "_bundled_ffmpeg", lambda: None)
+        media.ffmpeg._find_ffmpeg_cached.cache_clear()
         assert media.find_ffmpeg() == str(other)
         monkeypatch.setenv("FACEBLIT_FFMPEG", bundled)  # the variable beats both
         assert media.find_ffmpeg() == bundled
     finally:
-        media._find_ffmpeg_cached.cache_clear()
+        media.ffmpeg._find_ffmpeg_cached.cache_clear()
 
 
 def test_find_ffmpeg_missing_says_how_to_fix(monkeypatch):
     monkeypatch.delenv("FACEBLIT_FFMPEG", raising=False)
     monkeypatch.setenv("PATH", "/nonexistent-dir")
-    monkeypatch.setattr(media, "_bundled_ffmpeg", lambda: None)
-    media._find_ffmpeg_cached.cache_clear()
+    monkeypatch.setattr(media.ffmpeg, "_bundled_ffmpeg", lambda: None)
+    media.ffmpeg._find_ffmpeg_cached.cache_clear()
     try:
         with pytest.raises(EnvironmentProblem) as ei:
             media.find_ffmpeg()
         assert_user_error(ei, EnvironmentProblem, "ffmpeg not found", "FACEBLIT_FFMPEG", "install")
         assert ei.value.exit_code == 6
     finally:
-        media._find_ffmpeg_cached.cache_clear()
+        media.ffmpeg._find_ffmpeg_cached.cache_clear()
 
 
 # ------------------------------------------------------------------------------ probe
@@ -212,24 +212,24 @@ def _ms_timestamps(n: int, rate: Fraction) -> tuple[list[int], list[int]]:
                                     (100, Fraction(25)), (7, Fraction(60000, 1001))])
 def test_average_rate_snaps_ms_timestamps(n, rate):
     pts, durs = _ms_timestamps(n, rate)
-    fps, _ = media._average_rate(n, Fraction(1, 1000), pts, durs)
+    fps, _ = media.probing._average_rate(n, Fraction(1, 1000), pts, durs)
     assert fps == rate
 
 
 def test_average_rate_exact_and_vfr():
     # target2.mp4: time base 1/29959, 1000 ticks per frame
-    fps, dur = media._average_rate(195, Fraction(1, 29959), [k * 1000 for k in range(195)], [1000] * 195)
+    fps, dur = media.probing._average_rate(195, Fraction(1, 29959), [k * 1000 for k in range(195)], [1000] * 195)
     assert fps == Fraction(29959, 1000) and dur == pytest.approx(195 / 29.959)
     pts = [0, 33, 66, 133, 200, 300, 333]  # variable frame rate, ms ticks: no standard rate fits
-    fps, dur = media._average_rate(7, Fraction(1, 1000), pts, [33, 33, 67, 67, 100, 33, 33])
+    fps, dur = media.probing._average_rate(7, Fraction(1, 1000), pts, [33, 33, 67, 67, 100, 33, 33])
     assert fps == Fraction(7000, 366) and dur == pytest.approx(0.366)
 
 
 def test_printed_rate_fallback():
-    assert media._printed_rate("h264, yuv420p, 64x48, 29.97 fps, 29.97 tbr, 90k tbn") == Fraction(30000, 1001)
-    assert media._printed_rate("h264, yuv420p, 64x48, 23.98 fps, 23.98 tbr") == Fraction(24000, 1001)
-    assert media._printed_rate("h264, yuv420p, 64x48, 25 fps, 25 tbr, 12800 tbn") == Fraction(25)
-    assert media._printed_rate("h264, yuv420p, 64x48, 12.5 tbr") == Fraction(25, 2)
+    assert media.probing._printed_rate("h264, yuv420p, 64x48, 29.97 fps, 29.97 tbr, 90k tbn") == Fraction(30000, 1001)
+    assert media.probing._printed_rate("h264, yuv420p, 64x48, 23.98 fps, 23.98 tbr") == Fraction(24000, 1001)
+    assert media.probing._printed_rate("h264, yuv420p, 64x48, 25 fps, 25 tbr, 12800 tbn") == Fraction(25)
+    assert media.probing._printed_rate("h264, yuv420p, 64x48, 12.5 tbr") == Fraction(25, 2)
 
 
 def test_probe_missing_directory_empty(tmp_path):
