@@ -137,14 +137,14 @@ def test_evaluation_resolves_style_landmarks_the_same_way(style_file, tmp_path, 
 
     pts = _points(64, 80)
     save_landmarks(style_file.with_name("s.lm.txt"), pts)
-    image, got = evaluation._load_style(style_file, None)
+    image, got = evaluation.run._load_style(style_file, None)
     assert image.shape == (80, 64, 3)
     np.testing.assert_array_equal(got, pts.astype(np.float32))
     with pytest.raises(StyleError, match="landmark file not found"):
-        evaluation._load_style(style_file, tmp_path / "nope.txt")
+        evaluation.run._load_style(style_file, tmp_path / "nope.txt")
     style_file.with_name("s.lm.txt").unlink()
-    monkeypatch.setattr(evaluation, "detect_style_landmarks", lambda image: pts + 3)
-    np.testing.assert_array_equal(evaluation._load_style(style_file, None)[1], pts + 3)
+    monkeypatch.setattr(evaluation.run, "detect_style_landmarks", lambda image: pts + 3)
+    np.testing.assert_array_equal(evaluation.run._load_style(style_file, None)[1], pts + 3)
 
 
 def test_without_landmarks_they_are_detected(style_file, cache, monkeypatch):
