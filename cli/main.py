@@ -168,14 +168,19 @@ def _short_help(doc: str) -> str:
         short = shorter
 
 
-def _config_parameters() -> list[inspect.Parameter]:
-    """One CLI option per StylizeConfig field, so the CLI and the dataclass never drift apart."""
+def _config_parameters(names: tuple[str, ...] | None = None, panel: str | None = None) -> list[inspect.Parameter]:
+    """One CLI option per StylizeConfig field (only those in ``names`` when given, all in
+    ``panel`` when given), so the CLI and the dataclass never drift apart."""
     from faceblit_core.config import StylizeConfig
 
     docs = StylizeConfig.describe()
     panel_of = {name: panel for panel, names in _PANELS.items() for name in names}
+    if panel is not None:
+        panel_of = dict.fromkeys(names or (), panel)
     params = []
     for f in fields(StylizeConfig):
+        if names is not None and f.name not in names:
+            continue
         flag = "--" + f.name.replace("_", "-")
         if isinstance(f.default, bool):
             decls = [f"{flag}/--no-{f.name.replace('_', '-')}"]
@@ -190,7 +195,7 @@ def _config_parameters() -> list[inspect.Parameter]:
             help_text = f"landmark backend: {' | '.join(backend_names())} | FILE.json (per-frame landmarks)"
         option = typer.Option(f.default, *decls, help=help_text, rich_help_panel=panel)
         params.append((panel, inspect.Parameter(f.name, inspect.Parameter.KEYWORD_ONLY, default=option, annotation=type(f.default))))
-    order = [*_PANELS, "Switches", "Tunables"]  # panels appear in the help in the order of their first option
+    order = [*_PANELS, panel, "Switches", "Tunables"]  # panels appear in the help in the order of their first option
     return [p for _, p in sorted(params, key=lambda item: order.index(item[0]))]
 
 
@@ -335,10 +340,11 @@ def _terminate_as_interrupt() -> None:
         signal.signal(signal.SIGTERM, raise_signal_interrupt)
 
 
-def _with_tunables(func):
+def _with_tunables(func, names: tuple[str, ...] | None = None, panel: str | None = None):
+    """``func`` whose ``**tunables`` become one option per StylizeConfig field (see :func:`_config_parameters`)."""
     sig = inspect.signature(func)
     base = [p for p in sig.parameters.values() if p.kind is not inspect.Parameter.VAR_KEYWORD]
-    params = _config_parameters()
+    params = _config_parameters(names, panel)
     func.__signature__ = sig.replace(parameters=base + params)
     func.__annotations__ = {**{p.name: p.annotation for p in base}, **{p.name: p.annotation for p in params}}
     return func
@@ -356,17 +362,17 @@ def _register_stylize() -> None:
 
 
 # --------------------------------------------------------------------------- prepare-style
-@app.command("prepare-style", cls=_Command, no_args_is_help=True)
-def prepare_style_cmd(
+#: The tunables a style's guides and lookup table are built with (its cache key holds
+#: them, faceblit_core.style): ``prepare-style``'s options, made from StylizeConfig like stylize's.
+_STYLE_TUNABLES = ("lambda_pos", "lambda_app", "lut_radius", "temporal_blur", "style_max_side")
+
+
+def _prepare_style(
     style: Path = typer.Argument(..., help="The style exemplar image."),
     style_landmarks: Optional[Path] = typer.Option(None, "--style-landmarks", help="68 landmarks of the exemplar; default NAME.lm.txt beside it, else detected."),
     cache_dir: Optional[Path] = typer.Option(None, "--cache-dir", help="Style cache folder."),
-    lambda_pos: float = typer.Option(10.0, "--lambda-pos", help="Lookup-table weight of the positional guide."),
-    lambda_app: float = typer.Option(2.0, "--lambda-app", help="Lookup-table weight of the appearance guide."),
-    lut_radius: float = typer.Option(30.0, "--lut-radius", help="Lookup-table search radius, style px."),
-    temporal_blur: float = typer.Option(6.0, "--temporal-blur", help="Blur sigma of the style's temporal guide, style px."),
-    style_max_side: int = typer.Option(1024, "--style-max-side", help="Downscale an exemplar whose longer side exceeds this, px (as stylize's option)."),
     force: bool = typer.Option(False, "--force", help="Use an exemplar that the exemplar check finds hopeless (tiny face, head turned, face outside the picture)."),
+    **tunables,
 ) -> None:
     """Build (or load from the cache) a style's guides and lookup table, check the exemplar, and say what was made."""
     try:
@@ -375,12 +381,16 @@ def prepare_style_cmd(
 
         _terminate_as_interrupt()
         _print_exemplar_warnings()
-        cfg = StylizeConfig(lambda_pos=lambda_pos, lambda_app=lambda_app, lut_radius=lut_radius, temporal_blur=temporal_blur, style_max_side=style_max_side)
+        cfg = StylizeConfig(**tunables)
         report = prepare_style_report(style, landmarks=style_landmarks, config=cfg, cache_dir=cache_dir, force=force)
     except BaseException as exc:  # noqa: BLE001
         raise _fail(exc, "prepare-style")
     typer.echo(report.describe())
     typer.echo(f"exemplar check: {report.check.describe()}")
+
+
+# Registered at import (not on first use like stylize): these fields need only faceblit_core.config, which is light.
+app.command("prepare-style", cls=_Command, no_args_is_help=True)(_with_tunables(_prepare_style, _STYLE_TUNABLES, "Style tunables"))
 
 
 # ---------------------------------------------------------------------------------- cache

@@ -45,6 +45,23 @@ def test_stylize_help_lists_every_tunable():
         assert "--" + f.name.replace("_", "-") in out
 
 
+def test_prepare_style_options_are_the_config_fields_it_uses():
+    """prepare-style's tunables are made from StylizeConfig (flags, defaults, ranges), not
+    repeated by hand: the help shows the dataclass's defaults and reads at 80 columns."""
+    from cli.main import _STYLE_TUNABLES
+
+    out = run("prepare-style", "--help", env=dict(os.environ, COLUMNS="80", TERM="dumb")).stdout
+    assert max(len(ln) for ln in out.splitlines()) <= 80
+    defaults = {f.name: f.default for f in fields(StylizeConfig)}
+    for name in _STYLE_TUNABLES:
+        flag = "--" + name.replace("_", "-")
+        assert flag in out
+        after = out[out.index(flag):]
+        assert after[after.index("[default:"):].startswith(f"[default: {defaults[name]}]"), name  # the next default shown is its own
+    r = run("prepare-style", str(STYLE), "--lut-radius", "0")
+    assert r.returncode == 2 and "faceblit: error: --lut-radius: expected a value in [1.0, 512.0], got 0.0" in r.stderr
+
+
 def test_out_of_range_tunable_is_a_usage_error(tmp_path):
     r = run("stylize", str(tmp_path / "x.mp4"), "--style", "s.png", "--levels", "12")
     assert r.returncode == 2
