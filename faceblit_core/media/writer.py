@@ -1,7 +1,10 @@
 """Encoding: :class:`VideoWriter` (RGB frames piped into ffmpeg, audio copied from
 the input, written to a temporary file and renamed on success; a context manager
-that holds Ctrl-C/SIGTERM itself where their exception would leave a temporary
-file or an ffmpeg process behind) and :func:`write_image` (stills with OpenCV).
+that removes its temporary file and stops its ffmpeg on any exception) and
+:func:`write_image` (stills with OpenCV, through :func:`atomic_output`). A caller
+that must survive Ctrl-C/SIGTERM between creating a writer and entering its block
+opens it with :func:`faceblit_core._runtime.entered_with_signals_held`, as the
+pipeline does.
 """
 
 from __future__ import annotations
