@@ -375,11 +375,15 @@ def concat_chunks(chunk_files: list[Path], output: str | os.PathLike, *, list_fi
     """
     import ffmpeg
 
+    # The media package's own ffmpeg plumbing (URLs, children that die with us, the
+    # audio codecs each container may copy): the concatenation is one more ffmpeg job.
     from faceblit_core import media
+    from faceblit_core.media import ffmpeg as media_ffmpeg
+    from faceblit_core.media import formats as media_formats
 
     ext = Path(output).suffix.lower()
     list_file.write_text("".join(f"file '{os.fspath(p.resolve())}'\n" for p in chunk_files))
-    video = ffmpeg.input(media._ffmpeg_url(list_file), format="concat", safe=0)
+    video = ffmpeg.input(media_ffmpeg._ffmpeg_url(list_file), format="concat", safe=0)
     streams = [video["v:0"]]
     kw: dict = {"vcodec": "copy", "max_muxing_queue_size": 4096}
     if audio_from is not None and audio_from.has_audio and audio_from.audio_stream is not None:
@@ -387,8 +391,8 @@ def concat_chunks(chunk_files: list[Path], output: str | os.PathLike, *, list_fi
         if audio_span is not None:
             a0, duration = audio_span
             span = {"ss": f"{a0:.6f}"} | ({"t": f"{duration:.6f}"} if duration is not None else {})
-        streams.append(ffmpeg.input(media._ffmpeg_url(audio_from.path), **span)[str(audio_from.audio_stream)])
-        allowed = media._AUDIO_COPY_OK.get(ext)
+        streams.append(ffmpeg.input(media_ffmpeg._ffmpeg_url(audio_from.path), **span)[str(audio_from.audio_stream)])
+        allowed = media_formats._AUDIO_COPY_OK.get(ext)
         if allowed is None or (audio_from.audio_codec or "") in allowed:
             kw["acodec"] = "copy"
         else:
@@ -397,16 +401,16 @@ def concat_chunks(chunk_files: list[Path], output: str | os.PathLike, *, list_fi
     if ext in (".mp4", ".m4v", ".mov"):
         kw["movflags"] = "+faststart"
     with media.atomic_output(output, overwrite=overwrite, inputs=inputs) as tmp:
-        args = media._ffmpeg_args(ffmpeg.output(*streams, media._ffmpeg_url(tmp), **kw).overwrite_output())
+        args = media_ffmpeg._ffmpeg_args(ffmpeg.output(*streams, media_ffmpeg._ffmpeg_url(tmp), **kw).overwrite_output())
         import subprocess
         import tempfile
 
         with tempfile.TemporaryFile() as log:
-            proc = media._popen(args, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=log)
+            proc = media_ffmpeg._popen(args, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=log)
             try:
                 rc = proc.wait()
             finally:
-                media._kill(proc)
+                media_ffmpeg._kill(proc)
             if rc != 0:
                 log.seek(0)
                 tail = log.read().decode("utf-8", "replace").strip().splitlines()[-1:] or ["no message"]
