@@ -1,6 +1,6 @@
 """Chunked, resumable rendering of one video: plan, work folder + manifest, concatenation.
 
-A video longer than one chunk (``--chunk-seconds``, default 10 s) is rendered as
+A video longer than one chunk (``--chunk-seconds``; opt-in locally, 10 s with Ray) is rendered as
 segments ``[start, end)`` of about that length, each encoded to its own file in a
 work folder next to the output, ``.NAME.faceblit-work/``:
 
@@ -420,7 +420,7 @@ def concat_chunks(chunk_files: list[Path], output: str | os.PathLike, *, list_fi
 # ------------------------------------------------------------------------- the job
 def render_key(input, info, asset, config, *, plan, warmup: int, side_by_side: bool, ext: str) -> dict:
     """JSON-able identity of a chunked render: a work folder with another key is never reused."""
-    from faceblit_core import __version__
+    from faceblit_core._version import __version__
 
     return {
         "faceblit": __version__,

@@ -224,7 +224,7 @@ def stylize_video(
     cache_dir: str | os.PathLike | None = None,
     overwrite: bool = False,
     progress: bool = True,
-    chunk_seconds: float = 10.0,
+    chunk_seconds: float | None = None,
     chunk_warmup: int = 90,
     resume: bool = True,
     engine: str = "local",
@@ -261,10 +261,12 @@ def stylize_video(
         Replace an existing output.
     progress : bool, keyword-only
         Show a progress bar (tqdm, on stderr; only when stderr is a terminal).
-    chunk_seconds : float, keyword-only
+    chunk_seconds : float or None, keyword-only
         A clip longer than this (seconds) is rendered as chunks of about this length
         in a work folder beside the output and joined at the end
-        (:mod:`faceblit_core.chunks`); 0 = always one piece. Not with ``output="-"``
+        (:mod:`faceblit_core.chunks`); 0 = always one piece. Default None: one piece
+        with the local engine (chunks do not yet meet without seams: ~27 dB to the
+        one-piece render at a boundary on d6), 10 s with Ray. Not with ``output="-"``
         or ``save_guides``.
     chunk_warmup : int, keyword-only
         Frames each chunk renders (and discards) before its first one, so its state
@@ -295,6 +297,8 @@ def stylize_video(
     config = config or StylizeConfig()
     if engine not in ("local", "ray"):
         raise ConfigError(f"--engine: expected local or ray, got {engine!r}")
+    if chunk_seconds is None:
+        chunk_seconds = 10.0 if engine == "ray" else 0.0
     if not 0 <= chunk_seconds <= 86400:
         raise ConfigError(f"--chunk-seconds: expected a value in [0, 86400], got {chunk_seconds}")
     if not 0 <= chunk_warmup <= 100000:
