@@ -475,7 +475,7 @@ def render_chunked(
     InputError, ProcessingError, EnvironmentProblem, Interrupted
         As a one-piece render; the work folder with its finished chunks stays for a rerun.
     """
-    from faceblit_core.pipeline import _progress_bar
+    from faceblit_core.setup import progress_bar
 
     key = render_key(input, info, asset, config, plan=plan, warmup=warmup, side_by_side=side_by_side, ext=Path(output).suffix.lower())
     with WorkFolder.open(output, key, resume=resume) as wf:
@@ -483,7 +483,7 @@ def render_chunked(
         summary.resumed_chunks = len(plan) - len(todo)
         summary.chunks = len(plan)
         total = plan[-1][1] - plan[0][0]
-        bar = _progress_bar(total, progress, Path(str(input)).name)
+        bar = progress_bar(total, progress, Path(str(input)).name)
         if bar is not None:
             bar.update(total - sum(plan[i][1] - plan[i][0] for i in todo))
         stage_ms: dict[str, float] = {}
@@ -492,7 +492,7 @@ def render_chunked(
                 from faceblit_core import ray_engine
 
                 results = ray_engine.render_chunks(input, info, asset, config, device=device, plan=plan, todo=todo, warmup=warmup,
-                                                   side_by_side=side_by_side, ext=wf.ext, address=ray_address)
+                                                   side_by_side=side_by_side, ext=wf.ext, render=render_segment, address=ray_address)
                 for i, data, stats in results:
                     tmp = wf.chunk_path(i).with_suffix(".part")
                     tmp.write_bytes(data)

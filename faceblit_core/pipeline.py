@@ -20,7 +20,6 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
-import sys
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -28,15 +27,15 @@ from typing import Callable, Iterable, Sequence
 
 import numpy as np
 import torch
-from tqdm import tqdm
 
 from faceblit_core import media
 from faceblit_core._runtime import Sink, entered_with_signals_held, signals_as_exceptions
 from faceblit_core.config import StylizeConfig
 from faceblit_core.errors import ConfigError, EnvironmentProblem, FaceblitError, InputError, Interrupted, OutputError, UsageError
-from faceblit_core.faces import confidence, get_backend
+from faceblit_core.faces import confidence
 from faceblit_core.style import StyleAsset, prepare_style
 from faceblit_core.media import IMAGE_EXTENSIONS
+from faceblit_core.setup import make_backend, progress_bar, resolve_device
 from faceblit_core.stylizer import FrameStylizer
 
 
@@ -124,25 +123,6 @@ def parse_frame_range(text: str) -> tuple[int, int | None]:
     return start, end
 
 
-def resolve_device(name: str) -> str:
-    """Map ``auto | cpu | cuda | cuda:N`` to a torch device string.
-
-    Raises
-    ------
-    EnvironmentProblem
-        ``cuda`` was asked for and torch sees no CUDA device (``auto`` falls back to the CPU).
-    """
-    if name == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if name.startswith("cuda"):
-        if not torch.cuda.is_available():
-            raise EnvironmentProblem(f"--device {name}: torch sees no CUDA device on this machine; use --device cpu or --device auto")
-        index = int(name.split(":")[1]) if ":" in name else 0
-        if index >= torch.cuda.device_count():
-            raise EnvironmentProblem(f"--device {name}: only {torch.cuda.device_count()} CUDA device(s) present")
-    return name
-
-
 def default_output_path(input_path: str | os.PathLike, style_path: str | os.PathLike, *, out_dir: str | os.PathLike | None = None) -> Path:
     """``NAME-STYLE.EXT`` next to the input (or in ``out_dir``); an image keeps its
     extension (every one of :data:`faceblit_core.media.IMAGE_EXTENSIONS` is written), videos become ``.mp4``."""
@@ -185,26 +165,11 @@ def _style_path(style) -> str:
     return str(getattr(style, "path", None) or "style") if not isinstance(style, (str, os.PathLike)) else str(style)
 
 
-def _make_backend(config: StylizeConfig, fan_weights, device: str, *, video: bool):
-    """The landmark backend named by ``config.landmarks``.
-
-    For video, dlib's CNN fallback detector is off: it costs ~1 s per re-detection
-    on frames without a face (seconds of a clip), while paintings — where it helps —
-    come as stills or exemplars (:func:`faceblit_core.faces.detect_style_landmarks`).
-    """
-    options: dict = {}
-    if config.landmarks == "fan":
-        options = {"weights": fan_weights, "device": device}
-    elif config.landmarks == "dlib" and video:
-        options = {"cnn_fallback": False}
-    return get_backend(config.landmarks, **options)
-
-
 def _make_stylizer(style, config: StylizeConfig, *, device: str, fps: float, video: bool, style_landmarks, fan_weights, cache_dir, save_guides,
                    force_style: bool = False) -> FrameStylizer:
     """Style asset + landmark backend + torch threads → a :class:`FrameStylizer` for one clip or still."""
     asset = _load_style(style, config=config, style_landmarks=style_landmarks, cache_dir=cache_dir, force_style=force_style)
-    backend = _make_backend(config, fan_weights, device, video=video)
+    backend = make_backend(config, fan_weights, device, video=video)
     _set_threads()
     return FrameStylizer(asset, config, fps=fps, backend=backend, device=device, save_guides=Path(save_guides) if save_guides else None)
 
@@ -417,7 +382,7 @@ def _write_video(stylizer: FrameStylizer, info, input, summary: RunSummary, *, s
             # iter_frames decodes ahead in its own thread (bounded), overlapping the synthesis.
             reader = media.iter_frames(info, start=span.start, end=span.end)
             cleanup.callback(reader.close)
-            bar = _progress_bar(span.count, progress, Path(str(input)).name)
+            bar = progress_bar(span.count, progress, Path(str(input)).name)
             if bar is not None:
                 cleanup.callback(bar.close)
             _stylize_frames(stylizer, reader, writer.write, summary, side_by_side=side_by_side, bar=bar)
@@ -462,7 +427,7 @@ def _stylize_chunked(input, style, out_path, info, *, plan, config, device, warm
     def make_stylizer() -> FrameStylizer:
         nonlocal backend
         if backend is None:  # loaded once, shared by the chunks (the backends keep no per-clip state)
-            backend = _make_backend(config, fan_weights, device, video=True)
+            backend = make_backend(config, fan_weights, device, video=True)
             _set_threads()
         return FrameStylizer(asset, config, fps=float(info.fps), backend=backend, device=device)
 
@@ -764,13 +729,6 @@ def _case_insensitive(folder: str) -> bool:
             return os.path.exists(os.path.join(folder or ".", name.upper()))
     except OSError:
         return True
-
-
-def _progress_bar(total: int | None, enabled: bool, label: str):
-    if not enabled:
-        return None
-    # disable=None: no bar when stderr is not a terminal (a log file would fill with \r updates).
-    return tqdm(total=total, desc=label, unit="frame", dynamic_ncols=True, leave=False, file=sys.stderr, disable=None)
 
 
 def _set_threads() -> None:

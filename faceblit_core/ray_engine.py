@@ -30,7 +30,7 @@ import tempfile
 import threading
 import warnings
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
 from faceblit_core.errors import EnvironmentProblem
 
@@ -117,8 +117,11 @@ def shutdown() -> None:
 
 
 def render_chunks(input, info, asset, config, *, device: str, plan, todo, warmup: int, side_by_side: bool, ext: str,
-                  address: str | None = None) -> Iterator[tuple[int, bytes, dict]]:
+                  render: Callable, address: str | None = None) -> Iterator[tuple[int, bytes, dict]]:
     """Run chunks ``todo`` of ``plan`` as Ray tasks; yield ``(index, encoded bytes, stats)`` as each finishes.
+
+    ``render`` renders one chunk (:func:`faceblit_core.chunks.render_segment`); it is
+    passed in, not imported, because chunks calls this module (no import circle).
 
     Raises
     ------
@@ -136,7 +139,7 @@ def render_chunks(input, info, asset, config, *, device: str, plan, todo, warmup
         num_cpus=1, num_gpus=1 if device.startswith("cuda") else 0, max_retries=MAX_RETRIES, retry_exceptions=False,
     )
     pending = {task.remote(input_ref, Path(str(input)).suffix, asset_ref, config, device, plan[i][0], plan[i][1], warmup,
-                           side_by_side, ext): i for i in todo}
+                           side_by_side, ext, render): i for i in todo}
     try:
         while pending:
             done, _ = ray.wait(list(pending), num_returns=1)
@@ -172,13 +175,12 @@ def _portable(asset):
     return dataclasses.replace(asset, lut=np.ascontiguousarray(asset.lut))
 
 
-def _render_chunk_task(input_bytes, suffix, asset, config, device, start, end, warmup, side_by_side, ext):
+def _render_chunk_task(input_bytes, suffix, asset, config, device, start, end, warmup, side_by_side, ext, render_segment):
     """One chunk, in a Ray worker: the input to a temporary file, render, return the encoded bytes."""
     import torch
 
     from faceblit_core import media
-    from faceblit_core.chunks import render_segment
-    from faceblit_core.pipeline import _make_backend, resolve_device
+    from faceblit_core.setup import make_backend, resolve_device
     from faceblit_core.stylizer import FrameStylizer
 
     # Ray gives a task the cores it asked for (OMP_NUM_THREADS); more torch threads oversubscribe them.
@@ -188,7 +190,7 @@ def _render_chunk_task(input_bytes, suffix, asset, config, device, start, end, w
         src = Path(tmp) / f"input{suffix}"
         src.write_bytes(input_bytes)
         info = media.probe(src)
-        backend = _make_backend(config, None, device, video=True)
+        backend = make_backend(config, None, device, video=True)
         with warnings.catch_warnings():
             # The asset's arrays come read-only from the object store; nothing writes to them.
             warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
