@@ -100,7 +100,7 @@ def test_mouth_interior_is_painted_dark_with_exemplar_texture_only_when_open():
 
 # ------------------------------------------------------------------ end to end
 def _mouth_clip(shared_data: Path, folder: Path) -> tuple[Path, Path, np.ndarray]:
-    """d18's closed-mouth frame 0 for CLOSED_FRAMES frames (swaying ±2 px), then its wide-open frame 125.
+    """d18's closed-mouth frame 0 for CLOSED_FRAMES frames (moving ±2 px), then its wide-open frame 125.
 
     Returns the clip, its per-frame landmark file and the open frame's landmarks.
     """
@@ -116,7 +116,10 @@ def _mouth_clip(shared_data: Path, folder: Path) -> tuple[Path, Path, np.ndarray
     with media.VideoWriter(clip, width=w, height=h, fps=30, crf=12, preset="ultrafast") as writer:
         for t in range(CLOSED_FRAMES + OPEN_FRAMES):
             frame, points = shots[t >= CLOSED_FRAMES]
-            dx, dy = round(2 * np.sin(t / 9.0)), round(np.sin(t / 13.0))
+            # Every frame moves (no two in a row are equal): the stylizer shows a repeated
+            # input frame's previous output again (issue 18), which would freeze the first
+            # open frame and test that rule instead of the re-anchoring.
+            dx, dy = (t % 5) - 2, round(np.sin(t / 13.0))
             moved = cv2.warpAffine(frame, np.float32([[1, 0, dx], [0, 1, dy]]), (w, h), borderMode=cv2.BORDER_REPLICATE)
             writer.write(moved)
             p = points + np.float32([dx, dy])
