@@ -591,7 +591,11 @@ def stylize_batch(
     summaries, failures = [], []
     # An output that exists (without overwrite) fails its input now, not after the inputs
     # before it have been rendered; the others are still written.
-    taken = [i for i, target in enumerate(targets) if target != "-" and not options.get("overwrite") and os.path.lexists(target)]
+    # (With one input it fails at once anyway; an output that is an input is refused as such by media.)
+    input_ids = {_file_id(p) for p in inputs if p != "-"}
+    taken = [i for i, target in enumerate(targets)
+             if len(inputs) > 1 and target != "-" and not options.get("overwrite") and os.path.lexists(target)
+             and _file_id(target) not in input_ids]
     for index in taken:
         failures.append(OutputError(f"{targets[index]}: exists; use --overwrite to replace it"))
         if on_error is not None:
