@@ -28,7 +28,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from faceblit_core.pipeline import stylize_batch  # noqa: E402
+from faceblit_core.batch import stylize_batch  # noqa: E402
 from faceblit_core.style import prepare_style  # noqa: E402
 
 

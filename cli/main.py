@@ -229,7 +229,8 @@ def _stylize(
     """Stylize the faces of videos or images with one style exemplar."""
     status = _Status(enabled=not quiet)
     status("loading")  # the imports below take seconds on a cold start
-    from faceblit_core.pipeline import parse_frame_range, stylize_batch
+    from faceblit_core.batch import stylize_batch
+    from faceblit_core.pipeline import parse_frame_range
 
     # Where a video goes to stdout, the JSON lines go to stderr.
     json_to_stderr = output == "-" or (output is None and "-" in inputs)

@@ -15,7 +15,7 @@ Per-style assets (guides of the exemplar, lookup table) live in
 
 from faceblit_core._version import __version__
 
-__all__ = ["__version__", "StylizeConfig", "stylize_video", "stylize_image", "FaceblitError"]
+__all__ = ["__version__", "StylizeConfig", "stylize_video", "stylize_image", "stylize_batch", "FaceblitError"]
 
 
 def __getattr__(name: str):
@@ -23,6 +23,10 @@ def __getattr__(name: str):
         from faceblit_core import pipeline
 
         return getattr(pipeline, name)
+    if name == "stylize_batch":
+        from faceblit_core.batch import stylize_batch
+
+        return stylize_batch
     if name == "StylizeConfig":
         from faceblit_core.config import StylizeConfig
 

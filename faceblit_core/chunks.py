@@ -36,13 +36,23 @@ import hashlib
 import json
 import os
 import shutil
-from dataclasses import dataclass, field
+import subprocess
+import tempfile
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable
 
+import ffmpeg
 import numpy as np
 
+from faceblit_core import media
+from faceblit_core._version import __version__
 from faceblit_core.errors import OutputError, ProcessingError
+# The media package's own ffmpeg plumbing (URLs, children that die with us, the audio
+# codecs each container may copy): the concatenation is one more ffmpeg job.
+from faceblit_core.media import ffmpeg as media_ffmpeg
+from faceblit_core.media import formats as media_formats
+from faceblit_core.setup import progress_bar
 
 MANIFEST_VERSION = 1
 WORK_SUFFIX = ".faceblit-work"
@@ -121,8 +131,6 @@ def file_sha256(path: str | os.PathLike) -> str:
 
 def config_key(config) -> dict:
     """The ``StylizeConfig`` fields that change the output (everything but ``device``)."""
-    from dataclasses import asdict
-
     return {k: v for k, v in asdict(config).items() if k not in _NOT_IN_KEY}
 
 
@@ -326,14 +334,12 @@ def render_segment(
     InputError, OutputError, ProcessingError
         As :func:`faceblit_core.pipeline.stylize_video`; nothing is left at ``path``.
     """
-    from faceblit_core import media
-
     first = warmup_start(start, warmup, config.detect_every)
     stylizer.index = first
     stylizer.tracker.start_at(first)
     stats = {"frames": 0, "frames_with_face": 0, "max_faces": 0}
     width = info.width * (2 if side_by_side else 1)
-    with media.VideoWriter(path, width=width, height=info.height, fps=info.fps, codec=config.codec, crf=config.crf,
+    with media.open_video_writer(path, width=width, height=info.height, fps=info.fps, codec=config.codec, crf=config.crf,
                            preset=config.preset, overwrite=True) as writer:
         reader = media.iter_frames(info, start=first, end=end)
         try:
@@ -373,14 +379,6 @@ def concat_chunks(chunk_files: list[Path], output: str | os.PathLike, *, list_fi
     OutputError, ProcessingError
         ffmpeg failed; nothing is left at ``output``.
     """
-    import ffmpeg
-
-    # The media package's own ffmpeg plumbing (URLs, children that die with us, the
-    # audio codecs each container may copy): the concatenation is one more ffmpeg job.
-    from faceblit_core import media
-    from faceblit_core.media import ffmpeg as media_ffmpeg
-    from faceblit_core.media import formats as media_formats
-
     ext = Path(output).suffix.lower()
     list_file.write_text("".join(f"file '{os.fspath(p.resolve())}'\n" for p in chunk_files))
     video = ffmpeg.input(media_ffmpeg._ffmpeg_url(list_file), format="concat", safe=0)
@@ -402,9 +400,6 @@ def concat_chunks(chunk_files: list[Path], output: str | os.PathLike, *, list_fi
         kw["movflags"] = "+faststart"
     with media.atomic_output(output, overwrite=overwrite, inputs=inputs) as tmp:
         args = media_ffmpeg._ffmpeg_args(ffmpeg.output(*streams, media_ffmpeg._ffmpeg_url(tmp), **kw).overwrite_output())
-        import subprocess
-        import tempfile
-
         with tempfile.TemporaryFile() as log:
             proc = media_ffmpeg._popen(args, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=log)
             try:
@@ -420,8 +415,6 @@ def concat_chunks(chunk_files: list[Path], output: str | os.PathLike, *, list_fi
 # ------------------------------------------------------------------------- the job
 def render_key(input, info, asset, config, *, plan, warmup: int, side_by_side: bool, ext: str) -> dict:
     """JSON-able identity of a chunked render: a work folder with another key is never reused."""
-    from faceblit_core._version import __version__
-
     return {
         "faceblit": __version__,
         "input": input_fingerprint(input),
@@ -475,8 +468,6 @@ def render_chunked(
     InputError, ProcessingError, EnvironmentProblem, Interrupted
         As a one-piece render; the work folder with its finished chunks stays for a rerun.
     """
-    from faceblit_core.setup import progress_bar
-
     key = render_key(input, info, asset, config, plan=plan, warmup=warmup, side_by_side=side_by_side, ext=Path(output).suffix.lower())
     with WorkFolder.open(output, key, resume=resume) as wf:
         todo = [i for i, (s, e) in enumerate(plan) if not wf.is_done(i, s, e)]
@@ -489,7 +480,7 @@ def render_chunked(
         stage_ms: dict[str, float] = {}
         try:
             if engine == "ray":
-                from faceblit_core import ray_engine
+                from faceblit_core import ray_engine  # lazy: Ray is an optional extra
 
                 results = ray_engine.render_chunks(input, info, asset, config, device=device, plan=plan, todo=todo, warmup=warmup,
                                                    side_by_side=side_by_side, ext=wf.ext, render=render_segment, address=ray_address)

@@ -1,4 +1,5 @@
-"""Rectangular regions of a frame: where a face needs synthesis (ARCHITECTURE "Regions").
+"""Rectangular regions of a frame: where a face needs synthesis (ARCHITECTURE "Regions"), and the
+picture inside letterbox/pillarbox bars (:func:`active_picture`).
 
 A :class:`Region` is a half-open box ``[x0, x1) × [y0, y1)`` in frame pixels.
 Every per-face stage (guides, StyleBlit, voting, compositing) works on the crop
@@ -146,3 +147,40 @@ class Region:
         x0, x1 = min(max(x0, 0), fw), min(max(x1, 0), fw)
         y0, y1 = min(max(y0, 0), fh), min(max(y1, 0), fh)
         return cls(x0, y0, max(x0, x1), max(y0, y1))
+
+
+def active_picture(frame: np.ndarray, *, level: int = 24, max_bar: float = 1 / 3) -> Region:
+    """The frame without its letterbox/pillarbox bars: the region background mode stylizes.
+
+    A bar is a run of whole rows (top, bottom) or columns (left, right) at the
+    frame's edge whose every pixel is dark (all channels ≤ ``level``: encoders
+    leave a little noise in black). Bars wider than ``max_bar`` of the frame
+    are not taken as bars (a dark scene is picture, not a bar), nor is an
+    all-dark frame.
+
+    Parameters
+    ----------
+    frame : (H, W, 3) uint8 RGB
+    level : int, keyword-only
+        Brightest value (0–255) a bar pixel may have.
+    max_bar : float, keyword-only
+        Largest bar, as a fraction of the frame's height (width for side bars).
+
+    Returns
+    -------
+    Region
+        The picture, frame px; the whole frame when there are no bars.
+    """
+    H, W = frame.shape[:2]
+    dark = frame.max(axis=2) <= level
+    rows, cols = dark.all(axis=1), dark.all(axis=0)
+
+    def run(flags: np.ndarray, limit: int) -> int:
+        n = int(np.argmin(flags)) if not flags.all() else len(flags)
+        return n if n <= limit else 0
+
+    if rows.all():
+        return Region.full(W, H)
+    top, bottom = run(rows, int(H * max_bar)), run(rows[::-1], int(H * max_bar))
+    left, right = run(cols, int(W * max_bar)), run(cols[::-1], int(W * max_bar))
+    return Region(left, top, W - right, H - bottom)

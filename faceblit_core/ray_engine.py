@@ -23,16 +23,24 @@ local engine does not pay its import time.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import signal
 import socket
+import sys
 import tempfile
 import threading
 import warnings
 from pathlib import Path
 from typing import Callable, Iterator
 
-from faceblit_core.errors import EnvironmentProblem
+import numpy as np
+import torch
+
+from faceblit_core import media
+from faceblit_core.errors import EnvironmentProblem, FaceblitError
+from faceblit_core.setup import make_backend, resolve_device
+from faceblit_core.stylizer import FrameStylizer
 
 #: Retries of a chunk task whose worker died (Ray's ``max_retries``).
 MAX_RETRIES = 3
@@ -109,8 +117,6 @@ def _check_reachable(address: str | None) -> None:
 
 def shutdown() -> None:
     """Disconnect from Ray (a local instance this process started stops, with its tasks)."""
-    import sys
-
     ray = sys.modules.get("ray")
     if ray is not None and ray.is_initialized():
         ray.shutdown()
@@ -159,8 +165,6 @@ def _get(ref):
         return ray.get(ref)
     except ray.exceptions.RayTaskError as e:
         cause = e.as_instanceof_cause()
-        from faceblit_core.errors import FaceblitError
-
         if isinstance(cause, FaceblitError):
             raise cause from None
         raise
@@ -168,21 +172,11 @@ def _get(ref):
 
 def _portable(asset):
     """The asset with its lookup table as a plain array (the cache's memory map and its lock stay here)."""
-    import dataclasses
-
-    import numpy as np
-
     return dataclasses.replace(asset, lut=np.ascontiguousarray(asset.lut))
 
 
 def _render_chunk_task(input_bytes, suffix, asset, config, device, start, end, warmup, side_by_side, ext, render_segment):
     """One chunk, in a Ray worker: the input to a temporary file, render, return the encoded bytes."""
-    import torch
-
-    from faceblit_core import media
-    from faceblit_core.setup import make_backend, resolve_device
-    from faceblit_core.stylizer import FrameStylizer
-
     # Ray gives a task the cores it asked for (OMP_NUM_THREADS); more torch threads oversubscribe them.
     torch.set_num_threads(max(1, int(os.environ.get("OMP_NUM_THREADS", "1") or 1)))
     device = resolve_device(device)

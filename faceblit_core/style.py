@@ -25,13 +25,7 @@ version, the faceblit version, the style file's BYTES, the landmark VALUES (or
 "detected"), and every parameter (``lambda_pos``, ``lambda_app``, ``lut_radius``,
 ``temporal_blur``, ``style_max_side``): any change makes a new entry, never a stale hit.
 
-Layout: the table as a ``.npy`` record first (its data 64-byte aligned, so a
-hit memory-maps it instead of reading 64 MiB: a still touches a few MiB of it),
-then ``format_version``, ``key``, ``image``, ``landmarks``, ``app``,
-``app_cdf``, ``temp`` as further ``.npy`` records. An entry is written to a
-temporary file in the same folder and renamed with :func:`os.replace`, so
-concurrent runs never see half a file (the last writer wins; both wrote the
-same content). An unreadable, truncated or inconsistent entry is rebuilt.
+The file layout and its reading and writing: :mod:`faceblit_core.style_asset`.
 The folder is kept under a size limit, least recently used entries evicted,
 and an entry in use by another run is never removed: :mod:`faceblit_core.cache`.
 
@@ -46,103 +40,36 @@ from __future__ import annotations
 
 import hashlib
 import os
-import tempfile
 import time
 import warnings
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
+import cv2
 import numpy as np
 
 from faceblit_core import cache as _cache
 from faceblit_core.cache import default_cache_dir
+from faceblit_core import faces, media
 from faceblit_core import lut as _lut
 from faceblit_core._version import __version__
-from faceblit_core.checks import check, check_array
+from faceblit_core.checks import check_array
 from faceblit_core.config import StylizeConfig
 from faceblit_core.errors import InputError, StyleError
 from faceblit_core.exemplar_check import ExemplarReport, ExemplarWarning, check_exemplar
 from faceblit_core.faces.io import check_points_inside, load_landmarks
+from faceblit_core.guides.appearance import app_cdf, appearance_guide, stretch_contrast
+from faceblit_core.guides.temporal import temporal_guide
+from faceblit_core.style_asset import FORMAT_VERSION, StyleAsset, load_entry, save_entry
 
 __all__ = ["StyleAsset", "PrepareReport", "prepare_style", "prepare_style_report", "resolve_landmarks", "default_cache_dir", "style_key", "FORMAT_VERSION"]
 
-#: Version of the cached file's layout and of the recipe; bump it when either changes.
-FORMAT_VERSION = 2
 #: Suffix of the landmark file looked up next to a style image (``NAME.png`` → ``NAME.lm.txt``).
 SIBLING_LANDMARKS_SUFFIX = ".lm.txt"
 
 #: The tunables a style asset is built with, and their defaults: those of :class:`StylizeConfig`.
 _DEFAULTS = {f.name: f.default for f in fields(StylizeConfig) if f.name in ("lambda_pos", "lambda_app", "lut_radius", "temporal_blur")}
-_ARRAYS = ("image", "landmarks", "app", "app_cdf", "temp", "lut")
-# Records after the table, in file order.
-_SMALL = ("image", "landmarks", "app", "app_cdf", "temp")
-
-
-@dataclass(frozen=True, eq=False)
-class StyleAsset:
-    """Everything the synthesis needs from one style exemplar (treat the arrays as read-only).
-
-    Attributes
-    ----------
-    image : (Hs, Ws, 3) uint8 RGB
-        The exemplar.
-    landmarks : (68, 2) float32
-        Its 68 iBUG/dlib points (x, y), style px.
-    app : (Hs, Ws) uint8
-        Appearance guide, contrast-stretched about 128.
-    app_cdf : (256,) float64
-        CDF of ``app`` (reference for histogram-matching a target's guide).
-    temp : (Hs, Ws, 3) uint8 RGB
-        Temporal guide: ``image`` blurred with sigma ``temporal_blur`` style px.
-    lut : (256, 256, 256) int32
-        Lookup table ``[y8, x8, a]`` → linear style index ``y·Ws + x``.
-    key : str
-        SHA-256 (hex) of everything the asset was built from (the cache key).
-    path : str or None
-        The style file, or None for an asset made in memory.
-    params : dict
-        The parameters it was built with (``lambda_pos``, ``lambda_app``,
-        ``lut_radius``, ``temporal_blur``).
-
-    Raises
-    ------
-    ValueError
-        On construction with inconsistent shapes or dtypes.
-
-    References
-    ----------
-    Texler et al. 2021, §3–4.
-    """
-
-    image: np.ndarray
-    landmarks: np.ndarray
-    app: np.ndarray
-    app_cdf: np.ndarray
-    temp: np.ndarray
-    lut: np.ndarray
-    key: str
-    path: str | None = None
-    params: dict = field(default_factory=dict)
-
-    def __post_init__(self) -> None:
-        check_array(self.image, "style image", shape=(None, None, 3), dtype=np.uint8)
-        h, w = self.image.shape[:2]
-        check_array(self.landmarks, "style landmarks", shape=(68, 2), dtype=np.float32)
-        check_array(self.app, "style app", shape=(h, w), dtype=np.uint8)
-        check_array(self.app_cdf, "style app_cdf", shape=(256,), dtype=np.float64)
-        check_array(self.temp, "style temp", shape=(h, w, 3), dtype=np.uint8)
-        check_array(self.lut, "style lut", shape=(256, 256, 256), dtype=np.int32)
-
-    @property
-    def width(self) -> int:
-        """Style width ``Ws`` in px."""
-        return int(self.image.shape[1])
-
-    @property
-    def height(self) -> int:
-        """Style height ``Hs`` in px."""
-        return int(self.image.shape[0])
 
 
 @dataclass(frozen=True)
@@ -381,7 +308,7 @@ def prepare_style_report(
     if entry.exists():
         t = time.perf_counter()
         try:
-            asset = _load_entry(entry, key, path=name, params=params)
+            asset = load_entry(entry, key, path=name, params=params)
         except Exception as exc:  # noqa: BLE001 - any unreadable entry is rebuilt, never fatal
             note = f"cache entry unreadable ({type(exc).__name__}), rebuilt"
         else:
@@ -396,7 +323,7 @@ def prepare_style_report(
         notes.append(scaled)
     t = time.perf_counter()
     try:
-        _save_entry(entry, asset)
+        save_entry(entry, asset)
     except OSError as exc:
         entry = None
         notes.append(f"cache not written: {exc.strerror or exc}")
@@ -454,8 +381,6 @@ def _downscaled(image: np.ndarray, points: np.ndarray | None, max_side: int) -> 
     Pixel centres sit at integer coordinates (ARCHITECTURE), so a point maps as
     ``x' = (x + 0.5) * W'/W - 0.5``.
     """
-    import cv2
-
     h, w = image.shape[:2]
     s = max_side / max(h, w)
     nw, nh = max(1, int(round(w * s))), max(1, int(round(h * s)))
@@ -546,10 +471,6 @@ def resolve_landmarks(
 
 def _build(data: bytes, style_path: Path, name: str, points, lm_source: str, key: str, params: dict, max_side: int, stages: dict,
            *, force: bool) -> tuple[StyleAsset, str, ExemplarReport]:
-    from faceblit_core import faces, media
-    from faceblit_core.guides.appearance import app_cdf, appearance_guide, stretch_contrast
-    from faceblit_core.guides.temporal import temporal_guide
-
     t = time.perf_counter()
     try:
         image = media.read_image(style_path)
@@ -598,66 +519,3 @@ def _build(data: bytes, style_path: Path, name: str, points, lm_source: str, key
     table = _lut.build_lookup_table(app, lambda_pos=params["lambda_pos"], lambda_app=params["lambda_app"], radius=params["lut_radius"])
     stages["lut"] = time.perf_counter() - t
     return StyleAsset(image=image, landmarks=points, app=app, app_cdf=cdf, temp=temp, lut=table, key=key, path=name, params=dict(params)), scaled, report
-
-
-# ------------------------------------------------------------------------------- cache files
-def _save_entry(entry: Path, asset: StyleAsset) -> None:
-    """Write an entry atomically: temporary file in the same folder (locked while written), then ``os.replace``."""
-    from numpy.lib import format as npy
-
-    entry.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{asset.key}.", suffix=".tmp", dir=entry.parent)
-    try:
-        # Held until closed: a prune removes a temporary file only when its writer is gone.
-        _cache.lock_exclusive_now(fd)
-        with os.fdopen(fd, "wb") as f:
-            npy.write_array(f, np.ascontiguousarray(asset.lut), version=(1, 0), allow_pickle=False)
-            npy.write_array(f, np.array(FORMAT_VERSION, dtype=np.int64), version=(1, 0), allow_pickle=False)
-            npy.write_array(f, np.array(asset.key), version=(1, 0), allow_pickle=False)
-            for name in _SMALL:
-                npy.write_array(f, np.ascontiguousarray(getattr(asset, name)), version=(1, 0), allow_pickle=False)
-            os.replace(tmp, entry)
-        _cache.touch(entry)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
-
-
-def _load_entry(entry: Path, key: str, *, path: str, params: dict) -> StyleAsset:
-    """Read and verify an entry, the table memory-mapped; raises on anything missing, truncated or inconsistent.
-
-    The small arrays are read; the 64 MiB table is mapped read-only (a hit then
-    costs milliseconds, and the pages a still never looks up are never read).
-    The map carries a shared lock on the entry for as long as the table lives, so
-    a prune by another run skips it (:mod:`faceblit_core.cache`). The entry's
-    last use is set to now.
-    """
-    import mmap
-
-    from numpy.lib import format as npy
-
-    with open(entry, "rb") as f:
-        _cache.lock_shared(f)
-        if npy.read_magic(f) != (1, 0):
-            raise ValueError("not a table record")
-        shape, fortran, dtype = npy.read_array_header_1_0(f)
-        check(shape == (256, 256, 256) and not fortran and dtype == np.dtype(np.int32), "cached lut", "(256, 256, 256) int32", (shape, dtype))
-        offset = f.tell()
-        f.seek(offset + int(np.prod(shape)) * dtype.itemsize)
-        if int(npy.read_array(f, allow_pickle=False)) != FORMAT_VERSION or str(npy.read_array(f, allow_pickle=False)) != key:
-            raise ValueError("entry of another key or format")
-        arrays = {name: npy.read_array(f, allow_pickle=False) for name in _SMALL}
-        # The map duplicates the descriptor: the shared lock lives as long as the table.
-        # Copy-on-write (never written back): torch warns about read-only arrays.
-        mapped = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_COPY)
-    arrays["lut"] = np.frombuffer(mapped, dtype=np.int32, count=256**3, offset=offset).reshape(shape)
-    asset = StyleAsset(key=key, path=path, params=dict(params), **arrays)  # checks shapes and dtypes
-    # One slab as a sanity check of the values (all 64 MiB would defeat the map).
-    slab = asset.lut[128]
-    lo, hi = int(slab.min()), int(slab.max())
-    check(0 <= lo and hi < asset.width * asset.height, "cached lut values", f"in [0, {asset.width * asset.height})", (lo, hi))
-    _cache.touch(entry)
-    return asset

@@ -38,7 +38,7 @@ from faceblit_core._runtime import Background
 from faceblit_core.compositing import composite
 from faceblit_core.config import StylizeConfig
 from faceblit_core.faces import Face, FaceTracker, box_from_points, confidence, inter_ocular
-from faceblit_core.geometry import Region
+from faceblit_core.geometry import Region, active_picture
 from faceblit_core.guides import (
     appearance_guide,
     background_anchors,
@@ -580,40 +580,3 @@ class FrameStylizer:
             if image.ndim == 2:
                 image = np.repeat(image[..., None], 3, axis=2)
             write_image(self.save_guides / f"{tag}_{name}.png", image, overwrite=True)
-
-
-def active_picture(frame: np.ndarray, *, level: int = 24, max_bar: float = 1 / 3) -> Region:
-    """The frame without its letterbox/pillarbox bars: the region background mode stylizes.
-
-    A bar is a run of whole rows (top, bottom) or columns (left, right) at the
-    frame's edge whose every pixel is dark (all channels ≤ ``level``: encoders
-    leave a little noise in black). Bars wider than ``max_bar`` of the frame
-    are not taken as bars (a dark scene is picture, not a bar), nor is an
-    all-dark frame.
-
-    Parameters
-    ----------
-    frame : (H, W, 3) uint8 RGB
-    level : int, keyword-only
-        Brightest value (0–255) a bar pixel may have.
-    max_bar : float, keyword-only
-        Largest bar, as a fraction of the frame's height (width for side bars).
-
-    Returns
-    -------
-    Region
-        The picture, frame px; the whole frame when there are no bars.
-    """
-    H, W = frame.shape[:2]
-    dark = frame.max(axis=2) <= level
-    rows, cols = dark.all(axis=1), dark.all(axis=0)
-
-    def run(flags: np.ndarray, limit: int) -> int:
-        n = int(np.argmin(flags)) if not flags.all() else len(flags)
-        return n if n <= limit else 0
-
-    if rows.all():
-        return Region.full(W, H)
-    top, bottom = run(rows, int(H * max_bar)), run(rows[::-1], int(H * max_bar))
-    left, right = run(cols, int(W * max_bar)), run(cols[::-1], int(W * max_bar))
-    return Region(left, top, W - right, H - bottom)

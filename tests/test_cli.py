@@ -164,19 +164,19 @@ def test_two_inputs_never_write_the_same_output(tmp_path):
 
 
 def test_colliding_names_compare_without_case_on_a_case_insensitive_folder(tmp_path, monkeypatch):
-    from faceblit_core import pipeline
+    from faceblit_core import batch
     from faceblit_core.errors import UsageError
 
     targets = [str(tmp_path / "Clip-S.mp4"), str(tmp_path / "clip-S.mp4")]
-    assert pipeline._case_insensitive(str(tmp_path)) is False  # this machine's tmp: names keep their case
-    pipeline._check_distinct(["x/Clip.mp4", "y/clip.mp4"], targets)  # distinct files here
-    monkeypatch.setattr(pipeline, "_case_insensitive", lambda folder: True)  # as on macOS / Windows
+    assert batch._case_insensitive(str(tmp_path)) is False  # this machine's tmp: names keep their case
+    batch._check_distinct(["x/Clip.mp4", "y/clip.mp4"], targets)  # distinct files here
+    monkeypatch.setattr(batch, "_case_insensitive", lambda folder: True)  # as on macOS / Windows
     with pytest.raises(UsageError, match="x/Clip.mp4 and y/clip.mp4 would both be written to"):
-        pipeline._check_distinct(["x/Clip.mp4", "y/clip.mp4"], targets)
+        batch._check_distinct(["x/Clip.mp4", "y/clip.mp4"], targets)
     (tmp_path / "real").mkdir()
     (tmp_path / "alias").symlink_to(tmp_path / "real")
     with pytest.raises(UsageError, match="would both be written"):  # one folder under two names
-        pipeline._check_distinct(["p.mp4", "q.mp4"], [str(tmp_path / "real" / "o.mp4"), str(tmp_path / "alias" / "o.mp4")])
+        batch._check_distinct(["p.mp4", "q.mp4"], [str(tmp_path / "real" / "o.mp4"), str(tmp_path / "alias" / "o.mp4")])
     assert list((tmp_path / "real").iterdir()) == []
 
 

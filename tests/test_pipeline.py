@@ -187,7 +187,7 @@ def test_keep_previous_nnf_keeps_only_what_still_meets_the_threshold():
 
 def test_active_picture_finds_letterbox_and_pillarbox_bars():
     from faceblit_core.geometry import Region
-    from faceblit_core.stylizer import active_picture
+    from faceblit_core.geometry import active_picture
 
     rng = np.random.default_rng(0)
     frame = np.zeros((120, 160, 3), np.uint8)

@@ -13,7 +13,8 @@ import pytest
 from faceblit_core import chunks, media
 from faceblit_core.config import StylizeConfig
 from faceblit_core.errors import EnvironmentProblem
-from faceblit_core.pipeline import stylize_batch, stylize_video
+from faceblit_core.batch import stylize_batch
+from faceblit_core.pipeline import stylize_video
 
 ray = pytest.importorskip("ray", reason="Ray is installed by the dev extra (make test); pip install 'faceblit[ray]'")
 

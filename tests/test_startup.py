@@ -66,14 +66,14 @@ def test_the_hog_detector_is_kept_decoded_and_detects_identically(tmp_path, shar
 
 
 def test_a_batch_of_one_probes_its_input_once(tmp_path, monkeypatch):
-    from faceblit_core import media, pipeline
+    from faceblit_core import batch, media
 
     still = tmp_path / "still.png"
     media.write_image(still, next(iter(media.iter_frames(media.probe(REPO / "samples" / "clip.mp4"), start=0, end=1))))
     calls = []
     real = media.probe
     monkeypatch.setattr(media, "probe", lambda p: calls.append(p) or real(p))
-    summaries, failures = pipeline.stylize_batch([str(still)], REPO / "samples" / "exemplar.png", output=str(tmp_path / "o.png"),
+    summaries, failures = batch.stylize_batch([str(still)], REPO / "samples" / "exemplar.png", output=str(tmp_path / "o.png"),
                                                  cache_dir=tmp_path / "c", progress=False)
     assert not failures and summaries[0].frames == 1
     assert len(calls) == 1  # two ffmpeg runs and a decode, not twice that

@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 
 from faceblit_core import style as S
+from faceblit_core import style_asset
 from faceblit_core.errors import ConfigError, StyleError
 from faceblit_core.guides.appearance import app_cdf, appearance_guide, stretch_contrast
 from faceblit_core.guides.temporal import temporal_guide
@@ -262,10 +263,11 @@ def test_unwritable_cache_still_returns_the_asset(style_file, tmp_path):
 _WRITER = textwrap.dedent(
     """
     import sys
-    from faceblit_core.style import prepare_style_report, _save_entry
+    from faceblit_core.style import prepare_style_report
+    from faceblit_core.style_asset import save_entry
     r = prepare_style_report(sys.argv[1], cache_dir=sys.argv[2], lut_radius=3.0, force=True)
     for _ in range(6):  # keep rewriting the same entry while the other process and the test read it
-        _save_entry(r.cache_file, r.asset)
+        save_entry(r.cache_file, r.asset)
     print(r.asset.key, r.cache_hit)
     """
 )
@@ -284,7 +286,7 @@ def test_concurrent_runs_on_the_same_style_never_see_half_a_file(style_file, cac
             entries = list(cache.glob("*.fbstyle")) if cache.is_dir() else []
             for e in entries:
                 try:
-                    S._load_entry(e, e.name[: -len(".fbstyle")], path="x", params={})
+                    style_asset.load_entry(e, e.name[: -len(".fbstyle")], path="x", params={})
                     loads[0] += 1
                 except FileNotFoundError:
                     pass

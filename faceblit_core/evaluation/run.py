@@ -14,6 +14,9 @@ import numpy as np
 from faceblit_core.checks import check
 from faceblit_core.errors import InputError
 from faceblit_core.faces import detect_style_landmarks
+from faceblit_core.geometry import Region
+from faceblit_core.guides.mask import face_mask
+from faceblit_core.media import iter_frames, probe, read_image
 from faceblit_core.style import resolve_landmarks
 from faceblit_core.evaluation.constants import MASK_FEATHER, NN_PATCH, NN_SAMPLES, NN_SCALE
 from faceblit_core.evaluation.warping import _WarpAccumulator, _spike_from_pairs
@@ -27,8 +30,6 @@ from faceblit_core.evaluation.texture import _PatchSampler, _SharpAccumulator, _
 
 
 def _load_style(style_path: Path, style_landmarks: str | os.PathLike[str] | np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
-    from faceblit_core.media import read_image
-
     image = read_image(style_path)
     points, _ = resolve_landmarks(style_path, style_landmarks, image_size=(image.shape[1], image.shape[0]))
     return image, points if points is not None else detect_style_landmarks(image)
@@ -158,10 +159,6 @@ def evaluate_outputs(
     InputError, StyleError, ValueError
         As :func:`evaluate_pair` (for any of the outputs), or ``outputs`` empty.
     """
-    from faceblit_core.geometry import Region
-    from faceblit_core.guides.mask import face_mask
-    from faceblit_core.media import iter_frames, probe
-
     check(isinstance(step, (int, np.integer)) and step >= 1, "step", "an integer >= 1", step)
     check(max_frames is None or (isinstance(max_frames, (int, np.integer)) and max_frames >= 1), "max_frames", "None or an integer >= 1", max_frames)
     check(len(outputs) >= 1, "outputs", "at least one", len(outputs))

@@ -10,10 +10,13 @@ from typing import Iterable
 
 import cv2
 import numpy as np
+import torch
 
 from faceblit_core.checks import check, check_array
 from faceblit_core.errors import StyleError
 from faceblit_core.faces import inter_ocular
+from faceblit_core.geometry import Region
+from faceblit_core.guides.mask import face_mask
 from faceblit_core.evaluation.constants import MASK_FEATHER, MASK_THRESHOLD, NN_PATCH, NN_SAMPLES, NN_SCALE, SHARP_IOD
 from faceblit_core.evaluation.warping import _check_mask, _zip_exact
 
@@ -53,7 +56,6 @@ class _PatchSampler:
     given seed and input, and uniform over all face pixels of all frames.
     Patches of several aligned images (output and input) are kept at the same places.
     """
-
     def __init__(self, n: int, *, seed: int, scale: float, patch: int, layers: int) -> None:
         self.n = n
         self.rng = np.random.default_rng(seed)
@@ -86,8 +88,6 @@ def _nearest_sq(queries: np.ndarray, pool: np.ndarray) -> np.ndarray:
     the value is exact and only a float32 near-tie could pick a neighbour whose
     distance differs by ~1e-6.
     """
-    import torch
-
     q = torch.from_numpy(queries)
     p = torch.from_numpy(pool)
     p2 = (p * p).sum(dim=1)
@@ -128,9 +128,6 @@ def style_face_mask(style_image: np.ndarray, style_landmarks: np.ndarray, *, fea
     A. Texler et al., "FaceBlit: Instant Real-time Example-based Style Transfer to
     Facial Videos", Proc. ACM CGIT 2021 (face mask). DESIGN §4.4.
     """
-    from faceblit_core.geometry import Region
-    from faceblit_core.guides.mask import face_mask
-
     check_array(style_image, "style image", shape=(None, None, 3), dtype=np.uint8)
     h, w = style_image.shape[:2]
     return face_mask(style_image, np.asarray(style_landmarks, np.float32), region=Region.full(w, h), feather=feather)
@@ -270,9 +267,6 @@ def face_sharpness(image: np.ndarray, points: np.ndarray, mask: np.ndarray | Non
     J. L. Pech-Pacheco et al., "Diatom autofocusing in brightfield microscopy: a
     comparative study", ICPR 2000 (Laplacian-based focus measures). DESIGN §9 (``sharp_ratio``).
     """
-    from faceblit_core.geometry import Region
-    from faceblit_core.guides.mask import face_mask
-
     check_array(image, "image", shape=(None, None, 3), dtype=np.uint8)
     h, w = image.shape[:2]
     points = np.asarray(points, np.float32)

@@ -31,7 +31,7 @@ The package's modules, one way (each imports only those above it):
 * :mod:`~faceblit_core.media.reader` — :func:`iter_frames`.
 * :mod:`~faceblit_core.media.outputs` — :func:`check_output`, :func:`atomic_output`,
   partial files and their clean-up, :func:`spool_stdin` / :func:`spooled_stdin`.
-* :mod:`~faceblit_core.media.writer` — :class:`VideoWriter`, :func:`write_image`.
+* :mod:`~faceblit_core.media.writer` — :class:`VideoWriter`, :func:`open_video_writer`, :func:`write_image`.
 
 User-facing failures raise :mod:`faceblit_core.errors` classes with one-line
 messages; programming errors (wrong shapes, bad arguments) raise ``ValueError``.
@@ -48,7 +48,7 @@ from faceblit_core.media.ffmpeg import find_ffmpeg
 from faceblit_core.media.probing import MediaInfo, probe, read_image
 from faceblit_core.media.reader import iter_frames
 from faceblit_core.media.outputs import atomic_output, check_output, remove_stale_temporaries, spool_stdin, spooled_stdin
-from faceblit_core.media.writer import VideoWriter, write_image
+from faceblit_core.media.writer import VideoWriter, open_video_writer, write_image
 
 __all__ = [
     "MediaInfo",
@@ -58,6 +58,7 @@ __all__ = [
     "probe",
     "iter_frames",
     "VideoWriter",
+    "open_video_writer",
     "read_image",
     "write_image",
     "atomic_output",

@@ -1,10 +1,10 @@
 """Encoding: :class:`VideoWriter` (RGB frames piped into ffmpeg, audio copied from
 the input, written to a temporary file and renamed on success; a context manager
-that removes its temporary file and stops its ffmpeg on any exception) and
-:func:`write_image` (stills with OpenCV, through :func:`atomic_output`). A caller
-that must survive Ctrl-C/SIGTERM between creating a writer and entering its block
-opens it with :func:`faceblit_core._runtime.entered_with_signals_held`, as the
-pipeline does.
+that removes its temporary file and stops its ffmpeg on any exception),
+:func:`open_video_writer` (the way to open one: no Ctrl-C/SIGTERM between making
+the writer and entering its block, so an interruption never leaves its temporary
+file or its ffmpeg behind) and :func:`write_image` (stills with OpenCV, through
+:func:`atomic_output`).
 """
 
 from __future__ import annotations
@@ -18,10 +18,11 @@ import sys
 import tempfile
 from fractions import Fraction
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Iterator, Sequence
 
 import numpy as np
 
+from faceblit_core._runtime import entered_with_signals_held
 from faceblit_core.checks import check, check_array
 from faceblit_core.errors import EnvironmentProblem, OutputError, ProcessingError
 from faceblit_core.media.formats import _AUDIO_COPY_OK, _NOT_IN_WEBM, _check_image_extension, _check_video_extension
@@ -343,6 +344,24 @@ class VideoWriter:
                 if shutil.disk_usage(self.path.parent or ".").free < (1 << 20):
                     return OutputError(f"{name}: disk full (No space left on device)")
         return ProcessingError(f"{name}: ffmpeg failed while encoding ({_one_line(reason)})")
+
+
+@contextlib.contextmanager
+def open_video_writer(path: str | os.PathLike, **options: Any) -> Iterator[VideoWriter]:
+    """``with open_video_writer(path, width=..., ...) as writer``: a :class:`VideoWriter` that
+    holds Ctrl-C/SIGTERM from its making until its block is entered.
+
+    A writer owns a temporary file and an ffmpeg from its creation on and removes
+    them only on leaving its block; a signal handled in between (as an exception)
+    would leave both behind. Signals that arrive meanwhile are handled at the start
+    of the block, which then removes them. ``options`` are :class:`VideoWriter`'s.
+
+    Raises
+    ------
+    As :class:`VideoWriter`.
+    """
+    with entered_with_signals_held(lambda: VideoWriter(path, **options)) as writer:
+        yield writer
 
 
 def write_image(
