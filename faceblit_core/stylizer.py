@@ -42,6 +42,7 @@ from faceblit_core.geometry import Region, active_picture
 from faceblit_core.guides import (
     appearance_guide,
     background_anchors,
+    fold_into_exemplar,
     face_mask,
     face_mask_outline,
     mask_to_gray,
@@ -356,6 +357,9 @@ class FrameStylizer:
             p, q = background_anchors(region.width, region.height, face.points - origin, style.landmarks, style.width, style.height)
             anchors = (p + origin, q)
             g_pos = positional_guide(face.points, style.landmarks, region=region, alpha=cfg.mls_alpha, grid=cfg.mls_grid, anchors=anchors)
+            # Where the frame reaches past the painting, the painting continues mirrored
+            # (clamped positions would repeat its border pixels as streaks).
+            g_pos = fold_into_exemplar(g_pos, style.width, style.height)
         self._tick("guide_pos", t)
         continued = face is None or (face.id in self.tracks and self.tracks[face.id].continued)
         return self._synthesize_in_frame_space(frame, face, region, g_pos, None, use_temp=self._use_temporal(continued))

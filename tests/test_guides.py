@@ -16,6 +16,7 @@ from faceblit_core.guides import (
     background_anchors,
     face_mask,
     face_mask_outline,
+    fold_into_exemplar,
     interpolate_nodes,
     mask_to_gray,
     match_histogram,
@@ -550,3 +551,23 @@ def test_guides_accept_crops_and_float32_landmarks(shared_data):
     g32 = positional_guide(lm.astype(np.float32), q, region=region)
     g64 = positional_guide(lm.astype(np.float32).astype(np.float64), q.astype(np.float64), region=region)
     assert np.array_equal(g32, g64)
+
+
+def test_fold_into_exemplar_mirrors_positions_outside_and_keeps_those_inside():
+    W, H = 10, 6
+    xs = np.array([-0.5, -1.0, -3.0, 0.0, 4.25, 9.0, 9.5, 11.0, 19.5, 25.0], np.float32)
+    g = np.stack([xs, np.full_like(xs, 2.0)], axis=-1)[None]
+    x = fold_into_exemplar(g, W, H)[0, :, 0]
+    # Mirror lines at the outer pixel edges -0.5 and W - 0.5; period 2W.
+    np.testing.assert_allclose(x, [-0.5, 0.0, 2.0, 0.0, 4.25, 9.0, 9.5, 8.0, -0.5, 5.0], atol=1e-6)
+    rng = np.random.default_rng(3)
+    g = rng.uniform(-40, 40, (7, 9, 2)).astype(np.float32)
+    f = fold_into_exemplar(g, W, H)
+    assert f.dtype == np.float32 and f.shape == g.shape
+    assert (f[..., 0] >= -0.5).all() and (f[..., 0] <= W - 0.5).all() and (f[..., 1] >= -0.5).all() and (f[..., 1] <= H - 0.5).all()
+    inside = (g[..., 0] >= -0.5) & (g[..., 0] < W - 0.5) & (g[..., 1] >= -0.5) & (g[..., 1] < H - 0.5)
+    np.testing.assert_array_equal(f[inside], g[inside])
+    # Continuous: neighbours stay neighbours (no jump where the mirror folds).
+    line = np.stack([np.linspace(-30, 30, 601, dtype=np.float32), np.zeros(601, np.float32)], axis=-1)[None]
+    assert np.abs(np.diff(fold_into_exemplar(line, W, H)[0, :, 0])).max() <= 0.1 + 1e-5
+

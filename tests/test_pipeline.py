@@ -213,7 +213,9 @@ def test_background_mode_keeps_letterbox_bars_dark_and_unsmeared(tmp_path, cache
     stylize_video(clip, STYLE, out, config=StylizeConfig(background=True), cache_dir=cache, progress=False)
     src, res = _frame(clip, 3).astype(int), _frame(out, 3).astype(int)
     # Stylized, the bars read the exemplar's border rows: bright streaks (mean ~150 before the fix).
-    for rows in (slice(0, bar - 2), slice(-(bar - 2), None)):
+    # The 4 rows next to the picture are left out: the encoder's deblocking and 4:2:0 chroma
+    # carry the picture's texture a few rows into the bar.
+    for rows in (slice(0, bar - 4), slice(-(bar - 4), None)):
         assert res[rows].max() <= src[rows].max() + 8, "bar repainted"
         assert res[rows].std() < 3, "bar not uniform"
     # ... and the picture itself is still repainted.
@@ -222,3 +224,33 @@ def test_background_mode_keeps_letterbox_bars_dark_and_unsmeared(tmp_path, cache
     # while the rows next to it differ from it (the exemplar's border row stretched out).
     edge = res[bar : bar + 6].mean(axis=2)
     assert edge.std(axis=1).min() > 2, "a picture edge row is one smeared colour"
+
+
+SHARED = REPO.parent / "shared" / "data"
+
+
+@pytest.mark.skipif(not (SHARED / "images" / "target2.png").exists(), reason="needs ../shared/data (images/target2.png, styles/)")
+def test_background_mode_does_not_smear_the_frame_edges(tmp_path, cache):
+    # target2 is framed with more room around the head than the exemplar: its top-left
+    # part maps outside the painting. Clamped, those pixels all repeated the painting's
+    # border pixels: streaks, with 0.27 (top) and 0.51 (left) of the detail of the strip
+    # just inside; mirrored back into the painting they carry its paper texture (0.9-1.5).
+    out = tmp_path / "bg.png"
+    stylize_image(SHARED / "images" / "target2.png", SHARED / "styles" / "watercolorgirl_480x640.png", out,
+                  config=StylizeConfig(background=True), cache_dir=cache)
+    im = media.read_image(out).astype(np.float32)
+    across, down = np.abs(np.diff(im, axis=1)), np.abs(np.diff(im, axis=0))
+
+    def detail(rows: slice, cols: slice) -> float:
+        return float(across[rows, cols].mean() + down[rows, cols].mean())
+
+    everything = slice(None)
+    strips = {  # (the 12 px at the edge, the strip from 24 to 72 px inside)
+        "left": ((everything, slice(0, 12)), (everything, slice(24, 72))),
+        "right": ((everything, slice(-12, None)), (everything, slice(-72, -24))),
+        "top": ((slice(0, 12), everything), (slice(24, 72), everything)),
+        "bottom": ((slice(-12, None), everything), (slice(-72, -24), everything)),
+    }
+    for name, (edge, inside) in strips.items():
+        ratio = detail(*edge) / detail(*inside)
+        assert ratio > 0.7, f"{name} edge smeared: {ratio:.2f} of the detail just inside"

@@ -10,6 +10,7 @@ from faceblit_core.guides.appearance import app_cdf, appearance_guide, match_his
 from faceblit_core.guides.mask import face_mask, face_mask_outline, mask_to_gray
 from faceblit_core.guides.positional import (
     background_anchors,
+    fold_into_exemplar,
     interpolate_nodes,
     mls_similarity,
     positional_guide,
@@ -21,6 +22,7 @@ __all__ = [
     "mls_similarity",
     "positional_guide",
     "background_anchors",
+    "fold_into_exemplar",
     "positional_to_rgb",
     "interpolate_nodes",
     "appearance_guide",

@@ -27,6 +27,7 @@ __all__ = [
     "mls_similarity",
     "positional_guide",
     "background_anchors",
+    "fold_into_exemplar",
     "positional_to_rgb",
     "interpolate_nodes",
 ]
@@ -387,7 +388,7 @@ def background_anchors(
     style_w, style_h : int
         Exemplar size, px (accepted for a stable signature and checked; the
         mapping above does not need it — positions outside the exemplar are
-        clamped by the lookup table).
+        reflected back into it by :func:`fold_into_exemplar`).
 
     Returns
     -------
@@ -419,6 +420,42 @@ def background_anchors(
     p = np.array([[0.0, frame_h - 1.0], [frame_w - 1.0, frame_h - 1.0]])
     q = cs + scale * (p - ct)
     return p.astype(np.float32), q.astype(np.float32)
+
+
+
+def fold_into_exemplar(g_pos: np.ndarray, style_w: int, style_h: int) -> np.ndarray:
+    """Positions outside the exemplar reflected back into it at its borders (background mode).
+
+    In background mode the frame's edges can map beyond the painting (a target
+    framed wider than the exemplar). The lookup table clamps such positions, so
+    every pixel past a border finds the same border pixel: rows and columns of
+    one repeated colour, streaks along the frame's edges. Reflected instead, the
+    painting continues as its mirror image: the positional guide stays continuous
+    and varying, so StyleBlit finds real strokes there. Pixel centres are at integer
+    coordinates, so the exemplar covers ``[-0.5, W - 0.5]`` and the mirror lines
+    are its outer pixel edges (period ``2W``)::
+
+        t = (x + 0.5) mod 2W;  x' = t - 0.5 if t < W else 2W - t - 0.5
+
+    Parameters
+    ----------
+    g_pos : (h, w, 2) float32
+        Positional guide, style px (x, y); positions inside are unchanged.
+    style_w, style_h : int
+        Exemplar size, px.
+
+    Returns
+    -------
+    (h, w, 2) float32
+        Every position inside ``[-0.5, W - 0.5] × [-0.5, H - 0.5]``.
+    """
+    check_array(g_pos, "g_pos", shape=(None, None, 2), dtype=np.float32)
+    check(style_w >= 1 and style_h >= 1, "style size", ">= 1 px", (style_w, style_h))
+    out = np.empty_like(g_pos)
+    for axis, size in ((0, style_w), (1, style_h)):
+        t = np.mod(g_pos[..., axis].astype(np.float64) + 0.5, 2.0 * size)
+        out[..., axis] = (np.where(t < size, t, 2.0 * size - t) - 0.5).astype(np.float32)
+    return out
 
 
 def positional_to_rgb(g_pos: np.ndarray, style_w: int, style_h: int) -> np.ndarray:
