@@ -1,10 +1,14 @@
-"""--engine ray on a real local Ray instance (2 CPUs): same frames as the local engine, a batch, bad input."""
+"""--engine ray on a real local Ray instance (2 CPUs): same frames as the local engine, a batch, a worker killed
+mid-chunk, bad input."""
 
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
+import threading
+import time
 from pathlib import Path
 
 import numpy as np
@@ -98,3 +102,52 @@ def test_ray_problems_are_one_line_exit_6_and_nothing_written(case, tmp_path):
     assert len(lines) == 1 and lines[0].startswith("faceblit: error: ")
     assert ("cannot reach a Ray cluster" if case == "unreachable" else "Ray is not installed") in lines[0]
     assert not list(tmp_path.iterdir())
+
+
+def _running_chunk_tasks() -> list[int]:
+    """PIDs of Ray workers running a chunk now (Ray names a busy worker's process ``ray::TASK``)."""
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                cmdline = (entry / "cmdline").read_bytes()
+            except OSError:
+                continue
+            if cmdline.startswith(b"ray::_render_chunk_task"):
+                pids.append(int(entry.name))
+    return pids
+
+
+@pytest.mark.skipif(not Path("/proc").is_dir(), reason="finds the worker through /proc (Linux)")
+def test_a_worker_killed_mid_chunk_is_retried_and_the_output_is_complete(local_ray, tmp_path, cache):
+    local, remote = tmp_path / "local.mp4", tmp_path / "ray.mp4"
+    stylize_video(CLIP, STYLE, local, cache_dir=cache, progress=False, **CHUNKED)
+    result: dict = {}
+
+    def render() -> None:
+        try:
+            result["summary"] = stylize_video(CLIP, STYLE, remote, cache_dir=cache, progress=False, engine="ray", **CHUNKED)
+        except BaseException as exc:  # reported by the assertions below
+            result["error"] = exc
+
+    thread = threading.Thread(target=render)
+    thread.start()
+    killed = None
+    deadline = time.monotonic() + 120
+    while killed is None and thread.is_alive() and time.monotonic() < deadline:
+        pids = _running_chunk_tasks()
+        if pids:
+            time.sleep(1.0)  # well into the chunk: the kill loses work that must be redone
+            if pids[0] in _running_chunk_tasks():  # still on that chunk
+                try:
+                    os.kill(pids[0], signal.SIGKILL)
+                    killed = pids[0]
+                except ProcessLookupError:
+                    pass
+        time.sleep(0.05)
+    thread.join(timeout=600)
+    assert killed is not None, "no chunk task was seen running"
+    assert "error" not in result, result.get("error")
+    assert result["summary"].chunks == 2
+    assert np.array_equal(_frames(remote), _frames(local))  # the retried chunk is the same chunk
+    assert not chunks.work_dir_for(remote).exists()
