@@ -151,7 +151,7 @@ _PANELS = {
     "Synthesis (StyleBlit, voting, lookup table)": ("threshold", "lambda_pos", "lambda_app", "lambda_temp", "levels", "seed", "boil",
                                                     "blend_radius", "lut_radius", "style_max_side"),
     "Guides and motion": ("mls_alpha", "mls_grid", "temporal_blur", "mask_feather", "margin", "synthesis_space", "flow_follow", "keep_tolerance"),
-    "Faces": ("landmarks", "max_faces", "detect_every", "smooth_min_cutoff", "smooth_beta", "fade_frames", "scene_cut"),
+    "Faces": ("faces", "landmarks", "max_faces", "detect_every", "smooth_min_cutoff", "smooth_beta", "fade_frames", "scene_cut"),
     "Device and encoding": ("device", "codec", "crf", "preset"),
 }
 
@@ -201,7 +201,8 @@ def _config_parameters(names: tuple[str, ...] | None = None, panel: str | None =
 
 def _stylize(
     inputs: List[str] = typer.Argument(..., metavar="INPUT...", help="Input video(s) or image(s); '-' reads standard input."),
-    style: str = typer.Option(..., "--style", "-s", metavar="IMAGE", help="The style exemplar: one painted portrait (png/jpg)."),
+    style: List[str] = typer.Option(..., "--style", "-s", metavar="IMAGE|ID=IMAGE",
+                                    help="The style exemplar: one painted portrait (png/jpg) for every face; ID=IMAGE (repeatable) paints face ID (see 'faceblit faces') with its own."),
     output: Optional[str] = typer.Option(None, "--output", "-o", metavar="FILE", help="Output file ('-' = standard output, MP4). One input only; not with --out-dir."),
     out_dir: Optional[Path] = typer.Option(None, "--out-dir", metavar="DIR", help="Folder for the outputs, NAME-STYLE.EXT (default: next to each input). Not for '-'."),
     style_landmarks: Optional[Path] = typer.Option(None, "--style-landmarks", metavar="FILE", help="68 landmarks of the exemplar (68 lines 'x y', or JSON); default: NAME.lm.txt beside the style, else detected."),
@@ -236,7 +237,7 @@ def _stylize(
     json_to_stderr = output == "-" or (output is None and "-" in inputs)
 
     def emit(record: dict) -> None:
-        typer.echo(json.dumps({**record, "style": style, "version": __version__}), err=json_to_stderr)
+        typer.echo(json.dumps({**record, "style": style[0] if len(style) == 1 else style, "version": __version__}), err=json_to_stderr)
 
     def done(summary) -> None:
         status.clear()
@@ -355,10 +356,13 @@ _registered = False
 
 
 def _register_stylize() -> None:
-    """Add ``stylize`` with one option per tunable; done on first use so ``--version`` stays light."""
+    """Add ``stylize`` and ``faces`` with one option per tunable; done on first use so ``--version`` stays light."""
     global _registered
     if not _registered:
         app.command("stylize", cls=_Command, no_args_is_help=True)(_with_tunables(_stylize))
+        # After stylize (the help lists commands in this order); like it, on first use: the
+        # --landmarks help names the backends, which imports the faces package (OpenCV, dlib).
+        app.command("faces", cls=_Command, no_args_is_help=True)(_with_tunables(_faces, _FACE_TUNABLES, "Face options (as for stylize)"))
         _registered = True
 
 
@@ -450,6 +454,39 @@ def landmarks_cmd(
     except BaseException as exc:  # noqa: BLE001
         raise _fail(exc, "landmarks")
     typer.echo(result.describe())
+
+
+# ---------------------------------------------------------------------------------- faces
+#: The options of ``faces``: those that decide which faces the tracker sees and their ids,
+#: made from StylizeConfig like stylize's (give them as to the render, for the same ids).
+_FACE_TUNABLES = ("landmarks", "max_faces", "detect_every", "scene_cut", "fade_frames", "device")
+
+
+def _faces(
+    input: str = typer.Argument(..., metavar="INPUT", help="A video or image; '-' reads standard input."),
+    output: Optional[Path] = typer.Option(None, "--output", "-o", metavar="FILE", help="Write the contact sheet (one thumbnail per face id) to this image."),
+    frames: Optional[str] = typer.Option(None, "--frames", metavar="START:END", help="Only these frames, as for stylize --frames (ids follow the frames tracked)."),
+    fan_weights: Optional[Path] = typer.Option(None, "--fan-weights", metavar="FILE", help="Weights file of the 'fan' landmark backend."),
+    as_json: bool = typer.Option(False, "--json", help="Print the listing as one JSON object."),
+    overwrite: bool = typer.Option(False, "--overwrite", "-y", help="Replace an existing contact sheet."),
+    **tunables,
+) -> None:
+    """List the tracked faces of a clip (id, frames, size), the ids stylize's --style ID=IMAGE and --faces take."""
+    try:
+        from faceblit_core.config import StylizeConfig
+        from faceblit_core.faces.listing import list_faces
+        from faceblit_core.pipeline import parse_frame_range
+        from faceblit_core.setup import resolve_device
+
+        _terminate_as_interrupt()
+        config = StylizeConfig(**tunables)
+        listing = list_faces(input, config=config, fan_weights=fan_weights, frames=parse_frame_range(frames) if frames else None,
+                             sheet=output, overwrite=overwrite, device=resolve_device(config.device))
+    except BaseException as exc:  # noqa: BLE001
+        raise _fail(exc, "faces")
+    typer.echo(listing.to_json() if as_json else listing.describe())
+
+
 
 
 # -------------------------------------------------------------------------------- compare

@@ -20,6 +20,7 @@ from typing import Callable, Sequence
 
 from faceblit_core.config import StylizeConfig
 from faceblit_core.errors import ConfigError, EnvironmentProblem, FaceblitError, Interrupted, OutputError, StyleError, UsageError
+from faceblit_core.face_styles import FaceStyles, as_style, needs_ids
 from faceblit_core.pipeline import default_output_path, load_style, probe, style_path, stylize_video
 from faceblit_core.summary import RunSummary
 
@@ -84,6 +85,10 @@ def stylize_batch(
     """
     started = time.perf_counter() if started is None else started
     config = config or StylizeConfig()
+    style = as_style(style)
+    FaceStyles.of(style).check(config)
+    if options.get("engine") == "ray" and needs_ids(style, config):
+        raise UsageError("--style ID=STYLE and --faces other than all: not with --engine ray (each chunk would number the faces afresh)")
     status = on_status or (lambda text: None)
     if output is not None and out_dir is not None:
         raise UsageError("-o/--output and --out-dir exclude each other: -o names the one output, --out-dir the folder of several")
@@ -92,7 +97,7 @@ def stylize_batch(
     if out_dir is not None and "-" in inputs:
         raise UsageError("standard input ('-') has no name to write into --out-dir; give it -o FILE (without -o it goes to standard output)")
     # Standard input has no name to derive one from: its output goes to standard output.
-    targets = [output if output is not None else ("-" if path == "-" else str(default_output_path(path, style, out_dir=out_dir))) for path in inputs]
+    targets = [output if output is not None else ("-" if path == "-" else str(default_output_path(path, style_path(style), out_dir=out_dir))) for path in inputs]
     _check_distinct(inputs, targets)
     if out_dir is not None and not Path(out_dir).is_dir():
         raise OutputError(f"{out_dir}: --out-dir is not an existing folder")

@@ -78,6 +78,7 @@ class StylizeConfig:
     fade_frames: int = _f(6, 0, 120, doc="a face whose evidence is poor (head turned past the exemplar, half out of the frame, jumping landmarks, tiny) fades toward the original over this many frames and back in when it returns (faceblit_core.faces.confidence); 0 = always stylize fully")
     keep_occluders: bool = _f(False, doc="leave out of the face mask what moves in front of the face against the landmarks' motion (a hand passing), so it stays in front (faceblit_core.occlusion); off by default: on fast heads with glasses it also cuts flickering holes")
     scene_cut: float = _f(40.0, 0.0, 255.0, doc="mean |frame - previous| of 64x64 thumbnails, 8-bit units, above which a scene cut resets tracking and the temporal guide; 0 disables")
+    faces: str = _f("all", doc="which faces are stylized: all | largest (the face largest over the clip) | ID[,ID...] (the ids 'faceblit faces' lists); the others are written unchanged")
     # --- compute -------------------------------------------------------------------------------
     device: str = _f("auto", doc="auto | cpu | cuda | cuda:N; auto uses CUDA when available")
     # --- encoding (DESIGN §7) ----------------------------------------------------------------
@@ -103,6 +104,7 @@ class StylizeConfig:
             _check_choice(f, getattr(self, f.name))
         if self.codec in ("libx264", "libx265") and self.preset not in X264_PRESETS:
             raise ConfigError(f"preset: expected one of {', '.join(X264_PRESETS)} for {self.codec}, got {self.preset!r}")
+        parse_face_selection(self.faces)
         dev = self.device
         if not (dev in DEVICE_CHOICES or (dev.startswith("cuda:") and dev[5:].isdigit())):
             raise ConfigError(f"device: expected one of auto, cpu, cuda, cuda:N, got {dev!r}")
@@ -145,6 +147,29 @@ class StylizeConfig:
             rng = f"; range [{m['lo']}, {m['hi']}]" if m.get("lo") is not None else ""
             out[f.name] = f"{m['doc']}{rng}"
         return out
+
+
+def parse_face_selection(text: str) -> str | frozenset[int]:
+    """The ``faces`` field read: ``"all"``, ``"largest"`` or the set of face ids it names.
+
+    Parameters
+    ----------
+    text : str
+        ``all``, ``largest`` or comma-separated ids ``ID[,ID...]`` (whole numbers ≥ 0,
+        the ids of :func:`faceblit_core.faces.listing.list_faces`).
+
+    Raises
+    ------
+    ConfigError
+        Anything else (exit 2).
+    """
+    value = text.strip().lower() if isinstance(text, str) else text
+    if value in ("all", "largest"):
+        return value
+    parts = value.split(",") if isinstance(value, str) else []
+    if not parts or not all(p.strip().isascii() and p.strip().isdigit() and len(p.strip()) <= 6 for p in parts):
+        raise ConfigError(f"faces: expected all, largest or face ids such as 0,2 (see 'faceblit faces'), got {text!r}")
+    return frozenset(int(p) for p in parts)
 
 
 def _check_type_range(f: dataclasses.Field, value: Any) -> None:

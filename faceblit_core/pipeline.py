@@ -30,7 +30,9 @@ import torch
 from faceblit_core import chunks, media
 from faceblit_core._runtime import Sink, signals_as_exceptions
 from faceblit_core.config import StylizeConfig
-from faceblit_core.errors import ConfigError, FaceblitError, InputError, OutputError
+from faceblit_core.errors import ConfigError, FaceblitError, InputError, OutputError, UsageError
+from faceblit_core.face_styles import FaceStyles, as_style, needs_ids
+from faceblit_core.faces.listing import track_faces
 from faceblit_core.style import StyleAsset, prepare_style
 from faceblit_core.media import IMAGE_EXTENSIONS
 from faceblit_core.setup import make_backend, progress_bar, resolve_device
@@ -69,10 +71,15 @@ def default_output_path(input_path: str | os.PathLike, style_path: str | os.Path
 
 
 # ------------------------------------------------------------------------------ set-up
-def load_style(style, *, config, style_landmarks, cache_dir, force_style=False) -> StyleAsset:
-    """``style`` itself when it is a prepared :class:`StyleAsset`, else :func:`prepare_style` of the path (cached)."""
+def load_style(style, *, config, style_landmarks, cache_dir, force_style=False) -> StyleAsset | FaceStyles:
+    """``style`` itself when it is a prepared :class:`StyleAsset`, else :func:`prepare_style` of the path (cached);
+    a :class:`FaceStyles` (one exemplar per face) with each distinct exemplar prepared once."""
     if isinstance(style, StyleAsset):
         return style
+    if isinstance(style, FaceStyles):
+        if style_landmarks is not None:
+            raise UsageError("--style-landmarks: it names the points of one exemplar; with several, put NAME.lm.txt beside each")
+        return style.prepared(lambda path: prepare_style(path, config=config, cache_dir=cache_dir, force=force_style))
     return prepare_style(style, landmarks=style_landmarks, config=config, cache_dir=cache_dir, force=force_style)
 
 
@@ -96,17 +103,36 @@ def probe(path):
 
 
 def style_path(style) -> str:
-    """The exemplar's file name (for default output names), from a path or a StyleAsset."""
+    """The exemplar's file name (for default output names), from a path or a StyleAsset (several: ``A+B``)."""
+    if isinstance(style, FaceStyles):
+        return style.name
     return str(getattr(style, "path", None) or "style") if not isinstance(style, (str, os.PathLike)) else str(style)
 
 
 def _make_stylizer(style, config: StylizeConfig, *, device: str, fps: float, video: bool, style_landmarks, fan_weights, cache_dir, save_guides,
-                   force_style: bool = False) -> FrameStylizer:
-    """Style asset + landmark backend + torch threads → a :class:`FrameStylizer` for one clip or still."""
+                   force_style: bool = False, frames_for_ids: Callable[[], Iterable[np.ndarray]] | None = None, start: int = 0,
+                   input: str = "") -> FrameStylizer:
+    """Style asset(s) + landmark backend + torch threads → a :class:`FrameStylizer` for one clip or still.
+
+    With exemplars per face id or a face selection (:func:`~faceblit_core.face_styles.needs_ids`),
+    the faces of ``frames_for_ids()`` (the frames to render, frame ``start`` first) are
+    tracked first, exactly as the render will track them, so the ids are the render's;
+    an id that never appears fails here, before anything is written.
+    """
     asset = load_style(style, config=config, style_landmarks=style_landmarks, cache_dir=cache_dir, force_style=force_style)
     backend = make_backend(config, fan_weights, device, video=video)
     _set_threads()
-    return FrameStylizer(asset, config, fps=fps, backend=backend, device=device, save_guides=Path(save_guides) if save_guides else None)
+    guides = Path(save_guides) if save_guides else None
+    if not needs_ids(asset, config):
+        return FrameStylizer(asset, config, fps=fps, backend=backend, device=device, save_guides=guides)
+    frames = frames_for_ids()
+    try:
+        listing = track_faces(frames, backend, config, fps=fps, start=start, input=str(input), thumbnails=False)
+    finally:
+        getattr(frames, "close", lambda: None)()
+    plan = FaceStyles.of(asset).resolve(config, listing)
+    return FrameStylizer(plan.default, config, fps=fps, backend=backend, device=device, save_guides=guides,
+                         face_styles=plan.by_id, only=plan.only)
 
 
 # ------------------------------------------------------------------------------ the job
@@ -137,8 +163,14 @@ def stylize_video(
     ----------
     input : path
         Input video (anything ffmpeg reads; ``-`` = standard input).
-    style : path or StyleAsset
-        The style exemplar (or an asset from :func:`faceblit_core.style.prepare_style`).
+    style : path, StyleAsset, mapping or FaceStyles
+        The style exemplar of every face (or an asset from :func:`faceblit_core.style.prepare_style`);
+        or one per face id: ``{0: "a.png", 1: "b.png"}`` (key None: every other face), the
+        CLI's strings ``["0=a.png", "1=b.png"]`` or a :class:`~faceblit_core.face_styles.FaceStyles`.
+        Ids are those of :func:`faceblit_core.faces.listing.list_faces` with the same face
+        options and ``frames``; ``config.faces`` selects the faces stylized. Faces without
+        an exemplar are written unchanged. Not with chunks or Ray (each chunk would
+        number the faces afresh).
     output : path, optional
         Output video; ``-`` = standard output (fragmented MP4); default
         ``NAME-STYLE.mp4`` next to the input.
@@ -192,9 +224,14 @@ def stylize_video(
     Raises
     ------
     InputError, StyleError, OutputError, EnvironmentProblem, ProcessingError, Interrupted
-        With a one-line message; no output file is left behind on any error.
+        With a one-line message; no output file is left behind on any error. InputError
+        also for a face id that never appears in the frames rendered.
+    UsageError, ConfigError
+        Bad ``style`` ids, ``config.faces``, or contradictions between them (exit 2).
     """
     config = config or StylizeConfig()
+    style = as_style(style)
+    FaceStyles.of(style).check(config)
     if engine not in ("local", "ray"):
         raise ConfigError(f"--engine: expected local or ray, got {engine!r}")
     if chunk_seconds is None:
@@ -232,12 +269,16 @@ def stylize_video(
         if out_path != "-" and save_guides is None and last is not None and last > span.start:
             plan = chunks.plan_chunks(span.start, last, fps=float(info.fps), chunk_seconds=chunk_seconds)
             if len(plan) > 1 or engine == "ray":
+                if needs_ids(style, config):
+                    raise UsageError("--style ID=STYLE and --faces other than all: not with chunks or --engine ray (each chunk would number the faces afresh); render in one piece")
                 return _stylize_chunked(input, style, out_path, info, plan=plan, config=config, device=device, warmup=chunk_warmup,
                                         resume=resume, side_by_side=side_by_side, overwrite=overwrite, audio_span=span.audio,
                                         progress=progress, engine=engine, ray_address=ray_address, style_landmarks=style_landmarks,
                                         fan_weights=fan_weights, cache_dir=cache_dir, started=started, force_style=force_style)
         stylizer = _make_stylizer(style, config, device=device, fps=float(info.fps), video=True, style_landmarks=style_landmarks,
-                                  fan_weights=fan_weights, cache_dir=cache_dir, save_guides=save_guides, force_style=force_style)
+                                  fan_weights=fan_weights, cache_dir=cache_dir, save_guides=save_guides, force_style=force_style,
+                                  frames_for_ids=lambda: media.iter_frames(info, start=span.start, end=span.end), start=span.start,
+                                  input=str(input))
         summary = RunSummary(input=str(input), output=out_path, fps_in=float(info.fps), device=device)
         with signals_as_exceptions(to_stdout=out_path == "-"):
             _write_video(stylizer, info, input, summary, span=span, config=config, side_by_side=side_by_side, overwrite=overwrite, progress=progress)
@@ -393,6 +434,8 @@ def stylize_image(
         With a one-line message; nothing is written on error.
     """
     config = config or StylizeConfig()
+    style = as_style(style)
+    FaceStyles.of(style).check(config)
     started = time.perf_counter()
     frame = media.read_image(input)
     out_path = Path(output) if output is not None else default_output_path(input, style_path(style))
@@ -402,7 +445,7 @@ def stylize_image(
     media.check_output(out_path, overwrite=overwrite, inputs=[input], image=True)
     stylizer = _make_stylizer(style, config, device=resolve_device(config.device), fps=25.0, video=False,
                               style_landmarks=style_landmarks, fan_weights=fan_weights, cache_dir=cache_dir, save_guides=save_guides,
-                              force_style=force_style)
+                              force_style=force_style, frames_for_ids=lambda: [frame], input=str(input))
     render_started = time.perf_counter()
     out, faces = stylizer(frame)
     if side_by_side:

@@ -14,7 +14,7 @@ from tqdm import tqdm
 
 from faceblit_core.config import StylizeConfig
 from faceblit_core.errors import EnvironmentProblem
-from faceblit_core.faces import get_backend
+from faceblit_core.faces.backends import backend_for
 
 
 def resolve_device(name: str) -> str:
@@ -37,18 +37,9 @@ def resolve_device(name: str) -> str:
 
 
 def make_backend(config: StylizeConfig, fan_weights, device: str, *, video: bool):
-    """The landmark backend named by ``config.landmarks``.
-
-    For video, dlib's CNN fallback detector is off: it costs ~1 s per re-detection
-    on frames without a face (seconds of a clip), while paintings — where it helps —
-    come as stills or exemplars (:func:`faceblit_core.faces.detect_style_landmarks`).
-    """
-    options: dict = {}
-    if config.landmarks == "fan":
-        options = {"weights": fan_weights, "device": device}
-    elif config.landmarks == "dlib" and video:
-        options = {"cnn_fallback": False}
-    return get_backend(config.landmarks, **options)
+    """The landmark backend named by ``config.landmarks`` (:func:`faceblit_core.faces.backends.backend_for`,
+    the rule ``faceblit faces`` shares, so both see the same faces under the same ids)."""
+    return backend_for(config, fan_weights, device, video=video)
 
 
 def progress_bar(total: int | None, enabled: bool, label: str):

@@ -28,6 +28,7 @@ import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Mapping
 
 import cv2
 import numpy as np
@@ -37,7 +38,9 @@ from faceblit_core import occlusion, warp
 from faceblit_core._runtime import Background
 from faceblit_core.compositing import composite
 from faceblit_core.config import StylizeConfig
-from faceblit_core.faces import Face, FaceTracker, box_from_points, confidence, inter_ocular
+from faceblit_core.checks import check
+from faceblit_core.faces import Face, box_from_points, confidence, inter_ocular
+from faceblit_core.faces.listing import make_tracker, skips_tracking
 from faceblit_core.geometry import Region, active_picture
 from faceblit_core.guides import (
     appearance_guide,
@@ -97,17 +100,69 @@ class FaceTrack:
     region: Region | None = None
 
 
+@dataclass(eq=False)
+class _Exemplar:
+    """One exemplar as the synthesis uses it: its asset, its tensors on the device, the
+    exemplar region face-space synthesis works on, and its own :class:`SynthesisCache`
+    (style tables and seed maps of one style size).
+
+    Cost (measured on CPU with a 480×640 exemplar, README "One exemplar per face"): the
+    lookup table (256³ int32 = 64 MiB) is the memory-mapped cache entry on the CPU
+    (shared, pages loaded as touched), a device copy on CUDA; the rest is a few MiB.
+    """
+
+    asset: object
+    app_t: torch.Tensor
+    temp_t: torch.Tensor
+    image_t: torch.Tensor
+    lut_t: torch.Tensor
+    iod: float
+    region: Region
+    identity: np.ndarray
+    face: np.ndarray
+    interior_source: object
+    synthesis_cache: SynthesisCache
+
+    @classmethod
+    def prepare(cls, style, config: StylizeConfig, device: str) -> "_Exemplar":
+        dev = torch.device(device)
+        # Face-space synthesis works on a fixed region of the exemplar around its face.
+        # Only what the face mask can show is synthesized: its outline plus the feather
+        # and the voting window (the frame-space margin is for the MLS and tracking slack).
+        pad = (config.mask_feather // 2 + config.blend_radius + 2) / max(1.0, float(np.ptp(style.landmarks[:, 1])))
+        sr = Region.around(face_mask_outline(style.landmarks), margin=pad, frame_size=(style.width, style.height))
+        ys, xs = np.mgrid[sr.y0 : sr.y1, sr.x0 : sr.x1].astype(np.float32)
+        source = None
+        if config.mouth_interior:
+            whole_face = face_mask(style.image, style.landmarks, region=Region.full(style.width, style.height), feather=config.mask_feather) > 0.5
+            source = interior_source(style.image, style.landmarks, whole_face)
+        return cls(
+            asset=style,
+            app_t=torch.from_numpy(np.ascontiguousarray(style.app)).to(dev),
+            temp_t=torch.from_numpy(np.ascontiguousarray(style.temp)).to(dev),
+            image_t=torch.from_numpy(np.ascontiguousarray(style.image)).to(dev),
+            lut_t=torch.from_numpy(np.ascontiguousarray(style.lut)).to(dev),
+            iod=inter_ocular(style.landmarks),
+            region=sr,
+            identity=np.ascontiguousarray(np.stack([xs, ys], axis=-1)),
+            face=face_mask(style.image, style.landmarks, region=sr, feather=config.mask_feather) > 0.5,
+            interior_source=source,
+            synthesis_cache=SynthesisCache(),   # this clip's tables and seed maps of this style
+        )
+
+
 class FrameStylizer:
     """Per-frame part of the pipeline, holding the state that lives across frames.
 
-    State: the style asset on the device, the landmark tracker, the previous output
-    (for the temporal guide), the previous frame (for the optical flow) and a
-    :class:`FaceTrack` per face id. Use one instance per clip.
+    State: each exemplar on the device (:class:`_Exemplar`), the landmark tracker, the
+    previous output (for the temporal guide), the previous frame (for the optical flow)
+    and a :class:`FaceTrack` per face id. Use one instance per clip.
 
     Parameters
     ----------
-    style : StyleAsset
-        The exemplar with its guides and lookup table (:func:`faceblit_core.style.prepare_style`).
+    style : StyleAsset or None
+        The exemplar of every face (:func:`faceblit_core.style.prepare_style`); None:
+        only the faces of ``face_styles`` are stylized (not with ``background``).
     config : StylizeConfig
         All tunables.
     fps : float
@@ -118,48 +173,40 @@ class FrameStylizer:
         torch device of the synthesis.
     save_guides : Path, optional
         Folder receiving each frame's guides as PNGs.
+    face_styles : mapping of int to StyleAsset, keyword-only
+        Exemplars of given face ids (the tracker's ids, :mod:`faceblit_core.faces.listing`),
+        instead of ``style``. Each distinct exemplar is prepared once.
+    only : frozenset of int, keyword-only
+        Only these face ids are stylized (``--faces``); None = every face with an exemplar.
+        The others are written unchanged.
     """
 
-    def __init__(self, style, config: StylizeConfig, *, fps: float, backend, device: str, save_guides: Path | None = None) -> None:
-        self.style = style
+    def __init__(self, style, config: StylizeConfig, *, fps: float, backend, device: str, save_guides: Path | None = None,
+                 face_styles: Mapping[int, object] | None = None, only: frozenset[int] | None = None) -> None:
+        check(style is not None or face_styles, "style", "a StyleAsset, or face_styles", style)
+        check(style is not None or not config.background, "style", "the background's exemplar when background is on", style)
         self.config = config
         self.fps = float(fps) if fps and fps > 0 else 25.0
         self.device = device
         self.save_guides = Path(save_guides) if save_guides is not None else None
-        self.tracker = FaceTracker(
-            backend,
-            detect_every=config.detect_every,
-            max_faces=config.max_faces,
-            min_cutoff=config.smooth_min_cutoff,
-            beta=config.smooth_beta,
-            scene_cut=config.scene_cut,
-            fps=self.fps,
-        )
+        self.tracker = make_tracker(backend, config, fps=self.fps)
         self._jitter_seed = None
         self._jitter = None
-        dev = torch.device(device)
-        self.style_app_t = torch.from_numpy(np.ascontiguousarray(style.app)).to(dev)
-        self.style_temp_t = torch.from_numpy(np.ascontiguousarray(style.temp)).to(dev)
-        self.style_image_t = torch.from_numpy(np.ascontiguousarray(style.image)).to(dev)
-        self.lut_t = torch.from_numpy(np.ascontiguousarray(style.lut)).to(dev)
-        self.style_iod = inter_ocular(style.landmarks)
-        # Face-space synthesis works on a fixed region of the exemplar around its face.
-        # Only what the face mask can show is synthesized: its outline plus the feather
-        # and the voting window (the frame-space margin is for the MLS and tracking slack).
-        pad = (config.mask_feather // 2 + config.blend_radius + 2) / max(1.0, float(np.ptp(style.landmarks[:, 1])))
-        self.style_region = Region.around(face_mask_outline(style.landmarks), margin=pad, frame_size=(style.width, style.height))
-        sr = self.style_region
-        ys, xs = np.mgrid[sr.y0 : sr.y1, sr.x0 : sr.x1].astype(np.float32)
-        self.style_identity = np.ascontiguousarray(np.stack([xs, ys], axis=-1))
-        self.style_face = face_mask(style.image, style.landmarks, region=sr, feather=config.mask_feather) > 0.5
-        self.interior_source = None
-        if config.mouth_interior:
-            whole_face = face_mask(style.image, style.landmarks, region=Region.full(style.width, style.height), feather=config.mask_feather) > 0.5
-            self.interior_source = interior_source(style.image, style.landmarks, whole_face)
+        # One _Exemplar per distinct exemplar (by cache key): one mapped to several ids is prepared once.
+        by_key: dict[str, _Exemplar] = {}
+
+        def exemplar(asset) -> _Exemplar:
+            if asset.key not in by_key:
+                by_key[asset.key] = _Exemplar.prepare(asset, config, device)
+            return by_key[asset.key]
+
+        self.default = exemplar(style) if style is not None else None
+        self.face_exemplars = {int(fid): exemplar(asset) for fid, asset in (face_styles or {}).items()}
+        self.only = frozenset(only) if only is not None else None
+        self._use(self.default or next(iter(self.face_exemplars.values())))
         self.prev_output: np.ndarray | None = None
         self.prev_frame: np.ndarray | None = None
         self.tracks: dict[int, FaceTrack] = {}
-        self.synthesis_cache = SynthesisCache()   # this clip's style tables and seed maps
         self._flow = self._flow_forward = None
         # Graceful degradation (faceblit_core.faces.confidence): a fade state per face
         # id, how each frame was written, the raw landmark fits (occluders).
@@ -174,6 +221,24 @@ class FrameStylizer:
         self.stage_ms: dict[str, float] = {}
         self.index = 0
         self.scene_cuts = 0
+
+    def _use(self, exemplar: _Exemplar) -> None:
+        """Make ``exemplar`` the one the synthesis steps read (``self.style``, ``self.lut_t``, …):
+        set before each face is synthesized (each face id has its own exemplar)."""
+        self.style, self.style_app_t, self.style_temp_t = exemplar.asset, exemplar.app_t, exemplar.temp_t
+        self.style_image_t, self.lut_t, self.style_iod = exemplar.image_t, exemplar.lut_t, exemplar.iod
+        self.style_region, self.style_identity, self.style_face = exemplar.region, exemplar.identity, exemplar.face
+        self.interior_source, self.synthesis_cache = exemplar.interior_source, exemplar.synthesis_cache
+
+    def exemplar_for(self, face_id: int):
+        """The exemplar (StyleAsset) face ``face_id`` is stylized with, None when it is written unchanged."""
+        found = self._exemplar_of(face_id)
+        return found.asset if found is not None else None
+
+    def _exemplar_of(self, face_id: int) -> _Exemplar | None:
+        if self.only is not None and face_id not in self.only:
+            return None
+        return self.face_exemplars.get(face_id, self.default)
 
     def _tick(self, stage: str, t0: float) -> float:
         t1 = time.perf_counter()
@@ -206,7 +271,7 @@ class FrameStylizer:
             The (tracked, smoothed) faces used; empty when none was found.
         """
         cfg = self.config
-        if self.prev_frame is not None and self.prev_output is not None and cfg.fade_frames > 0 and confidence.repeats(frame, self.prev_frame):
+        if self.prev_output is not None and skips_tracking(frame, self.prev_frame, fade_frames=cfg.fade_frames):
             # A repeated input frame gets the same output (nothing moves while the video stands still).
             self._count_frame(*self._last_counts)
             self.index += 1
@@ -226,6 +291,7 @@ class FrameStylizer:
         faces_sorted = sorted(faces, key=lambda f: -f.area)
         strengths, reasons, dropped = [], [], set()
         if cfg.background:
+            self._use(self.default)
             # Letterbox/pillarbox bars stay as they are: stylized, their edge rows were
             # mapped onto the exemplar's border and smeared into streaks (issue 12).
             picture = active_picture(frame)
@@ -237,6 +303,10 @@ class FrameStylizer:
         ghosts = self._lost_faces(frame, {f.id for f in faces})
         lost = {g.id for g in ghosts}
         for face in faces_sorted + ghosts:
+            exemplar = self._exemplar_of(face.id)
+            if exemplar is None:
+                continue  # not selected (--faces) or without an exemplar: written unchanged
+            self._use(exemplar)
             if face.id in lost:
                 strength, reason = confidence.fade_lost(self.fades[face.id], face.points, fade_frames=cfg.fade_frames)
             else:

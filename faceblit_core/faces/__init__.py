@@ -7,6 +7,7 @@ Every face is described by 68 iBUG/dlib points in frame px (``docs/ARCHITECTURE.
     io.py         landmark files: FaceBlit's 68-line text, JSON, per-frame JSON   (types)
     backends/     dlib.py, fan.py, file.py + the registry BACKENDS/get_backend   (types, io)
     tracking.py   FaceTracker, OneEuroFilter, LandmarkSmoother                    (types, backends.file)
+    listing.py    the faces of a clip and their ids (faceblit faces), contact sheet (tracking, backends, confidence)
     confidence.py how far a tracked face can be trusted -> stylization strength  (no other faces module;
                   imported as ``from faceblit_core.faces import confidence``)
 
@@ -37,6 +38,7 @@ from faceblit_core.faces.io import (
     save_frame_landmarks,
     save_landmarks,
 )
+from faceblit_core.faces.listing import FaceEntry, FaceListing, contact_sheet, list_faces, track_faces
 from faceblit_core.faces.tracking import FaceTracker, LandmarkSmoother, OneEuroFilter, similarity_to_points
 from faceblit_core.faces.types import N_POINTS, Face, LandmarkBackend, box_from_points, box_iou, inter_ocular
 
@@ -51,6 +53,11 @@ __all__ = [
     "FanBackend",
     "FrameLandmarksBackend",
     "FaceTracker",
+    "FaceListing",
+    "FaceEntry",
+    "list_faces",
+    "track_faces",
+    "contact_sheet",
     "OneEuroFilter",
     "LandmarkSmoother",
     "load_landmarks",

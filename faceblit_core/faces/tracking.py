@@ -308,7 +308,8 @@ class FaceTracker:
     stable; a degraded track matched by a detection restarts from it, an unmatched
     degraded track is dropped (the face left), an unmatched healthy track is kept
     only if the backend's ``detect_near`` confirms it. Unmatched detections start
-    new tracks; at most ``max_faces`` are kept, largest first. For ``detect_every``
+    new tracks, numbered in order of appearance and, within one frame, left to right; at most
+    ``max_faces`` are kept, largest first. For ``detect_every``
     frames after a face is lost, ``detect_near`` looks for it where it was, and a
     face found there (or by the next detection) gets the lost id back.
     Without tracks, detection keeps its ``detect_every`` period (it can be slow:
@@ -572,7 +573,11 @@ class FaceTracker:
 
         # New faces; one appearing where a face was just lost gets that face's id back.
         lost = self._lost + [(tr.id, tr.last_box, index + self.detect_every) for tr in dropped]
-        for di, det in enumerate(dets):
+        # Faces new in the same frame are numbered left to right (then top to bottom): the
+        # ids users give (--style ID=S) do not depend on the detector's order of its boxes.
+        order = sorted(range(len(dets)), key=lambda d: (float(det_boxes[d][0] + det_boxes[d][2]), float(det_boxes[d][1] + det_boxes[d][3])))
+        for di in order:
+            det = dets[di]
             if di in used_d or any(box_iou(det_boxes[di], tr.box) > _DUPLICATE_IOU for tr in keep):
                 continue
             reuse = max(lost, key=lambda lo: box_iou(lo[1], det_boxes[di]), default=None)

@@ -24,6 +24,7 @@ from faceblit_core.faces.types import LandmarkBackend
 __all__ = [
     "BACKENDS",
     "get_backend",
+    "backend_for",
     "backend_names",
     "DlibBackend",
     "FanBackend",
@@ -82,3 +83,23 @@ def get_backend(name: str, **options: Any) -> LandmarkBackend:
             raise ConfigError(f"landmarks: a per-frame file takes no options, got {sorted(options)}")
         return FrameLandmarksBackend(name)
     raise ConfigError(f"landmarks: expected one of {', '.join(BACKENDS)} or a per-frame .json file, got {name!r}")
+
+
+def backend_for(config, fan_weights=None, device: str = "cpu", *, video: bool) -> LandmarkBackend:
+    """The landmark backend named by ``config.landmarks`` (a :class:`~faceblit_core.config.StylizeConfig`),
+    with the options a run uses: the one rule shared by stylizing and listing faces.
+
+    For video, dlib's CNN fallback detector is off: it costs ~1 s per re-detection
+    on frames without a face (seconds of a clip), while paintings — where it helps —
+    come as stills or exemplars (:func:`faceblit_core.faces.detect_style_landmarks`).
+
+    Raises
+    ------
+    As :func:`get_backend`.
+    """
+    options: dict = {}
+    if config.landmarks == "fan":
+        options = {"weights": fan_weights, "device": device}
+    elif config.landmarks == "dlib" and video:
+        options = {"cnn_fallback": False}
+    return get_backend(config.landmarks, **options)
