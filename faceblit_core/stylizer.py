@@ -106,9 +106,11 @@ class _Exemplar:
     exemplar region face-space synthesis works on, and its own :class:`SynthesisCache`
     (style tables and seed maps of one style size).
 
-    Cost (measured on CPU with a 480×640 exemplar, README "One exemplar per face"): the
-    lookup table (256³ int32 = 64 MiB) is the memory-mapped cache entry on the CPU
-    (shared, pages loaded as touched), a device copy on CUDA; the rest is a few MiB.
+    Cost, measured on the CPU with a 480×640 exemplar (``bench/exemplars.py``, README
+    "Several faces"): ~170 MiB of peak RSS per exemplar — the lookup table (256³ int32,
+    64 MiB, the memory-mapped cache entry on the CPU, a device copy on CUDA), StyleBlit's
+    padded copy of it (66 MiB) and padded temporal guide (10.5 MiB) in the synthesis
+    cache, seed maps (~15–19 MiB), face-space arrays (~5 MiB), images (2 MiB).
     """
 
     asset: object

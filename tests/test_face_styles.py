@@ -164,6 +164,9 @@ def test_faces_lists_both_faces_with_the_same_ids_on_two_runs(two_faces, tmp_pat
     assert r2.returncode == 0, r2.stderr
     a, b = json.loads(r1.stdout), json.loads(r2.stdout)
     assert a["faces"] == b["faces"]  # same ids, frames and sizes on every run
+    from faceblit_core.faces import list_faces
+
+    assert list_faces(two_faces["clip"]).to_dict()["faces"] == a["faces"]  # the one-call API is the command
     assert [f["id"] for f in a["faces"]] == [0, 1]
     for f in a["faces"]:
         assert (f["first"], f["last"], f["count"]) == (0, FRAMES - 1, FRAMES) and f["ranges"] == [[0, FRAMES - 1]]

@@ -280,8 +280,9 @@ def list_faces(input: str | os.PathLike, *, config: StylizeConfig | None = None,
 
     config = config or StylizeConfig()
     start, end = frames if frames is not None else (0, None)
+    name = str(input)
     with contextlib.ExitStack() as stack:
-        if str(input) == "-":
+        if name == "-":
             input = stack.enter_context(media.spooled_stdin())
         info = media.probe(input)
         if sheet is not None:
@@ -291,7 +292,7 @@ def list_faces(input: str | os.PathLike, *, config: StylizeConfig | None = None,
         backend = backend_for(config, fan_weights, device, video=not info.is_image)
         reader = media.iter_frames(info, start=start, end=end)
         stack.callback(getattr(reader, "close", lambda: None))
-        listing = track_faces(reader, backend, config, fps=float(info.fps) if info.fps else 25.0, start=start, input=str(input))
+        listing = track_faces(reader, backend, config, fps=float(info.fps) if info.fps else 25.0, start=start, input=name)
         if sheet is not None:
             media.write_image(sheet, contact_sheet(listing), overwrite=overwrite, inputs=[input])
     return listing
