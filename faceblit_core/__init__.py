@@ -15,7 +15,7 @@ Per-style assets (guides of the exemplar, lookup table) live in
 
 from faceblit_core._version import __version__
 
-__all__ = ["__version__", "StylizeConfig", "stylize_video", "stylize_image", "stylize_batch", "FaceblitError"]
+__all__ = ["__version__", "StylizeConfig", "stylize_video", "stylize_image", "stylize_batch", "list_faces", "FaceblitError"]
 
 
 def __getattr__(name: str):
@@ -27,6 +27,10 @@ def __getattr__(name: str):
         from faceblit_core.batch import stylize_batch
 
         return stylize_batch
+    if name == "list_faces":
+        from faceblit_core.faces.listing import list_faces
+
+        return list_faces
     if name == "StylizeConfig":
         from faceblit_core.config import StylizeConfig
 
