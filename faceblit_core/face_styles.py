@@ -26,7 +26,7 @@ from faceblit_core.style import StyleAsset
 __all__ = ["FaceStyles", "FacePlan", "as_style", "needs_ids"]
 
 #: ``ID=S``: what precedes the first ``=`` when it is not a path (no ``/``, no ``.``).
-_MAPPING = re.compile(r"^([^=/.]*)=(.+)$")
+_MAPPING = re.compile(r"^([^=/.]*)=(.*)$")
 
 
 @dataclass(frozen=True)
@@ -77,6 +77,8 @@ class FaceStyles:
             key, path = match.group(1).strip(), match.group(2)
             if not (key.isascii() and key.isdigit() and len(key) <= 6):
                 raise UsageError(f"--style {value}: expected ID=STYLE with ID a face id (a whole number >= 0, see 'faceblit faces'), got id {key!r}")
+            if not path:
+                raise UsageError(f"--style {value}: expected ID=STYLE, the exemplar's file after '='")
             if int(key) in by_id:
                 raise UsageError(f"--style {value}: face {int(key)} has an exemplar already ({by_id[int(key)]})")
             by_id[int(key)] = path

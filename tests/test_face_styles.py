@@ -49,7 +49,7 @@ def test_style_values_parse_into_every_face_and_per_id():
     assert as_style({None: "a.png", 1: "b.png"}) == FaceStyles("a.png", {1: "b.png"})
     assert needs_ids("a.png", StylizeConfig()) is False
     assert needs_ids("a.png", StylizeConfig(faces="largest")) and needs_ids(FaceStyles(None, {0: "a"}), StylizeConfig())
-    for bad in (["x=a.png"], ["-1=a.png"], ["0=a.png", "0=b.png"], ["a.png", "b.png"], [" =a.png"]):
+    for bad in (["x=a.png"], ["-1=a.png"], ["0=a.png", "0=b.png"], ["a.png", "b.png"], [" =a.png"], ["3="]):
         with pytest.raises(UsageError):
             FaceStyles.parse(bad)
     with pytest.raises(UsageError):
