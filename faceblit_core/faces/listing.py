@@ -24,7 +24,6 @@ import contextlib
 import json
 import os
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Iterable
 
 import cv2
