@@ -244,6 +244,7 @@ def stylize_video(
         from faceblit_core import ray_engine  # lazy: Ray is an optional extra, imported only for engine="ray"
 
         ray_engine.check_installed()  # before anything is read or written
+    given = str(input)  # what the summary names: "-" for standard input, not its spooled copy
     with contextlib.ExitStack() as stack:
         if str(input) == "-":
             # Standard input is spooled to a temporary file (probed, then decoded);
@@ -256,10 +257,10 @@ def stylize_video(
         # The content decides what the input is, the output's extension what is written:
         # a still (even one named .mp4) becomes an image, or a one-frame video for a video name.
         if info.is_image and (out_path == "-" or Path(out_path).suffix.lower() not in media.VIDEO_EXTENSIONS):
-            return stylize_image(
+            return _named(given, stylize_image(
                 input, style, output, config=config, style_landmarks=style_landmarks, fan_weights=fan_weights,
                 side_by_side=side_by_side, save_guides=save_guides, cache_dir=cache_dir, overwrite=overwrite, force_style=force_style,
-            )
+            ))
         # A bad output path fails now, not after the style, the models and the first frames.
         media.check_output(out_path, overwrite=overwrite, inputs=[input], video=True)
         # With Ray the chunks run on the cluster's machines: a GPU is looked for there (ray_engine.connect).
@@ -271,15 +272,16 @@ def stylize_video(
             if len(plan) > 1 or engine == "ray":
                 if needs_ids(style, config):
                     raise UsageError("--style ID=STYLE and --faces other than all: not with chunks or --engine ray (each chunk would number the faces afresh); render in one piece")
-                return _stylize_chunked(input, style, out_path, info, plan=plan, config=config, device=device, warmup=chunk_warmup,
-                                        resume=resume, side_by_side=side_by_side, overwrite=overwrite, audio_span=span.audio,
-                                        progress=progress, engine=engine, ray_address=ray_address, style_landmarks=style_landmarks,
-                                        fan_weights=fan_weights, cache_dir=cache_dir, started=started, force_style=force_style)
+                return _named(given, _stylize_chunked(
+                    input, style, out_path, info, plan=plan, config=config, device=device, warmup=chunk_warmup, resume=resume,
+                    side_by_side=side_by_side, overwrite=overwrite, audio_span=span.audio, progress=progress, engine=engine,
+                    ray_address=ray_address, style_landmarks=style_landmarks, fan_weights=fan_weights, cache_dir=cache_dir,
+                    started=started, force_style=force_style))
         stylizer = _make_stylizer(style, config, device=device, fps=float(info.fps), video=True, style_landmarks=style_landmarks,
                                   fan_weights=fan_weights, cache_dir=cache_dir, save_guides=save_guides, force_style=force_style,
                                   frames_for_ids=lambda: media.iter_frames(info, start=span.start, end=span.end), start=span.start,
                                   input=str(input))
-        summary = RunSummary(input=str(input), output=out_path, fps_in=float(info.fps), device=device)
+        summary = RunSummary(input=given, output=out_path, fps_in=float(info.fps), device=device)
         with signals_as_exceptions(to_stdout=out_path == "-"):
             _write_video(stylizer, info, input, summary, span=span, config=config, side_by_side=side_by_side, overwrite=overwrite, progress=progress)
         summary.seconds = time.perf_counter() - started
@@ -287,6 +289,12 @@ def stylize_video(
         add_frame_counts(summary, stylizer)
         summary.stage_ms = {k: v / max(1, summary.frames) for k, v in stylizer.stage_ms.items()}
         return summary
+
+
+def _named(given: str, summary: RunSummary) -> RunSummary:
+    """``summary`` naming the input as the caller gave it (``-``, not standard input's spooled copy)."""
+    summary.input = given
+    return summary
 
 
 @dataclass(frozen=True)

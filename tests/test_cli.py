@@ -294,6 +294,17 @@ def test_json_batch_has_a_record_for_every_input(small, tmp_path):
     assert records[2]["fps"] == pytest.approx(2 / records[2]["render_seconds"], rel=0.01)
 
 
+def test_json_names_standard_input_as_given(small, tmp_path):
+    """A video and a still read from '-' are recorded as input '-' (not standard input's spooled copy)."""
+    for src, out in ((CLIP, "o.mp4"), (small["still"], "o.png")):
+        with open(src, "rb") as stdin:
+            r = run_in(tmp_path, "stylize", "-", "--style", small["style"], "-o", out, "--frames", "0:2",
+                       "--cache-dir", small["cache"], "--json", "-q", stdin=stdin)
+        assert r.returncode == 0, r.stderr
+        (record,) = [json.loads(line) for line in r.stdout.splitlines()]
+        assert (record["input"], record["status"], record["output"]) == ("-", "written", out)
+
+
 def _stderr_on_a_terminal(args, cwd) -> str:
     """Run the CLI with stderr on a pseudo-terminal (stdout piped); return what the terminal got."""
     master, slave = pty.openpty()
