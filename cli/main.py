@@ -221,7 +221,7 @@ def _stylize(
     resume: bool = typer.Option(True, "--resume/--no-resume", rich_help_panel="Long renders and Ray",
                                 help="Reuse the finished chunks of an interrupted run with the same input, style and options (default); --no-resume starts afresh."),
     engine: str = typer.Option("local", "--engine", metavar="local|ray", rich_help_panel="Long renders and Ray",
-                               help="Where chunks render: this process, or Ray tasks (pip install 'faceblit[ray]')."),
+                               help="Where chunks render: this process, or Ray tasks (pip install 'faceblit\\[ray]')."),
     ray_address: Optional[str] = typer.Option(None, "--ray-address", metavar="ADDR", rich_help_panel="Long renders and Ray",
                                               help="Ray cluster for --engine ray: 'auto', HOST:PORT or ray://HOST:10001; default: a local Ray instance."),
     force: bool = typer.Option(False, "--force", help="Use a style exemplar that the exemplar check finds hopeless (tiny face, head turned, face outside the picture)."),
@@ -418,6 +418,8 @@ def cache_cmd(
         if clear and prune:
             raise ConfigError("--clear and --prune: give one of them")
         folder = Path(cache_dir).expanduser() if cache_dir is not None else cache.default_cache_dir()
+        if folder.exists() and not folder.is_dir():
+            raise ConfigError(f"{folder}: --cache-dir is a file, not a folder")
         limit = cache.max_bytes()
         if clear or prune:
             done = cache.prune(folder, 0 if clear else None)

@@ -65,7 +65,7 @@ class StylizeConfig:
     flow_follow: float = _f(0.99, 0.0, 0.999, doc="share of last frame's positional guide carried along the input's optical flow (rest: this frame's landmarks); 0 = landmarks only")
     flow_bound: float = _f(0.1, 0.0, 1.0, doc="the flow-carried positional guide stays within this distance of this frame's landmark-based one, fraction of the exemplar's inter-ocular distance (bounded residual: carried state cannot drift); 0 = landmarks only")
     keep_previous: bool = _f(True, doc="face space: a pixel keeps the exemplar pixel it showed in the previous frame while that still meets the threshold (steady chunks); only the other pixels are synthesized again (fast)")
-    keep_tolerance: float = _f(3.0, 0.0, 100.0, doc="with keep_previous: a pixel keeps last frame's exemplar pixel while its error on this frame's guides is below threshold × this (near 1: re-tested against StyleBlit's own test every frame, so kept texture cannot drift from the face)")
+    keep_tolerance: float = _f(3.0, 0.0, 100.0, doc="while pixels keep their exemplar pixel (--keep-previous): a pixel keeps last frame's exemplar pixel while its error on this frame's guides is below threshold × this (near 1: re-tested against StyleBlit's own test every frame, so kept texture cannot drift from the face)")
     mouth_interior: bool = _f(True, doc="paint the target's open mouth (inner-lip polygon) from the exemplar's eye, lip and mouth pixels of matching luminance (segmentation guide, FaceStyle): the exemplar's closed mouth is not stretched over it")
     background: bool = _f(False, doc="also stylize the rest of the frame from the positional guide (FaceBlit's background mode)")
     # --- faces (DESIGN §3) -------------------------------------------------------------------

@@ -224,3 +224,7 @@ def test_cache_command_shows_where_and_what_then_prunes_and_clears(tmp_path):
     assert r.returncode == 2 and r.stderr.strip() == "faceblit: error: --clear and --prune: give one of them (see 'faceblit cache --help')"
     r = _cli("cache", "--cache-dir", str(d), env_extra={C.MAX_BYTES_ENV: "much"})
     assert r.returncode == 2 and r.stderr.startswith("faceblit: error: $FACEBLIT_CACHE_MAX_BYTES: expected a size") and "Traceback" not in r.stderr
+    a_file = tmp_path / "notes.png"
+    a_file.write_bytes(b"x")
+    r = _cli("cache", "--cache-dir", str(a_file))
+    assert r.returncode == 2 and r.stderr.strip() == f"faceblit: error: {a_file}: --cache-dir is a file, not a folder (see 'faceblit cache --help')"
