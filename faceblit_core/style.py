@@ -356,6 +356,32 @@ def _warn(report: ExemplarReport, name: str) -> None:
         warnings.warn(f"style image {name}: {report.message()}", ExemplarWarning, stacklevel=3)
 
 
+#: Mean distance (per inter-ocular distance) between given and detected landmarks above which
+#: the given ones are taken to belong to another picture. Hand-corrected files of the shared
+#: exemplars lie 0.01-0.15 from detection; a file of the 480x640 version used with the
+#: 768x1024 one lies ~1.
+ELSEWHERE_NME = 0.5
+
+
+def _warn_if_elsewhere(points: np.ndarray, image: np.ndarray, name: str, source: str) -> None:
+    """Warn when landmarks from a file lie far from the face the detector finds in the exemplar.
+
+    Points inside the image can still belong to another one (the file of another size of the
+    same painting), and the synthesis would paint a melted face without any error. Where no
+    face is detected (paintings, often the reason for a file) there is nothing to compare.
+    Run once per preparation (a cache hit does not repeat it).
+    """
+    try:
+        found = faces.detect_style_landmarks(image)
+    except StyleError:
+        return
+    distance = float(np.linalg.norm(points - found, axis=1).mean()) / max(faces.inter_ocular(found), 1.0)
+    if distance > ELSEWHERE_NME:
+        warnings.warn(f"style image {name}: the given landmarks ({source}) lie far from the face found in the image "
+                      f"(on average {distance:.1f} x its eye distance): a file of another size of the picture, or of another one? "
+                      f"Compare with the face found: 'faceblit landmarks {name} --draw check.png'", ExemplarWarning, stacklevel=4)
+
+
 def _resolve_params(config: Any, **given: float | None) -> dict:
     values = {}
     for name, value in given.items():
@@ -505,6 +531,7 @@ def _build(data: bytes, style_path: Path, name: str, points, lm_source: str, key
     inside = lambda: check_points_inside(points, (w, h), source=f"style landmarks ({lm_source})")  # noqa: E731
     if lm_source != "detected":
         inside()
+        _warn_if_elsewhere(points, image, name, lm_source)
     report = _check(image, points, name, force=force)
     inside()
     stages["landmarks"] = time.perf_counter() - t

@@ -7,6 +7,7 @@ import subprocess
 import sys
 import textwrap
 import threading
+import warnings
 from pathlib import Path
 
 import cv2
@@ -174,6 +175,17 @@ def test_real_style_with_its_landmark_file(shared_data, tmp_path, cache):
     # the table's answer for a cell at its own appearance lies near the cell
     ys, xs = np.divmod(a.lut[128, 128, :].astype(np.int64), 240)
     assert np.abs(xs - 120).max() <= 9 and np.abs(ys - 160).max() <= 9
+
+
+def test_landmarks_of_another_size_of_the_painting_are_warned_about(shared_data, tmp_path, cache):
+    # The 480x640 file lies inside the 768x1024 painting, so no check of the bounds sees it;
+    # the face found in the image does (1.2 eye distances away). Its own file: no warning.
+    src = shared_data / "styles" / "watercolorgirl.png"
+    with pytest.warns(S.ExemplarWarning, match="lie far from the face found in the image"):
+        prepare_style_report(src, landmarks=shared_data / "styles" / "watercolorgirl_480x640.lm.txt", cache_dir=cache, **FAST)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", S.ExemplarWarning)
+        prepare_style_report(src, landmarks=shared_data / "styles" / "watercolorgirl.lm.txt", cache_dir=cache, **FAST)
 
 
 # --------------------------------------------------------------------------------- cache keys
