@@ -63,6 +63,11 @@ _RIGID = [*range(17), 27, 28, 29, 30, 31, 35, 36, 39, 42, 45]
 # on a cylinder-like head the asymmetry of the nose between the jaw sides is
 # ≈ K·tan(yaw) (0.55 puts 30° at ≈ 0.32 and 60° at ≈ 0.95).
 _NOSE_DEPTH = 0.55
+# Foreshortening that two faces in the same pose show because their shapes differ (a
+# rounder or longer face than the exemplar's): 10-25° (see foreshortening). Only what
+# goes beyond it counts as a turn; without it frontal faces of another shape were faded
+# as "turned" (d10 x het: median 27°, nose yaw under 13°).
+_SHAPE_ALLOWANCE = 15.0
 
 
 @dataclass(frozen=True)
@@ -92,7 +97,8 @@ class Evidence:
     ----------
     yaw : float
         How far the head is turned out of the exemplar's pose, degrees, ≥ 0: the
-        larger of |:func:`head_yaw` − the exemplar's| and :func:`foreshortening`.
+        larger of |:func:`head_yaw` − the exemplar's| and :func:`foreshortening`
+        less what face shapes alone give (15°).
     roll : float
         |head roll − the exemplar's|, degrees in [0, 180].
     outside : float
@@ -326,7 +332,7 @@ def measure(points: np.ndarray, raw: np.ndarray, previous_raw: np.ndarray | None
     # The pose from the raw fit: the smoothed shape lags a turning head by many frames.
     roll = abs(head_roll(raw) - head_roll(style_points)) % 360.0
     return Evidence(
-        yaw=max(abs(head_yaw(raw) - head_yaw(style_points)), foreshortening(raw, style_points)),
+        yaw=max(abs(head_yaw(raw) - head_yaw(style_points)), foreshortening(raw, style_points) - _SHAPE_ALLOWANCE),
         roll=min(roll, 360.0 - roll),
         outside=outside_fraction(points, frame_size),
         fit=fit_error(points, raw, previous_raw),
