@@ -234,7 +234,7 @@ class FrameStylizer:
         self.stage_ms: dict[str, float] = {}
         self.index = 0       # ABSOLUTE frame index of the next frame (start_at): every schedule is keyed on it
         self.scene_cuts = 0
-        self._refresh_phases: torch.Tensor | None = None   # kept-NNF refresh schedule of the style region
+        self._refresh_phases: dict[tuple[int, int], torch.Tensor] = {}   # kept-NNF refresh schedule per region size
 
     def start_at(self, index: int) -> None:
         """Number the next frame ``index`` of the clip (a render that starts mid-clip: a chunk, ``--frames``).
@@ -652,9 +652,10 @@ class FrameStylizer:
         if previous is not None:
             # Each kept entry is re-synthesized once every MEMORY_FRAMES frames (scattered
             # pixels, absolute index): the kept NNF forgets where a render started.
-            if self._refresh_phases is None or tuple(self._refresh_phases.shape) != tuple(g_app.shape[:2]):
-                self._refresh_phases = torch.from_numpy(refresh_phases(g_app.shape[:2], MEMORY_FRAMES, seed=cfg.seed)).to(self.style_app_t.device)
-            refresh = refresh_mask(self._refresh_phases, self.index, MEMORY_FRAMES, frames=max(1, self.index - track.index))
+            shape = tuple(g_app.shape[:2])
+            if shape not in self._refresh_phases:
+                self._refresh_phases[shape] = torch.from_numpy(refresh_phases(shape, MEMORY_FRAMES, seed=cfg.seed)).to(self.style_app_t.device)
+            refresh = refresh_mask(self._refresh_phases[shape], self.index, MEMORY_FRAMES, frames=max(1, self.index - track.index))
         result = synthesize(
             g_pos,
             g_app,
