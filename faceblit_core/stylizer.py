@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Mapping
 
@@ -57,7 +57,16 @@ from faceblit_core.guides import (
 from faceblit_core.guides.segmentation import interior_source, paint_mouth_interior
 from faceblit_core.media import write_image
 from faceblit_core.synthesis import JitterTable, Synthesis, SynthesisCache, synthesize
-from faceblit_core.temporal_state import carry_positional, clamp_mask, keep_threshold, reanchor_faces
+from faceblit_core.temporal_state import (
+    MEMORY_FRAMES,
+    carry_positional,
+    carry_schedule,
+    clamp_mask,
+    keep_threshold,
+    reanchor_faces,
+    refresh_mask,
+    refresh_phases,
+)
 
 __all__ = ["FrameStylizer", "FaceTrack"]
 
@@ -85,19 +94,21 @@ class FaceTrack:
     synthesis : Synthesis or None
         Last frame's face-space synthesis (NNF, colours, keep-test terms), updated
         by the next one when ``keep_previous`` is on; None in frame space.
-    guide_pos : (h, w, 2) float32 or None
-        Last frame's positional guide (style px) on ``region``, after the flow carry.
-    mask : (h, w) float32 or None
-        Last frame's face mask in [0, 1] on ``region``, after the flow carry.
+    chains : list of 2 (guide_pos, mask) or None
+        The two staggered flow-carried chains (:func:`faceblit_core.temporal_state.carry_schedule`):
+        last frame's positional guide ``(h, w, 2) float32`` (style px) and face mask
+        ``(h, w) float32`` in [0, 1] on ``region``, each after its flow carry.
     region : Region or None
-        The frame region (frame px) of ``guide_pos`` and ``mask``.
+        The frame region (frame px) of the chains' maps.
+    index : int
+        Absolute index of the frame ``synthesis`` is of (the kept NNF's refresh schedule).
     """
 
     continued: bool = False
     synthesis: Synthesis | None = None
-    guide_pos: np.ndarray | None = None
-    mask: np.ndarray | None = None
+    chains: list = field(default_factory=lambda: [None, None])
     region: Region | None = None
+    index: int = -1
 
 
 @dataclass(eq=False)
@@ -221,8 +232,20 @@ class FrameStylizer:
         self._last_counts: tuple[list, list] = ([], [])
         self._last_faces: list = []
         self.stage_ms: dict[str, float] = {}
-        self.index = 0
+        self.index = 0       # ABSOLUTE frame index of the next frame (start_at): every schedule is keyed on it
         self.scene_cuts = 0
+        self._refresh_phases: dict[tuple[int, int], torch.Tensor] = {}   # kept-NNF refresh schedule per region size
+
+    def start_at(self, index: int) -> None:
+        """Number the next frame ``index`` of the clip (a render that starts mid-clip: a chunk, ``--frames``).
+
+        Everything scheduled (re-detection, ``boil``, the restarts of the flow-carried
+        chains, the refresh of the kept NNF) is keyed to this absolute index, so a
+        render started ``MEMORY_FRAMES`` (plus smoothing) frames before t shows frame t
+        as a render from frame 0 does. Call before the first frame.
+        """
+        self.index = int(index)
+        self.tracker.start_at(index)
 
     def _use(self, exemplar: _Exemplar) -> None:
         """Make ``exemplar`` the one the synthesis steps read (``self.style``, ``self.lut_t``, …):
@@ -487,7 +510,7 @@ class FrameStylizer:
         mask = face_mask(frame, face.points, region=region, feather=cfg.mask_feather)
         self._tick("mask", t)
         flow = None
-        if cfg.flow_follow > 0 and track.continued and track.guide_pos is not None and min(region.width, region.height) >= _MIN_FLOW:
+        if cfg.flow_follow > 0 and track.continued and track.region is not None and min(region.width, region.height) >= _MIN_FLOW:
             flow = self._start_flow(frame, region)
         return g_pos, mask, flow
 
@@ -562,7 +585,10 @@ class FrameStylizer:
         a bounded residual on this frame's landmark-based maps
         (:mod:`faceblit_core.temporal_state`): never more than ``flow_bound`` × the
         exemplar's inter-ocular distance (mask: ``MASK_BOUND``) away from them, so the
-        flow's errors cannot accumulate over a long clip.
+        flow's errors cannot accumulate over a long clip. And it is of bounded memory:
+        two chains are carried, each restarted from the landmark maps every
+        ``MEMORY_FRAMES`` frames of the absolute index, half a period apart, and blended
+        with weights that are 0 at a chain's restart (:func:`~faceblit_core.temporal_state.carry_schedule`).
 
         Parameters
         ----------
@@ -574,21 +600,32 @@ class FrameStylizer:
         mask : (h, w) float32
             This frame's landmark-based face mask on ``region``.
         """
+        weights, restarts = carry_schedule(self.index)
+        anchor = (g_pos, mask)
+        chains = [anchor, anchor]
         if flow is not None:
             t = time.perf_counter()
             cfg = self.config
-            carried_pos, carried_mask = warp.carry_maps(flow.result(), region, track.region, (track.guide_pos, track.mask))
-            # NaN (came from outside the last region) falls back to this frame's maps.
-            new_pos = carry_positional(carried_pos, g_pos, follow=cfg.flow_follow, bound=cfg.flow_bound * self.style_iod)
-            new_mask = clamp_mask(carried_mask, mask)
-            if confidence.carry_left_face(new_pos, g_pos, mask, style_iod=self.style_iod, carried_mask=new_mask):
-                # The carried maps left the face (bad flow on a fast move, an occluder,
-                # a cut from the frame edge): start again from the landmarks.
-                self.carry_resets += 1
-            else:
-                g_pos, mask = new_pos, new_mask
+            back = flow.result()
+            carry = [c for c in (0, 1) if track.chains[c] is not None and not restarts[c]]
+            carried = warp.carry_maps(back, region, track.region, [m for c in carry for m in track.chains[c]]) if carry else []
+            for k, c in enumerate(carry):
+                carried_pos, carried_mask = carried[2 * k], carried[2 * k + 1]
+                # NaN (came from outside the last region) falls back to this frame's maps.
+                new_pos = carry_positional(carried_pos, g_pos, follow=cfg.flow_follow, bound=cfg.flow_bound * self.style_iod)
+                new_mask = clamp_mask(carried_mask, mask)
+                if confidence.carry_left_face(new_pos, g_pos, mask, style_iod=self.style_iod, carried_mask=new_mask):
+                    # The carried maps left the face (bad flow on a fast move, an occluder,
+                    # a cut from the frame edge): this chain starts again from the landmarks.
+                    self.carry_resets += 1
+                else:
+                    chains[c] = (new_pos, new_mask)
+            if chains[0] is not anchor or chains[1] is not anchor:
+                w0, w1 = np.float32(weights[0]), np.float32(weights[1])
+                g_pos = chains[0][0] * w0 + chains[1][0] * w1
+                mask = chains[0][1] * w0 + chains[1][1] * w1
             self._tick("flow", t)
-        track.guide_pos, track.mask, track.region = g_pos, mask, region
+        track.chains, track.region = chains, region
         return g_pos, mask
 
     def _paint_interior(self, stylized: np.ndarray, frame: np.ndarray, face, region: Region, mask: np.ndarray) -> None:
@@ -611,6 +648,14 @@ class FrameStylizer:
         cfg = self.config
         t = time.perf_counter()
         previous = track.synthesis if track is not None and track.continued and cfg.keep_previous else None
+        refresh = None
+        if previous is not None:
+            # Each kept entry is re-synthesized once every MEMORY_FRAMES frames (scattered
+            # pixels, absolute index): the kept NNF forgets where a render started.
+            shape = tuple(g_app.shape[:2])
+            if shape not in self._refresh_phases:
+                self._refresh_phases[shape] = torch.from_numpy(refresh_phases(shape, MEMORY_FRAMES, seed=cfg.seed)).to(self.style_app_t.device)
+            refresh = refresh_mask(self._refresh_phases[shape], self.index, MEMORY_FRAMES, frames=max(1, self.index - track.index))
         result = synthesize(
             g_pos,
             g_app,
@@ -631,10 +676,11 @@ class FrameStylizer:
             style_temp=self.style_temp_t if g_temp is not None else None,
             levels=cfg.levels,
             same_g_pos=track is not None,   # face space: g_pos is the fixed style_identity
+            refresh=refresh,
             cache=self.synthesis_cache,
         )
         if track is not None:
-            track.synthesis = result
+            track.synthesis, track.index = result, self.index
         out = result.rgb.cpu().numpy()
         # Voting's share includes the copy to the host (on CUDA, the wait for the device).
         blit_ms = result.step_ms["styleblit"]

@@ -15,7 +15,7 @@ Prints ``key=value`` lines:
   chunked render's.
 
 Usage: ``python scripts/chunk_seams.py IN.mp4 --style S.png [--chunk-seconds 10]
-[--chunk-warmup 30] [--frames A:B] [--kill-at 0.7] [--out DIR] [stylize options…]``.
+[--chunk-warmup 120] [--frames A:B] [--kill-at 0.7] [--out DIR] [stylize options…]``.
 """
 
 from __future__ import annotations
@@ -62,7 +62,7 @@ def main() -> None:
     ap.add_argument("input")
     ap.add_argument("--style", required=True)
     ap.add_argument("--chunk-seconds", type=float, default=10.0)
-    ap.add_argument("--chunk-warmup", type=int, default=90)
+    ap.add_argument("--chunk-warmup", type=int, default=chunks.DEFAULT_WARMUP)
     ap.add_argument("--frames", default=None)
     ap.add_argument("--kill-at", type=float, default=None)
     ap.add_argument("--out", default="out/chunk_seams")

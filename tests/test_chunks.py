@@ -13,11 +13,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from faceblit_core import chunks, media
+from faceblit_core import chunks, media, temporal_state
 from faceblit_core.config import StylizeConfig
 from faceblit_core.errors import OutputError
 from faceblit_core.pipeline import stylize_video
 from faceblit_core.quality import psnr
+from faceblit_core.setup import make_backend
+from faceblit_core.style import prepare_style
+from faceblit_core.stylizer import FrameStylizer
 
 REPO = Path(__file__).resolve().parents[1]
 CLIP = REPO / "samples" / "clip.mp4"  # 75 frames, 25 fps: chunk_seconds=1 gives 3 chunks of 25
@@ -59,9 +62,10 @@ def test_plan_covers_the_range_in_near_equal_chunks():
     assert max(e - s for s, e in plan) - min(e - s for s, e in plan) <= 1
     assert chunks.plan_chunks(5, 30, fps=25, chunk_seconds=10) == [(5, 30)]
     assert chunks.plan_chunks(0, 100, fps=25, chunk_seconds=0) == [(0, 100)]
-    # Warm-up starts on a detection frame of a one-piece render (multiples of detect_every).
-    assert chunks.warmup_start(336, 30, 10) == 300 and chunks.warmup_start(20, 30, 10) == 0
-    assert chunks.warmup_start(0, 30, 10) == 0 and chunks.warmup_start(50, 0, 10) == 50
+    # Every schedule counts absolute frames: the warm-up needs no rounding to a detection frame.
+    assert chunks.warmup_start(336, 30) == 306 and chunks.warmup_start(20, 30) == 0
+    assert chunks.warmup_start(0, 30) == 0 and chunks.warmup_start(50, 0) == 50
+    assert chunks.DEFAULT_WARMUP >= temporal_state.MEMORY_FRAMES
 
 
 def test_chunked_render_joins_frames_and_audio_and_leaves_no_work_folder(reference, tmp_path, cache):
@@ -171,3 +175,29 @@ def test_sigkill_then_rerun_renders_only_the_missing_chunks(reference, tmp_path,
     assert np.array_equal(_frames(out), _frames(reference))
     assert not chunks.work_dir_for(out).exists()
     assert not [p for p in tmp_path.iterdir() if p.name != "out.mp4"]  # no partial files left
+
+
+def test_a_render_started_mid_clip_with_the_default_warmup_equals_the_one_piece_render(shared_data, cache):
+    # Issue 15, no seams: frame t of a render started DEFAULT_WARMUP frames before a chunk's
+    # first frame s equals frame t of a render from frame 0 (default options: tracking,
+    # smoothing, flow-carried guide, kept NNF and temporal guide all on). In memory,
+    # so the encoder's losses do not enter the comparison.
+    config = StylizeConfig()
+    asset = prepare_style(shared_data / "styles" / "het_480x640.png", config=config, cache_dir=cache)
+    info = media.probe(shared_data / "videos" / "d18.mp4")
+    start, end = chunks.DEFAULT_WARMUP + 20, chunks.DEFAULT_WARMUP + 50
+    frames = list(media.iter_frames(info, start=0, end=end))
+    backend = make_backend(config, None, "cpu", video=True)
+
+    def render(first: int) -> dict[int, np.ndarray]:
+        stylizer = FrameStylizer(asset, config, fps=float(info.fps), backend=backend, device="cpu")
+        stylizer.start_at(first)
+        return {t: stylizer(frames[t])[0] for t in range(first, end)}
+
+    whole = render(0)
+    chunk = render(chunks.warmup_start(start, chunks.DEFAULT_WARMUP))
+    values = [psnr(chunk[t], whole[t]) for t in range(start, end)]
+    assert min(values) >= 40.0, values
+    # ... which the warm-up achieves: without it the first frame is far off.
+    cold = render(start)
+    assert psnr(cold[start], whole[start]) < 35.0

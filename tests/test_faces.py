@@ -471,6 +471,42 @@ def test_faces_enter_and_leave(two_face_frames) -> None:
     assert [tracker.update(blank) for _ in range(4)][-1] == []
 
 
+class _ScriptedBackend:
+    """A face that stays put; its fit jumps away on the frames of ``jumps`` (a degraded fit).
+    Records the frames it was asked to detect on."""
+
+    name = "scripted"
+
+    def __init__(self, jumps=()):
+        self.points, self.jumps, self.frame, self.detected = synthetic_points(1), set(jumps), 0, []
+
+    def detect(self, frame):
+        self.detected.append(self.frame)
+        return [F.Face(points=self.points.copy(), box=F.box_from_points(self.points), score=1.0, id=-1)]
+
+    def fit(self, frame, box):
+        points = self.points + (80.0 if self.frame in self.jumps else 0.0)
+        return F.Face(points=points, box=F.box_from_points(points), score=1.0, id=-1)
+
+
+def test_redetection_is_keyed_to_the_absolute_frame_index() -> None:
+    # Issue 15: a render started mid-clip (a chunk, --frames) re-detects on the same
+    # frames as one from frame 0, also after a degraded fit forced an extra detection.
+    frame = np.zeros((560, 840, 3), np.uint8)
+
+    def detections(first, jumps=()):
+        backend = _ScriptedBackend(jumps)
+        tracker = F.FaceTracker(backend, detect_every=10, scene_cut=0)
+        tracker.start_at(first)
+        for backend.frame in range(first, 45):
+            tracker.update(frame)
+        return backend.detected
+
+    assert detections(0) == [0, 10, 20, 30, 40]
+    assert detections(13) == [13, 20, 30, 40]                      # first frame, then the clip's cadence
+    assert detections(0, jumps={17}) == [0, 10, 17, 20, 30, 40]    # an extra one does not shift it
+
+
 def test_scene_cut_resets_tracks(two_face_frames, shared_data: Path, dlib_backend) -> None:
     frames, _, _ = two_face_frames
     other = cv2.resize(read_rgb(shared_data / "images" / "s4.jpg"), (840, 560), interpolation=cv2.INTER_AREA)

@@ -4,14 +4,18 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
 
 from faceblit_core.temporal_state import (
     MASK_BOUND,
     carry_positional,
+    carry_schedule,
     clamp_mask,
     clamp_points,
     clamp_residual,
     keep_threshold,
+    refresh_mask,
+    refresh_phases,
 )
 
 
@@ -88,3 +92,68 @@ def test_reanchor_faces_bounds_only_eye_and_mouth_points_of_the_same_face():
     np.testing.assert_array_equal(out.points[:36], smoothed[:36])  # pose points keep their smoothing
     (other,) = reanchor_faces([face], [Face(points=raw_points, box=raw.box, id=4)], 0.05)
     np.testing.assert_array_equal(other.points, smoothed)          # another face id: untouched
+
+
+# ------------------------------------------------------------- bounded memory (issue 15)
+def test_carry_schedule_blends_two_staggered_chains_with_weights_summing_to_one():
+    period = 8
+    restarts_at = {0: [], 1: []}
+    previous = None
+    for index in range(3 * period):
+        (w0, w1), (r0, r1) = carry_schedule(index, period)
+        assert w0 + w1 == pytest.approx(1.0) and 0.0 <= w0 <= 1.0
+        # A chain restarts (takes this frame's landmark maps) exactly when its weight is 0.
+        assert r0 == (w0 == 0.0) and r1 == (w1 == 0.0)
+        for c, r in enumerate((r0, r1)):
+            if r:
+                restarts_at[c].append(index)
+        if previous is not None:
+            assert abs(w0 - previous) <= 2.0 / period + 1e-9   # smooth: no jump in the blend
+        previous = w0
+    # Each chain restarts every period, the two half a period apart, on absolute indices.
+    assert restarts_at[0] == [0, 8, 16] and restarts_at[1] == [4, 12, 20]
+    assert carry_schedule(1000 * period + 3, period) == carry_schedule(3, period)
+    with pytest.raises(ValueError):
+        carry_schedule(0, 7)
+    with pytest.raises(ValueError):
+        carry_schedule(-1, 8)
+
+
+def test_every_pixel_is_refreshed_once_per_period_even_across_skipped_frames():
+    phases = refresh_phases((30, 40), 12, seed=5)
+    assert phases.dtype == np.int16 and phases.min() >= 0 and phases.max() < 12
+    np.testing.assert_array_equal(phases, refresh_phases((30, 40), 12, seed=5))   # fixed per seed
+    count = sum(refresh_mask(phases, i, 12).astype(int) for i in range(100, 112))
+    np.testing.assert_array_equal(count, 1)                                       # once per period
+    # About 1/period of the region per frame, scattered.
+    assert 30 * 40 / 12 * 0.6 < refresh_mask(phases, 7, 12).sum() < 30 * 40 / 12 * 1.4
+    # Frames 101-103 not synthesized (repeated input): frame 104 refreshes their pixels too.
+    late = refresh_mask(phases, 104, 12, frames=4)
+    np.testing.assert_array_equal(late, sum(refresh_mask(phases, i, 12) for i in range(101, 105)) > 0)
+    assert refresh_mask(phases, 5, 12, frames=12).all()
+    t = refresh_mask(torch.from_numpy(phases), 2**40 + 3, 12)                     # large indices, torch
+    np.testing.assert_array_equal(t.numpy(), refresh_mask(phases, 2**40 + 3, 12))
+
+
+def test_blended_chains_forget_where_they_started_within_one_period():
+    # The stylizer's carry (stylizer.FrameStylizer._follow_flow) on a still scene with
+    # jittering anchors: two runs that start with different carried chains (a one-piece
+    # render and a chunk started later) give the same guide once a period has passed.
+    period, rng = 10, np.random.default_rng(0)
+    anchors = rng.normal(0, 1, (60, 4, 4, 2)).astype(np.float32)
+
+    def run(first, chains):
+        out = {}
+        for index in range(first, 60):
+            (w0, w1), restarts = carry_schedule(index, period)
+            a = anchors[index]
+            chains = [a if r or c is None else carry_positional(c, a, follow=0.99, bound=3.0) for c, r in zip(chains, restarts)]
+            out[index] = chains[0] * np.float32(w0) + chains[1] * np.float32(w1)
+        return out
+
+    whole = run(0, [None, None])
+    late = run(23, [None, None])
+    for index in range(23, 60):
+        if index >= 23 + period:
+            np.testing.assert_array_equal(late[index], whole[index])
+    assert not np.array_equal(late[24], whole[24])   # ... and did differ before

@@ -301,10 +301,10 @@ class FaceTracker:
 
     Per frame: scene-cut test; each track is re-fitted in the box of its previous
     (unsmoothed) points (:func:`box_from_points`) instead of running the detector;
-    full detection runs on the first frame, every ``detect_every`` frames, after a
-    scene cut, and as soon as a fit degrades (its box grows/shrinks by more than
-    10 %, moves by more than 8 % of its side, or a quarter of the points leave the
-    frame). Detections are matched to tracks greedily by box IoU (≥ 0.3) so ids stay
+    full detection runs on the first frame, on every frame whose absolute index
+    (:meth:`start_at`) is a multiple of ``detect_every``, after a scene cut, and as
+    soon as a fit degrades (its box grows/shrinks by more than 10 %, moves by more
+    than 8 % of its side, or a quarter of the points leave the frame). Detections are matched to tracks greedily by box IoU (≥ 0.3) so ids stay
     stable; a degraded track matched by a detection restarts from it, an unmatched
     degraded track is dropped (the face left), an unmatched healthy track is kept
     only if the backend's ``detect_near`` confirms it. Unmatched detections start
@@ -320,7 +320,7 @@ class FaceTracker:
     backend : LandmarkBackend
         Landmark source; a :class:`FrameLandmarksBackend` is replayed unchanged.
     detect_every : int, keyword-only
-        Full re-detection period, frames (≥ 1).
+        Full re-detection period, frames (≥ 1), on absolute frame indices.
     max_faces : int, keyword-only
         At most this many faces per frame (≥ 1).
     min_cutoff : float, keyword-only
@@ -404,8 +404,9 @@ class FaceTracker:
         self.detections = 0
 
     def start_at(self, index: int) -> None:
-        """Number the next frame ``index`` (a chunk that starts mid-clip: per-frame landmark
-        files are looked up by this absolute index). Tracks are kept."""
+        """Number the next frame ``index``: a render that starts mid-clip (a chunk, ``--frames``)
+        looks up per-frame landmark files and times its re-detections by this absolute
+        index. Tracks are kept."""
         self._index = int(index)
 
     def _new_filter(self) -> LandmarkSmoother | None:
@@ -482,7 +483,11 @@ class FaceTracker:
 
         # 2. Detect when due or when a fit degraded; else look for recently lost faces
         #    where they were (cheap), so a face missed for a frame or two comes back.
-        due = index - self._last_detect >= self.detect_every
+        #    The period counts ABSOLUTE frame indices (frames 0, N, 2N, …, whatever frame a
+        #    render started on and wherever a degraded fit forced an extra detection), so a
+        #    render started mid-clip detects on the same frames as a one-piece render
+        #    (chunks meet without seams); a first frame, or one after a cut, detects at once.
+        due = index % self.detect_every == 0 or index - self._last_detect > self.detect_every
         if due or any(not tr.ok for tr in self._tracks):
             self._detect(frame, index)
         elif self._lost:

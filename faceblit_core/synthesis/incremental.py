@@ -50,8 +50,9 @@ def keep_previous_nnf(
     threshold: float,
     lambda_pos: float = BlitOptions.lambda_pos,
     lambda_app: float = BlitOptions.lambda_app,
+    refresh: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """Keep last frame's NNF wherever it still meets ``threshold``; take ``nnf`` elsewhere.
+    """Keep last frame's NNF wherever it still meets ``threshold`` (and is not refreshed); take ``nnf`` elsewhere.
 
     The temporal counterpart of StyleBlit's acceptance test: a pixel whose previous
     exemplar pixel ``o = prev_nnf(p)`` still has guide error
@@ -75,6 +76,9 @@ def keep_previous_nnf(
         Keep where the error is below this, 8-bit guide units.
     lambda_pos, lambda_app : float, keyword-only
         Error weights (as :func:`styleblit`).
+    refresh : (h, w) bool tensor, keyword-only, optional
+        Pixels that take ``nnf`` whatever their previous error: the schedule that makes
+        the kept NNF forget (:func:`faceblit_core.temporal_state.refresh_mask`).
 
     Returns
     -------
@@ -93,6 +97,9 @@ def keep_previous_nnf(
     """
     check(tuple(nnf.shape) == tuple(prev_nnf.shape), "previous NNF shape", tuple(nnf.shape), tuple(prev_nnf.shape))
     keep = _keeps(prev_nnf, g_pos, g_app, style_app, threshold=threshold, lambda_pos=lambda_pos, lambda_app=lambda_app)
+    if refresh is not None:
+        check(tuple(refresh.shape) == tuple(nnf.shape[:2]), "refresh shape", tuple(nnf.shape[:2]), tuple(refresh.shape))
+        keep &= ~refresh.to(keep.device)
     return torch.where(keep[..., None], prev_nnf, nnf)
 
 
@@ -228,6 +235,7 @@ def synthesize(
     previous: Synthesis | None = None,
     keep_threshold: float = 400.0,
     same_g_pos: bool = False,
+    refresh: torch.Tensor | None = None,
     cache: SynthesisCache | None = None,
     **styleblit_options: Any,
 ) -> Synthesis:
@@ -236,7 +244,7 @@ def synthesize(
     Without ``previous`` this is :func:`styleblit`, :func:`denoise_nnf` (when
     ``denoise``) and :func:`vote`. With ``previous`` (last frame's result over the
     same region, in the same coordinates) the NNF is
-    ``keep_previous_nnf(styleblit(...), previous.nnf, threshold=keep_threshold)``,
+    ``keep_previous_nnf(styleblit(...), previous.nnf, threshold=keep_threshold, refresh=refresh)``,
     and only what can differ from last frame is computed: StyleBlit at the pixels
     whose previous match fails ``keep_threshold``, denoising within ``radius`` of
     the NNF entries that changed, voting within ``radius`` of the denoised entries
@@ -266,6 +274,9 @@ def synthesize(
         (face space: the exemplar's identity guide). The keep test's positional terms
         are then carried over and updated only where the NNF changed, instead of
         recomputed over the region. Wrong when the guide changed: leave it False then.
+    refresh : (h, w) bool tensor, optional, keyword-only
+        With ``previous``: pixels re-synthesized whatever their keep test says (the
+        schedule that makes the kept NNF forget, :func:`faceblit_core.temporal_state.refresh_mask`).
     cache : SynthesisCache, optional, keyword-only
         Per-style tables and seed maps kept from frame to frame (one style per cache;
         the stylizer owns one); a fresh one when absent (same result, slower).
@@ -298,7 +309,7 @@ def synthesize(
     if previous is None:
         return _synthesize_dense(g_pos, g_app, sapp, lut, style_image, r, denoise, opts, cache, t0)
     return _synthesize_update(g_pos, g_app, sapp, lut, style_image, r, denoise, opts, cache, t0,
-                              previous=previous, keep_threshold=keep_threshold, same_g_pos=same_g_pos)
+                              previous=previous, keep_threshold=keep_threshold, same_g_pos=same_g_pos, refresh=refresh)
 
 
 #: The incremental update denoises and votes pixel by pixel (index gathers, ~16x the cost
@@ -309,7 +320,8 @@ SPARSE_VOTE_SHARE = 1.0 / 16.0
 
 def _synthesize_update(g_pos: Any, g_app: Any, sapp: torch.Tensor, lut: Any, style_image: Any, r: int,
                        denoise: bool, opts: BlitOptions, cache: SynthesisCache, t0: float, *,
-                       previous: Synthesis, keep_threshold: float, same_g_pos: bool) -> Synthesis:
+                       previous: Synthesis, keep_threshold: float, same_g_pos: bool,
+                       refresh: torch.Tensor | None = None) -> Synthesis:
     """:func:`synthesize` with ``previous``: each step only where its input can have changed.
 
     Denoising at p reads the NNF within r of p; voting reads the denoised NNF within r. So
@@ -327,6 +339,9 @@ def _synthesize_update(g_pos: Any, g_app: Any, sapp: torch.Tensor, lut: Any, sty
         terms = _KeepTerms(lam_pos, *_keep_terms(previous.nnf, gp, sapp, lam_pos))
     keep = _keeps(previous.nnf, gp, g_app, sapp, threshold=keep_threshold, lambda_pos=lam_pos,
                   lambda_app=opts.lambda_app, terms=(terms.e_pos, terms.sa))
+    if refresh is not None:
+        check(tuple(refresh.shape) == (hh, ww), "refresh shape", (hh, ww), tuple(refresh.shape))
+        keep &= ~refresh.to(keep.device)
     redo = flatnonzero(keep.reshape(-1), False)
     # Updated in place (``previous`` is consumed): copying the maps costs more than the update.
     nnf, den, rgb = previous.nnf, previous.denoised, previous.rgb
