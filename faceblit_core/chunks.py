@@ -103,6 +103,18 @@ def warmup_start(start: int, warmup: int, detect_every: int) -> int:
     return first - first % max(1, detect_every)
 
 
+def start_stylizer_at(stylizer, first: int) -> None:
+    """Make a fresh stylizer's next frame frame ``first`` of the clip (the first warm-up frame).
+
+    The one place that sets a stylizer up to begin mid-clip, for chunks
+    (:func:`render_segment`) and previews (:mod:`faceblit_core.preview`): its frame
+    counters become absolute frame indices (per-frame landmark files, ``boil``
+    timing, the tracker's detection cadence).
+    """
+    stylizer.index = first
+    stylizer.tracker.start_at(first)
+
+
 def input_fingerprint(path: str | os.PathLike) -> dict:
     """A fast identity of the input's content: size, mtime (ns) and SHA-256 of its first and last MiB.
 
@@ -335,8 +347,7 @@ def render_segment(
         As :func:`faceblit_core.pipeline.stylize_video`; nothing is left at ``path``.
     """
     first = warmup_start(start, warmup, config.detect_every)
-    stylizer.index = first
-    stylizer.tracker.start_at(first)
+    start_stylizer_at(stylizer, first)
     stats = {"frames": 0, "frames_with_face": 0, "max_faces": 0}
     width = info.width * (2 if side_by_side else 1)
     with media.open_video_writer(path, width=width, height=info.height, fps=info.fps, codec=config.codec, crf=config.crf,
@@ -530,5 +541,5 @@ def chunk_count(n_frames: int | None, fps: float, chunk_seconds: float) -> int:
 
 __all__ = [
     "ChunkRecord", "WorkFolder", "chunk_count", "concat_chunks", "file_sha256", "finished_record", "input_fingerprint",
-    "plan_chunks", "render_chunked", "render_key", "render_segment", "warmup_start", "work_dir_for", "config_key",
+    "plan_chunks", "render_chunked", "render_key", "render_segment", "start_stylizer_at", "warmup_start", "work_dir_for", "config_key",
 ]
