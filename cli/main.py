@@ -359,7 +359,8 @@ def _preview(
     style: str = typer.Option(..., "--style", "-s", metavar="IMAGE", help="The style exemplar: one painted portrait (png/jpg)."),
     output: Optional[str] = typer.Option(None, "--output", "-o", metavar="FILE", help="The picture (png/jpg/...); default NAME-STYLE-preview.png next to the input."),
     frames: int = typer.Option(6, "--frames", "-n", metavar="N", help="How many frames, spread evenly over the clip."),
-    warmup: Optional[int] = typer.Option(None, "--warmup", metavar="N", help="Frames rendered and discarded before each shown frame, so it looks as in the full render (default: faceblit_core.preview.PREVIEW_WARMUP, see the README)."),
+    # The library's PREVIEW_WARMUP (not imported here: it would load torch at every start; a test keeps them equal).
+    warmup: int = typer.Option(10, "--warmup", metavar="N", help="Frames rendered and discarded before each shown frame, so it looks as in the full render."),
     style_landmarks: Optional[Path] = typer.Option(None, "--style-landmarks", metavar="FILE", help="68 landmarks of the exemplar; default NAME.lm.txt beside it, else detected."),
     fan_weights: Optional[Path] = typer.Option(None, "--fan-weights", metavar="FILE", help="Weights file of the 'fan' landmark backend."),
     cache_dir: Optional[Path] = typer.Option(None, "--cache-dir", metavar="DIR", help="Style cache folder (default as stylize's)."),
@@ -374,7 +375,7 @@ def _preview(
     try:
         from faceblit_core.config import StylizeConfig
         from faceblit_core.pipeline import default_output_path
-        from faceblit_core.preview import PREVIEW_WARMUP, preview
+        from faceblit_core.preview import preview
 
         _terminate_as_interrupt()
         _print_exemplar_warnings(status.clear)
@@ -382,7 +383,7 @@ def _preview(
         if output is None:
             made = default_output_path(input, style)
             output = str(made.with_name(f"{made.stem}-preview.png"))
-        result = preview(input, style, output, frames=frames, warmup=PREVIEW_WARMUP if warmup is None else warmup, config=config,
+        result = preview(input, style, output, frames=frames, warmup=warmup, config=config,
                          style_landmarks=style_landmarks, fan_weights=fan_weights, cache_dir=cache_dir, overwrite=overwrite,
                          force_style=force, progress=not quiet)
     except BaseException as exc:  # noqa: BLE001

@@ -43,14 +43,19 @@ class LandmarkRegion:
 
 
 #: Face parts whose own pixels ``StylizeConfig.keep`` can keep, by name: the one list of
-#: them. Eyes: each eye's lid contour (36–41, 42–47) and its lids and lashes; mouth: the
-#: outer lip contour (48–59), so the lips, teeth and tongue; brows: the curve along each
-#: brow (17–21, 22–26), a band about as wide as a brow. ``grow`` measured on d18 (eye
-#: distance 100 px: brows ~10 px thick, lashes ~5 px outside the contour).
+#: them. Eyes: each eye's lid contour (36–41, 42–47), i.e. the eyeball and the lid margin;
+#: mouth: the inner lip contour (60–67), what the open mouth shows (teeth, tongue), the
+#: lips staying painted; lips: the outer lip contour (48–59), the lips and what is between
+#: them; brows: the curve along each brow (17–21, 22–26), a band about as wide as a brow.
+#: ``grow`` measured on d18 (eye distance 100 px: brows ~10 px thick); eyes and mouth reach
+#: the default ``landmark_bound`` (0.04) beyond their contour, the most the smoothed points
+#: may lie from a frame's raw fit, so the raw contour is always inside. No more real skin
+#: than that: a ring of it in a painted face reads as a pasted patch.
 KEEP_REGIONS: dict[str, LandmarkRegion] = {
-    "eyes": LandmarkRegion(groups=(tuple(range(36, 42)), tuple(range(42, 48))), closed=True, grow=0.08),
-    "brows": LandmarkRegion(groups=(tuple(range(17, 22)), tuple(range(22, 27))), closed=False, grow=0.08),
-    "mouth": LandmarkRegion(groups=(tuple(range(48, 60)),), closed=True, grow=0.04),
+    "eyes": LandmarkRegion(groups=(tuple(range(36, 42)), tuple(range(42, 48))), closed=True, grow=0.04),
+    "brows": LandmarkRegion(groups=(tuple(range(17, 22)), tuple(range(22, 27))), closed=False, grow=0.06),
+    "mouth": LandmarkRegion(groups=(tuple(range(60, 68)),), closed=True, grow=0.04),
+    "lips": LandmarkRegion(groups=(tuple(range(48, 60)),), closed=True, grow=0.04),
 }
 
 

@@ -120,6 +120,15 @@ def test_preview_checks_its_arguments_before_any_work(asset, tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
+def test_cli_default_warmup_is_the_librarys():
+    import inspect
+
+    from cli.main import _preview
+    from faceblit_core.preview import PREVIEW_WARMUP
+
+    assert inspect.signature(_preview).parameters["warmup"].default.default == PREVIEW_WARMUP
+
+
 def test_cli_preview(asset, tmp_path):
     """The thin command: one picture, one summary line; a bad value is one line, exit 2, nothing written."""
     env_cmd = [sys.executable, "-m", "cli.main", "preview", str(CLIP), "--style", str(STYLE), "--style-max-side", "320",

@@ -61,31 +61,38 @@ def test_keep_mask_is_one_on_the_part_and_falls_to_zero_over_the_feather():
     points = load_landmarks(STYLE.with_name("exemplar.lm.txt"), image_size=(image.shape[1], image.shape[0]))
     h, w = image.shape[:2]
     d = iod(points)
-    mouth = keep_mask(points, ["mouth"], (h, w))
-    assert mouth.dtype == np.float32 and mouth.shape == (h, w)
+    lips = keep_mask(points, ["lips"], (h, w))
+    assert lips.dtype == np.float32 and lips.shape == (h, w)
     outline = np.zeros((h, w), np.uint8)
     cv2.fillPoly(outline, [np.rint(points[48:60]).astype(np.int32)], 1)
     inner = cv2.erode(outline, np.ones((3, 3), np.uint8)).astype(bool)
-    assert (mouth[inner] == 1.0).all()                                   # the whole mouth kept exactly
+    assert (lips[inner] == 1.0).all()                                    # the whole of the lips kept exactly
     # Beyond grow + feather nothing is kept; in between it falls off (feathered, not a hard edge).
-    reach = (KEEP_REGIONS["mouth"].grow + KEEP_FEATHER) * d
+    reach = (KEEP_REGIONS["lips"].grow + KEEP_FEATHER) * d
     far = cv2.distanceTransform((1 - outline).astype(np.uint8), cv2.DIST_L2, 5) > reach + 1.5
-    assert (mouth[far] == 0.0).all()
-    assert ((mouth > 0.05) & (mouth < 0.95)).sum() > 0.5 * cv2.arcLength(np.float32(points[48:60]), True)
+    assert (lips[far] == 0.0).all()
+    assert ((lips > 0.05) & (lips < 0.95)).sum() > 0.5 * cv2.arcLength(np.float32(points[48:60]), True)
+    # "mouth" is what lies between the lips (teeth, tongue): inside "lips", nowhere more.
+    opened = points.copy()
+    opened[[65, 66, 67], 1] += 20
+    opened[[55, 56, 57, 58, 59], 1] += 20
+    mouth, lips_open = keep_mask(opened, ["mouth"], (h, w)), keep_mask(opened, ["lips"], (h, w))
+    cx, cy = opened[60:68].mean(0).round().astype(int)
+    assert mouth[cy, cx] == 1.0 and (mouth <= lips_open).all() and mouth.sum() < 0.8 * lips_open.sum()
     # Eyes and brows where their landmarks are; an empty list keeps nothing.
     both = keep_mask(points, ["eyes", "brows"], (h, w))
     for i in (19, 24):
         assert both[int(round(points[i, 1])), int(round(points[i, 0]))] == 1.0
     for eye in (points[36:42], points[42:48]):
         cx, cy = eye.mean(0).round().astype(int)
-        assert both[cy, cx] == 1.0 and mouth[cy, cx] == 0.0
+        assert both[cy, cx] == 1.0 and lips[cy, cx] == 0.0
     assert not keep_mask(points, [], (h, w)).any()
     # A crop (holding the part and its feather) with an origin sees the same values; an
     # unknown part is a programming error.
     x0, y0 = np.floor(points[48:60].min(0) - reach - 3).astype(int)
     x1, y1 = np.ceil(points[48:60].max(0) + reach + 3).astype(int)
-    crop = keep_mask(points, ["mouth"], (y1 - y0, x1 - x0), origin=(x0, y0))
-    np.testing.assert_allclose(crop, mouth[y0:y1, x0:x1], atol=1e-5)
+    crop = keep_mask(points, ["lips"], (y1 - y0, x1 - x0), origin=(x0, y0))
+    np.testing.assert_allclose(crop, lips[y0:y1, x0:x1], atol=1e-5)
     with pytest.raises(ValueError, match="region"):
         keep_mask(points, ["nose"], (h, w))
 
@@ -94,7 +101,7 @@ def test_keep_mask_is_one_on_the_part_and_falls_to_zero_over_the_feather():
 @pytest.mark.parametrize(
     "changes, fragment",
     [
-        ({"keep": "nose"}, "keep: expected a comma-separated list of eyes, brows, mouth, got 'nose' ('nose' is not one of them)"),
+        ({"keep": "nose"}, "keep: expected a comma-separated list of eyes, brows, mouth, lips, got 'nose' ('nose' is not one of them)"),
         ({"keep": "eyes,teeth"}, "('teeth' is not one of them)"),
         ({"keep": ","}, "keep: expected a comma-separated list"),
         ({"keep": 3}, "keep: expected a non-empty string, got 3"),
@@ -130,10 +137,10 @@ def test_strength_zero_gives_the_input_and_strength_blends_linearly(asset, frame
 
 def test_keep_shows_the_input_on_the_parts_and_the_stylized_face_elsewhere(asset, frames):
     full = render(asset, frames)
-    kept = render(asset, frames, keep="eyes,brows,mouth")
+    kept = render(asset, frames, keep="eyes,brows,lips")
     for frame, (stylized, _), (out, faces) in zip(frames, full, kept):
         assert len(faces) == 1
-        m = keep_mask(faces[0].points, ("eyes", "brows", "mouth"), frame.shape[:2])
+        m = keep_mask(faces[0].points, ("eyes", "brows", "lips"), frame.shape[:2])
         assert (m == 1.0).sum() > 500 and (m == 0.0).any()
         np.testing.assert_array_equal(out[m == 1.0], frame[m == 1.0])        # the parts: the input's own pixels
         np.testing.assert_array_equal(out[m == 0.0], stylized[m == 0.0])     # elsewhere: the render of today
@@ -155,15 +162,28 @@ def test_keep_mouth_on_d18_shows_the_inputs_open_mouth(shared_data, tmp_path):
     for frame in clip:
         out, faces = stylizer(frame)
         stylized, _ = plain(frame)
-        points = dlib.detect(frame)[0].points
+        # The kept part, from the landmarks the stylizer used: the input's pixels, the whole opening in it.
+        m = keep_mask(faces[0].points, ("mouth",), frame.shape[:2])
+        np.testing.assert_array_equal(out[m == 1.0], frame[m == 1.0])
+        used = np.zeros(frame.shape[:2], np.uint8)
+        cv2.fillPoly(used, [np.rint(faces[0].points[60:68]).astype(np.int32)], 1)
+        assert (m[used.astype(bool)] == 1.0).all()
+        # The frame's raw landmark fit (unsmoothed; the points used lie within landmark_bound =
+        # 0.04 of the eye distance of it, the part's grow): its whole mouth interior is the input's.
         interior = np.zeros(frame.shape[:2], np.uint8)
-        cv2.fillPoly(interior, [np.rint(points[60:68]).astype(np.int32)], 1)
-        interior = interior.astype(bool)
+        cv2.fillPoly(interior, [np.rint(stylizer.tracker.last_raw[0].points[60:68]).astype(np.int32)], 1)
+        interior = cv2.erode(interior, np.ones((3, 3), np.uint8)).astype(bool)   # (rasterization)
         assert interior.sum() > 1500                                         # wide open
         np.testing.assert_array_equal(out[interior], frame[interior])
+        # So is dlib's own detection on the input, but for 8 px along its edge (the tracker fits in
+        # its own box, up to 4 px off the detector's fit here, and smooths within 4 px of that).
+        detected = np.zeros(frame.shape[:2], np.uint8)
+        cv2.fillPoly(detected, [np.rint(dlib.detect(frame)[0].points[60:68]).astype(np.int32)], 1)
+        detected = cv2.erode(detected, np.ones((17, 17), np.uint8)).astype(bool)
+        assert detected.sum() > 200
+        np.testing.assert_array_equal(out[detected], frame[detected])
         assert np.abs(stylized[interior].astype(int) - frame[interior]).mean() > 5   # (without keep it is repainted)
-        # Within the feather around the lips the output goes from the input's to the stylized face.
-        m = keep_mask(faces[0].points, ("mouth",), frame.shape[:2])
+        # Within the feather around the opening the output goes from the input's to the stylized face.
         band = (m > 0.0) & (m < 1.0)
         lo, hi = np.minimum(frame, stylized), np.maximum(frame, stylized)
         assert band.sum() > 200 and (out[band] >= lo[band] - 1).all() and (out[band] <= hi[band].astype(int) + 1).all()

@@ -102,7 +102,7 @@ def segmentation_guide(points: np.ndarray, shape: tuple[int, int], *, origin: tu
 
 
 #: Width of the soft edge of a kept face part (:func:`keep_mask`), fraction of the inter-ocular distance.
-KEEP_FEATHER = 0.1
+KEEP_FEATHER = 0.06
 
 
 def keep_mask(points: np.ndarray, regions, shape: tuple[int, int], *, origin: tuple[float, float] = (0.0, 0.0)) -> np.ndarray:
