@@ -15,7 +15,7 @@ import pytest
 
 from faceblit_core import chunks, media
 from faceblit_core.config import StylizeConfig
-from faceblit_core.errors import ConfigError
+from faceblit_core.errors import ConfigError, UsageError
 from faceblit_core.preview import contact_sheet, preview, preview_frames
 from faceblit_core.quality import psnr
 from faceblit_core.setup import make_backend
@@ -117,6 +117,11 @@ def test_preview_checks_its_arguments_before_any_work(asset, tmp_path):
             preview(CLIP, asset, tmp_path / "x.png", frames=bad)
     with pytest.raises(ConfigError, match="--warmup"):
         preview(CLIP, asset, tmp_path / "x.png", warmup=-1)
+    # Face ids need a tracking of the whole clip (a preview starts mid-clip): refused, as chunks refuse them.
+    with pytest.raises(UsageError, match="not with preview"):
+        preview(CLIP, STYLE, tmp_path / "x.png", config=CONFIG.replace(faces="largest"))
+    with pytest.raises(UsageError, match="not with preview"):
+        preview(CLIP, {0: STYLE}, tmp_path / "x.png", config=CONFIG)
     assert list(tmp_path.iterdir()) == []
 
 
