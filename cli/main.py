@@ -148,6 +148,7 @@ def _root(
 #: lands in "Tunables", so a new field is never hidden. On/off switches get their own
 #: panel: their ``--x/--no-x`` column would squeeze every other panel's help text.
 _PANELS = {
+    "What stays of the input": ("keep", "strength"),
     "Synthesis (StyleBlit, voting, lookup table)": ("threshold", "lambda_pos", "lambda_app", "lambda_temp", "levels", "seed", "boil",
                                                     "blend_radius", "lut_radius", "style_max_side"),
     "Guides and motion": ("mls_alpha", "mls_grid", "temporal_blur", "mask_feather", "margin", "synthesis_space", "flow_follow", "keep_tolerance"),
@@ -352,6 +353,47 @@ def _with_tunables(func, names: tuple[str, ...] | None = None, panel: str | None
     return func
 
 
+# -------------------------------------------------------------------------------- preview
+def _preview(
+    input: str = typer.Argument(..., metavar="INPUT", help="Input video."),
+    style: str = typer.Option(..., "--style", "-s", metavar="IMAGE", help="The style exemplar: one painted portrait (png/jpg)."),
+    output: Optional[str] = typer.Option(None, "--output", "-o", metavar="FILE", help="The picture (png/jpg/...); default NAME-STYLE-preview.png next to the input."),
+    frames: int = typer.Option(6, "--frames", "-n", metavar="N", help="How many frames, spread evenly over the clip."),
+    # The library's PREVIEW_WARMUP (not imported here: it would load torch at every start; a test keeps them equal).
+    warmup: int = typer.Option(10, "--warmup", metavar="N", help="Frames rendered and discarded before each shown frame, so it looks as in the full render."),
+    style_landmarks: Optional[Path] = typer.Option(None, "--style-landmarks", metavar="FILE", help="68 landmarks of the exemplar; default NAME.lm.txt beside it, else detected."),
+    fan_weights: Optional[Path] = typer.Option(None, "--fan-weights", metavar="FILE", help="Weights file of the 'fan' landmark backend."),
+    cache_dir: Optional[Path] = typer.Option(None, "--cache-dir", metavar="DIR", help="Style cache folder (default as stylize's)."),
+    overwrite: bool = typer.Option(False, "--overwrite", "-y", help="Replace an existing picture."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress, no summary line (errors still)."),
+    force: bool = typer.Option(False, "--force", help="Use a style exemplar that the exemplar check finds hopeless."),
+    **tunables,
+) -> None:
+    """Render a few frames spread over a clip, as the full render would show them, on one picture (input above, output below)."""
+    status = _Status(enabled=not quiet)
+    status("loading")
+    try:
+        from faceblit_core.config import StylizeConfig
+        from faceblit_core.pipeline import default_output_path
+        from faceblit_core.preview import preview
+
+        _terminate_as_interrupt()
+        _print_exemplar_warnings(status.clear)
+        config = StylizeConfig(**tunables)
+        if output is None:
+            made = default_output_path(input, style)
+            output = str(made.with_name(f"{made.stem}-preview.png"))
+        result = preview(input, style, output, frames=frames, warmup=warmup, config=config,
+                         style_landmarks=style_landmarks, fan_weights=fan_weights, cache_dir=cache_dir, overwrite=overwrite,
+                         force_style=force, progress=not quiet)
+    except BaseException as exc:  # noqa: BLE001
+        status.clear()
+        raise _fail(exc, "preview")
+    status.clear()
+    if not quiet:
+        typer.echo(result.describe(), err=True)
+
+
 _registered = False
 
 
@@ -363,6 +405,7 @@ def _register_stylize() -> None:
         # After stylize (the help lists commands in this order); like it, on first use: the
         # --landmarks help names the backends, which imports the faces package (OpenCV, dlib).
         app.command("faces", cls=_Command, no_args_is_help=True)(_with_tunables(_faces, _FACE_TUNABLES, "Face options (as for stylize)"))
+        app.command("preview", cls=_Command, no_args_is_help=True)(_with_tunables(_preview))
         _registered = True
 
 

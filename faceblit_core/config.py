@@ -19,6 +19,7 @@ from dataclasses import dataclass, field, fields
 from typing import Any
 
 from faceblit_core.errors import ConfigError
+from faceblit_core.geometry import KEEP_REGIONS
 
 #: Choices of ``device``: ``auto`` picks CUDA when available, else the CPU.
 DEVICE_CHOICES = ("auto", "cpu", "cuda")
@@ -27,8 +28,11 @@ DEVICE_CHOICES = ("auto", "cpu", "cuda")
 X264_PRESETS = ("ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow", "slower", "veryslow", "placebo")
 
 
-def _f(default: Any, lo: float | None = None, hi: float | None = None, *, doc: str, choices: tuple | None = None):
-    return field(default=default, metadata={"lo": lo, "hi": hi, "doc": doc, "choices": choices})
+def _f(default: Any, lo: float | None = None, hi: float | None = None, *, doc: str, choices: tuple | None = None,
+       subset_of: tuple | None = None):
+    """A field with its range, documentation, and either ``choices`` (one of them) or
+    ``subset_of`` (a comma-separated list of some of them, "" = none)."""
+    return field(default=default, metadata={"lo": lo, "hi": hi, "doc": doc, "choices": choices, "subset_of": subset_of})
 
 
 @dataclass(frozen=True)
@@ -68,6 +72,9 @@ class StylizeConfig:
     keep_tolerance: float = _f(3.0, 0.0, 100.0, doc="while pixels keep their exemplar pixel (--keep-previous): a pixel keeps last frame's exemplar pixel while its error on this frame's guides is below threshold × this (near 1: re-tested against StyleBlit's own test every frame, so kept texture cannot drift from the face)")
     mouth_interior: bool = _f(True, doc="paint the target's open mouth (inner-lip polygon) from the exemplar's eye, lip and mouth pixels of matching luminance (segmentation guide, FaceStyle): the exemplar's closed mouth is not stretched over it")
     background: bool = _f(False, doc="also stylize the rest of the frame from the positional guide (FaceBlit's background mode)")
+    # --- what of the stylized face is shown (compositing) ---------------------------------------
+    keep: str = _f("", doc="face parts where the target's own pixels are kept, comma-separated: any of " + ", ".join(KEEP_REGIONS) + "; feathered, following the landmarks every frame, so eye colour and teeth stay the person's; empty = none", subset_of=tuple(KEEP_REGIONS))
+    strength: float = _f(1.0, 0.0, 1.0, doc="blend of the stylized face with the original: 1 = fully stylized, 0 = the input unchanged (linear in between)")
     # --- faces (DESIGN §3) -------------------------------------------------------------------
     landmarks: str = _f("dlib", doc="landmark backend name (see faceblit_core.faces.BACKENDS) or a per-frame JSON file")
     max_faces: int = _f(8, 1, 64, doc="at most this many faces per frame (largest first)")
@@ -134,6 +141,11 @@ class StylizeConfig:
         _check_type_range(f, value)
         _check_choice(f, value)
 
+    @property
+    def keep_regions(self) -> tuple[str, ...]:
+        """The face parts of ``keep`` as a tuple of :data:`~faceblit_core.geometry.KEEP_REGIONS` names (no repeats)."""
+        return tuple(dict.fromkeys(_split_list(self.keep)))
+
     def replace(self, **changes: Any) -> "StylizeConfig":
         """Return a validated copy with ``changes`` applied."""
         return dataclasses.replace(self, **changes)
@@ -188,7 +200,7 @@ def _check_type_range(f: dataclasses.Field, value: Any) -> None:
         if (lo is not None and value < lo) or (hi is not None and value > hi):
             raise ConfigError(f"{f.name}: expected a value in [{lo}, {hi}], got {value!r}")
     elif isinstance(f.default, str):
-        if not isinstance(value, str) or not value:
+        if not isinstance(value, str) or (not value and meta.get("subset_of") is None):
             raise ConfigError(f"{f.name}: expected a non-empty string, got {value!r}")
 
 
@@ -197,3 +209,14 @@ def _check_choice(f: dataclasses.Field, value: Any) -> None:
     choices = f.metadata.get("choices")
     if choices and value not in choices:
         raise ConfigError(f"{f.name}: expected one of {', '.join(choices)}, got {value!r}")
+    subset_of = f.metadata.get("subset_of")
+    if subset_of:
+        unknown = [item for item in _split_list(value) if item not in subset_of]
+        if unknown or (value.strip() and not _split_list(value)):
+            raise ConfigError(f"{f.name}: expected a comma-separated list of {', '.join(subset_of)}, got {value!r}"
+                              + (f" ({unknown[0]!r} is not one of them)" if unknown else ""))
+
+
+def _split_list(value: str) -> list[str]:
+    """``"eyes, mouth"`` → ``["eyes", "mouth"]``: items of a comma-separated list, stripped, empty ones dropped."""
+    return [item.strip() for item in value.split(",") if item.strip()]

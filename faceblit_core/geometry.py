@@ -1,9 +1,14 @@
-"""Rectangular regions of a frame: where a face needs synthesis (ARCHITECTURE "Regions"), and the
-picture inside letterbox/pillarbox bars (:func:`active_picture`).
+"""Regions of a frame: where a face needs synthesis (ARCHITECTURE "Regions"), the picture
+inside letterbox/pillarbox bars (:func:`active_picture`), and the named face parts a user
+may keep unstylized (:data:`KEEP_REGIONS`).
 
 A :class:`Region` is a half-open box ``[x0, x1) × [y0, y1)`` in frame pixels.
 Every per-face stage (guides, StyleBlit, voting, compositing) works on the crop
 ``frame[region.slice]`` so the cost follows the face size, not the frame size.
+
+:data:`KEEP_REGIONS` is the one list of the face parts ``--keep`` names (validated by
+:class:`~faceblit_core.config.StylizeConfig`, drawn by
+:func:`faceblit_core.guides.segmentation.keep_mask`).
 """
 
 from __future__ import annotations
@@ -14,6 +19,44 @@ from dataclasses import dataclass
 import numpy as np
 
 from faceblit_core.checks import check, check_array
+
+
+@dataclass(frozen=True)
+class LandmarkRegion:
+    """A face part outlined by groups of the 68 landmarks (for ``StylizeConfig.keep``).
+
+    Attributes
+    ----------
+    groups : tuple of tuple of int
+        0-based iBUG landmark indices, one tuple per outline (e.g. one per eye).
+    closed : bool
+        True: each group is a closed outline, filled; False: an open curve, drawn as a
+        band ``2·grow`` wide around it.
+    grow : float
+        How far the part reaches beyond its landmarks, fraction of the inter-ocular
+        distance (lids and lashes around the eye contour, the brow's width).
+    """
+
+    groups: tuple[tuple[int, ...], ...]
+    closed: bool
+    grow: float
+
+
+#: Face parts whose own pixels ``StylizeConfig.keep`` can keep, by name: the one list of
+#: them. Eyes: each eye's lid contour (36–41, 42–47), i.e. the eyeball and the lid margin;
+#: mouth: the inner lip contour (60–67), what the open mouth shows (teeth, tongue), the
+#: lips staying painted; lips: the outer lip contour (48–59), the lips and what is between
+#: them; brows: the curve along each brow (17–21, 22–26), a band about as wide as a brow.
+#: ``grow`` measured on d18 (eye distance 100 px: brows ~10 px thick); eyes and mouth reach
+#: the default ``landmark_bound`` (0.04) beyond their contour, the most the smoothed points
+#: may lie from a frame's raw fit, so the raw contour is always inside. No more real skin
+#: than that: a ring of it in a painted face reads as a pasted patch.
+KEEP_REGIONS: dict[str, LandmarkRegion] = {
+    "eyes": LandmarkRegion(groups=(tuple(range(36, 42)), tuple(range(42, 48))), closed=True, grow=0.04),
+    "brows": LandmarkRegion(groups=(tuple(range(17, 22)), tuple(range(22, 27))), closed=False, grow=0.06),
+    "mouth": LandmarkRegion(groups=(tuple(range(60, 68)),), closed=True, grow=0.04),
+    "lips": LandmarkRegion(groups=(tuple(range(48, 60)),), closed=True, grow=0.04),
+}
 
 
 @dataclass(frozen=True)

@@ -25,7 +25,6 @@ from pathlib import Path
 from typing import Callable, Iterable
 
 import numpy as np
-import torch
 
 from faceblit_core import chunks, media
 from faceblit_core._runtime import Sink, signals_as_exceptions
@@ -35,7 +34,7 @@ from faceblit_core.face_styles import FaceStyles, as_style, needs_ids
 from faceblit_core.faces.listing import track_faces
 from faceblit_core.style import StyleAsset, prepare_style
 from faceblit_core.media import IMAGE_EXTENSIONS
-from faceblit_core.setup import make_backend, progress_bar, resolve_device
+from faceblit_core.setup import make_backend, progress_bar, resolve_device, set_threads
 from faceblit_core.stylizer import FrameStylizer
 from faceblit_core.summary import RunSummary, add_frame_counts
 
@@ -121,7 +120,7 @@ def _make_stylizer(style, config: StylizeConfig, *, device: str, fps: float, vid
     """
     asset = load_style(style, config=config, style_landmarks=style_landmarks, cache_dir=cache_dir, force_style=force_style)
     backend = make_backend(config, fan_weights, device, video=video)
-    _set_threads()
+    set_threads()
     guides = Path(save_guides) if save_guides else None
     if not needs_ids(asset, config):
         return FrameStylizer(asset, config, fps=fps, backend=backend, device=device, save_guides=guides)
@@ -412,7 +411,7 @@ def _stylize_chunked(input, style, out_path, info, *, plan, config, device, warm
         nonlocal backend
         if backend is None:  # loaded once, shared by the chunks (the backends keep no per-clip state)
             backend = make_backend(config, fan_weights, device, video=True)
-            _set_threads()
+            set_threads()
         return FrameStylizer(asset, config, fps=float(info.fps), backend=backend, device=device)
 
     with signals_as_exceptions():
@@ -477,14 +476,3 @@ def stylize_image(
     )
     add_frame_counts(summary, stylizer)
     return summary
-
-
-def _set_threads() -> None:
-    """torch threads for the CPU synthesis: all cores but one, which ffmpeg's decoder and encoder use.
-
-    ``FACEBLIT_THREADS`` overrides. Oversubscribed torch threads stall badly on
-    small machines (measured on 2 cores: ms-long waits per op), so the default
-    leaves the encoder its core.
-    """
-    wanted = int(os.environ.get("FACEBLIT_THREADS", "0") or 0)
-    torch.set_num_threads(wanted if wanted > 0 else max(1, (os.cpu_count() or 2) - 1))

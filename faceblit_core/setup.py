@@ -1,4 +1,4 @@
-"""What a run is set up with: the torch device, the landmark backend, the progress bar.
+"""What a run is set up with: the torch device and threads, the landmark backend, the progress bar.
 
 Shared by the one-process job (:mod:`faceblit_core.pipeline`), the chunked render
 (:mod:`faceblit_core.chunks`) and the Ray workers (:mod:`faceblit_core.ray_engine`),
@@ -7,6 +7,7 @@ so none of those imports another for them (no import circle).
 
 from __future__ import annotations
 
+import os
 import sys
 
 import torch
@@ -48,3 +49,14 @@ def progress_bar(total: int | None, enabled: bool, label: str):
         return None
     # disable=None: no bar when stderr is not a terminal (a log file would fill with \r updates).
     return tqdm(total=total, desc=label, unit="frame", dynamic_ncols=True, leave=False, file=sys.stderr, disable=None)
+
+
+def set_threads() -> None:
+    """torch threads for the CPU synthesis: all cores but one, which ffmpeg's decoder and encoder use.
+
+    ``FACEBLIT_THREADS`` overrides. Oversubscribed torch threads stall badly on
+    small machines (measured on 2 cores: ms-long waits per op), so the default
+    leaves the encoder its core.
+    """
+    wanted = int(os.environ.get("FACEBLIT_THREADS", "0") or 0)
+    torch.set_num_threads(wanted if wanted > 0 else max(1, (os.cpu_count() or 2) - 1))

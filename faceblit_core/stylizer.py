@@ -36,7 +36,7 @@ import torch
 
 from faceblit_core import occlusion, warp
 from faceblit_core._runtime import Background
-from faceblit_core.compositing import composite
+from faceblit_core.compositing import blend_original, composite
 from faceblit_core.config import StylizeConfig
 from faceblit_core.checks import check
 from faceblit_core.faces import Face, box_from_points, confidence, inter_ocular
@@ -54,7 +54,7 @@ from faceblit_core.guides import (
     positional_to_rgb,
     temporal_guide,
 )
-from faceblit_core.guides.segmentation import interior_source, paint_mouth_interior
+from faceblit_core.guides.segmentation import interior_source, keep_mask, paint_mouth_interior
 from faceblit_core.media import write_image
 from faceblit_core.synthesis import JitterTable, Synthesis, SynthesisCache, synthesize
 from faceblit_core.temporal_state import (
@@ -192,10 +192,15 @@ class FrameStylizer:
     only : frozenset of int, keyword-only
         Only these face ids are stylized (``--faces``); None = every face with an exemplar.
         The others are written unchanged.
+    prepared : FrameStylizer, optional, keyword-only
+        An earlier stylizer of the same exemplars, config and device: its prepared exemplars
+        (device tensors, synthesis tables, all value-keyed) are reused — same results, no
+        rebuild (the preview's stylizers, one per frame shown).
     """
 
     def __init__(self, style, config: StylizeConfig, *, fps: float, backend, device: str, save_guides: Path | None = None,
-                 face_styles: Mapping[int, object] | None = None, only: frozenset[int] | None = None) -> None:
+                 face_styles: Mapping[int, object] | None = None, only: frozenset[int] | None = None,
+                 prepared: "FrameStylizer | None" = None) -> None:
         check(style is not None or face_styles, "style", "a StyleAsset, or face_styles", style)
         check(style is not None or not config.background, "style", "the background's exemplar when background is on", style)
         self.config = config
@@ -207,6 +212,8 @@ class FrameStylizer:
         self._jitter = None
         # One _Exemplar per distinct exemplar (by cache key): one mapped to several ids is prepared once.
         by_key: dict[str, _Exemplar] = {}
+        if prepared is not None:
+            by_key = {e.asset.key: e for e in (prepared.default, *prepared.face_exemplars.values()) if e is not None}
 
         def exemplar(asset) -> _Exemplar:
             if asset.key not in by_key:
@@ -217,7 +224,8 @@ class FrameStylizer:
         self.face_exemplars = {int(fid): exemplar(asset) for fid, asset in (face_styles or {}).items()}
         self.only = frozenset(only) if only is not None else None
         self._use(self.default or next(iter(self.face_exemplars.values())))
-        self.prev_output: np.ndarray | None = None
+        self.prev_output: np.ndarray | None = None   # the synthesis' own output (temporal guide)
+        self.prev_shown: np.ndarray | None = None    # what was returned (after keep / strength)
         self.prev_frame: np.ndarray | None = None
         self.tracks: dict[int, FaceTrack] = {}
         self._flow = self._flow_forward = None
@@ -300,7 +308,7 @@ class FrameStylizer:
             # A repeated input frame gets the same output (nothing moves while the video stands still).
             self._count_frame(*self._last_counts)
             self.index += 1
-            return self.prev_output.copy(), list(self._last_faces)
+            return self.prev_shown.copy(), list(self._last_faces)
         t = time.perf_counter()
         faces = reanchor_faces(self.tracker.update(frame), self.tracker.last_raw, cfg.landmark_bound)
         t = self._tick("landmarks", t)
@@ -315,12 +323,16 @@ class FrameStylizer:
         out = frame.copy()
         faces_sorted = sorted(faces, key=lambda f: -f.area)
         strengths, reasons, dropped = [], [], set()
+        drawn: list[tuple[np.ndarray, Region]] = []  # landmarks and region of every face stylized
+        picture = None
         if cfg.background:
             self._use(self.default)
             # Letterbox/pillarbox bars stay as they are: stylized, their edge rows were
             # mapped onto the exemplar's border and smeared into streaks (issue 12).
             picture = active_picture(frame)
             out[picture.y0 : picture.y1, picture.x0 : picture.x1] = self._background(frame, faces_sorted[0] if faces_sorted else None, picture)
+            if faces_sorted:
+                drawn.append((faces_sorted[0].points, Region.around(face_mask_outline(faces_sorted[0].points), margin=cfg.margin, frame_size=(W, H))))
             faces_sorted = faces_sorted[1:]
             strengths.append(1.0)
         synthesize_face = self._face_in_face_space if cfg.synthesis_space == "face" else self._face_in_frame_space
@@ -352,9 +364,12 @@ class FrameStylizer:
             t = time.perf_counter()
             composite(out, stylized, mask * np.float32(strength) if strength < 1.0 else mask, region)
             self._tick("composite", t)
+            drawn.append((face.points, region))
+        result = self._show_original(frame, out, drawn, picture)
         self._count_frame(strengths, reasons)
         self._last_counts, self._last_faces = (strengths, reasons), faces
         self.prev_output = out
+        self.prev_shown = result
         self.prev_frame = frame
         shown = {f.id for f in faces + ghosts}
         kept = shown - dropped
@@ -366,7 +381,48 @@ class FrameStylizer:
         for track in self.tracks.values():
             track.continued = True
         self.index += 1
-        return out, faces
+        return result, faces
+
+    def _show_original(self, frame: np.ndarray, out: np.ndarray, drawn: list[tuple[np.ndarray, Region]], picture: Region | None) -> np.ndarray:
+        """The frame as returned: ``out`` with the input brought back where the user asks
+        (``keep``: the named face parts; ``strength`` < 1: everywhere, linearly).
+
+        Only what is shown changes: ``out`` itself (the synthesis' own result) stays the
+        source of the next frame's temporal guide, so neither option changes the synthesis
+        and ``strength`` s gives exactly ``s·out + (1 − s)·input`` (up to rounding).
+
+        Parameters
+        ----------
+        drawn : list of ((68, 2) float32, Region)
+            Landmarks (frame px) and region of every face composited into ``out``.
+        picture : Region or None
+            The stylized background's region (``background``), else None.
+
+        Returns
+        -------
+        (H, W, 3) uint8
+            ``out`` itself when neither option is set, else a blended copy.
+        """
+        cfg = self.config
+        parts = cfg.keep_regions
+        if not parts and cfg.strength >= 1.0:
+            return out
+        area = picture
+        for _, region in drawn:  # the box holding every face's region (and the background)
+            area = region if area is None else Region(min(area.x0, region.x0), min(area.y0, region.y0),
+                                                      max(area.x1, region.x1), max(area.y1, region.y1))
+        if area is None or area.is_empty:
+            return out
+        t = time.perf_counter()
+        weight = np.full(area.shape, cfg.strength, np.float32)
+        if parts:
+            for points, region in drawn:
+                kept = keep_mask(points, parts, region.shape, origin=region.origin)
+                weight[region.y0 - area.y0 : region.y1 - area.y0, region.x0 - area.x0 : region.x1 - area.x0] *= 1.0 - kept
+        shown = out.copy()
+        blend_original(shown, frame, weight, area)
+        self._tick("keep", t)
+        return shown
 
     def _strength(self, face, raw: np.ndarray, frame_size: tuple[int, int]) -> tuple[float, str | None]:
         """This frame's stylization strength of ``face`` and why it is below 1 (:func:`faceblit_core.faces.confidence.update`).

@@ -245,6 +245,28 @@ def test_output_folder_missing(small_clip, styles, cache, tmp_path):
     assert names(tmp_path) == ["in.mp4"]
 
 
+@pytest.mark.parametrize(
+    "command, option, value, words",
+    [
+        ("stylize", "--keep", "eyes,nose", ["--keep", "eyes, brows, mouth", "'nose' is not one of them"]),
+        ("stylize", "--strength", "1.5", ["--strength", "[0.0, 1.0]", "1.5"]),
+        ("stylize", "--strength", "-0.2", ["--strength", "[0.0, 1.0]", "-0.2"]),
+        ("preview", "--keep", "teeth", ["--keep", "'teeth' is not one of them"]),
+        ("preview", "--frames", "0", ["--frames", "[1, 64]", "0"]),
+        ("preview", "--warmup", "-1", ["--warmup", "[0, 100000]"]),
+    ],
+)
+def test_bad_keep_strength_and_preview_values_exit_2_and_write_nothing(command, option, value, words, small_clip, styles, cache, tmp_path):
+    """Issue 16: an unknown face part, a strength out of [0, 1], a preview of no frames — one line, exit 2, nothing written."""
+    before = sha(small_clip)
+    out = tmp_path / "out"
+    out.mkdir()
+    target = out / ("x.mp4" if command == "stylize" else "x.png")
+    r = run_cli(command, small_clip, "--style", styles["small"], "-o", target, "--cache-dir", cache, option, value, "-q")
+    assert_one_line_error(r, 2, *words)
+    assert names(out) == [] and sha(small_clip) == before
+
+
 def test_output_folder_read_only(small_clip, styles, cache, tmp_path):
     folder = tmp_path / "ro"
     folder.mkdir()

@@ -23,6 +23,10 @@ exemplar's eyes and lips, raised d18's warp_ratio by 0.5).
 
 Classes (:func:`segmentation_guide`): 0 other, 1 lips (outer lip polygon 48–59
 minus the interior), 2 mouth interior (60–67), 3 eye openings (36–41, 42–47).
+
+:func:`keep_mask` draws the face parts a user keeps unstylized (``--keep``; the parts
+and their landmarks: :data:`faceblit_core.geometry.KEEP_REGIONS`), feathered, from
+each frame's landmarks.
 """
 
 from __future__ import annotations
@@ -33,6 +37,7 @@ import cv2
 import numpy as np
 
 from faceblit_core.checks import check, check_array
+from faceblit_core.geometry import KEEP_REGIONS
 
 __all__ = [
     "OTHER",
@@ -44,6 +49,8 @@ __all__ = [
     "interior_source",
     "mouth_opening",
     "paint_mouth_interior",
+    "keep_mask",
+    "KEEP_FEATHER",
 ]
 
 OTHER, LIPS, MOUTH_INTERIOR, EYE = 0, 1, 2, 3
@@ -92,6 +99,71 @@ def segmentation_guide(points: np.ndarray, shape: tuple[int, int], *, origin: tu
     for eye in _EYES:
         _fill(seg, pts[eye], EYE)
     return seg
+
+
+#: Width of the soft edge of a kept face part (:func:`keep_mask`), fraction of the inter-ocular distance.
+KEEP_FEATHER = 0.06
+
+
+def keep_mask(points: np.ndarray, regions, shape: tuple[int, int], *, origin: tuple[float, float] = (0.0, 0.0)) -> np.ndarray:
+    """Where the target's own pixels are kept: 1 on the named face parts, 0 away from them.
+
+    Each part of ``regions`` (:data:`~faceblit_core.geometry.KEEP_REGIONS`) is drawn from
+    the landmarks: a closed outline filled, an open curve (brows) as a band; grown by the
+    part's ``grow`` and feathered outside it: ``m = clip(1 − (d − grow)/feather, 0, 1)``
+    with ``d`` the Euclidean distance (px) to the drawn part (0 inside it) and ``grow``,
+    ``feather`` (:data:`KEEP_FEATHER`) in px from the inter-ocular distance. So the
+    mask is exactly 1 on the part and its ``grow`` margin, and falls linearly to 0 over
+    ``feather`` px beyond.
+
+    Parameters
+    ----------
+    points : (68, 2) float
+        iBUG landmarks, px (x, y) of the image they come from.
+    regions : iterable of str
+        Names of :data:`~faceblit_core.geometry.KEEP_REGIONS` (e.g. ``("eyes", "mouth")``).
+    shape : (h, w)
+        Size of the mask.
+    origin : (x0, y0), keyword-only
+        Image position of the mask's pixel (0, 0) (a region of the frame).
+
+    Returns
+    -------
+    (h, w) float32 in [0, 1]
+        All 0 when ``regions`` is empty.
+
+    Raises
+    ------
+    ValueError
+        ``points`` not (68, 2) or not finite; an unknown region name.
+    """
+    check_array(points, "landmarks", shape=(68, 2))
+    pts = np.asarray(points, np.float64) - np.asarray(origin, np.float64)
+    check(bool(np.isfinite(pts).all()), "landmarks", "finite values", "NaN or inf")
+    parts = list(regions)
+    for name in parts:
+        check(name in KEEP_REGIONS, "region", f"one of {', '.join(KEEP_REGIONS)}", name)
+    h, w = shape
+    if not parts or h == 0 or w == 0:
+        return np.zeros((h, w), np.float32)
+    iod = max(1.0, float(np.linalg.norm(pts[36:42].mean(0) - pts[42:48].mean(0))))
+    feather = max(1.0, KEEP_FEATHER * iod)
+    mask = np.zeros((h, w), np.float32)
+    for name in parts:
+        part = KEEP_REGIONS[name]
+        drawn = np.zeros((h, w), np.uint8)
+        for group in part.groups:
+            curve = pts[list(group)]
+            if part.closed:
+                _fill(drawn, curve, 255)
+            else:
+                cv2.polylines(drawn, [np.rint(curve * (1 << _SHIFT)).astype(np.int32)], False, 255, thickness=1, lineType=cv2.LINE_8,
+                              shift=_SHIFT)
+        # Distance of every pixel to the drawn part (0 on it): grown and feathered in one step.
+        distance = cv2.distanceTransform(np.where(drawn > 0, 0, 255).astype(np.uint8), cv2.DIST_L2, cv2.DIST_MASK_PRECISE)
+        grow = part.grow * iod
+        np.maximum(mask, np.clip((grow + feather - distance) / np.float32(feather), 0.0, 1.0), out=mask)
+    return mask
 
 
 def mouth_opening(points: np.ndarray) -> float:
