@@ -26,6 +26,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from faceblit_core import media  # noqa: E402
 from faceblit_core.config import StylizeConfig  # noqa: E402
 from faceblit_core.preview import preview, preview_frames  # noqa: E402
 from faceblit_core.quality import psnr  # noqa: E402
