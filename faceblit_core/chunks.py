@@ -55,6 +55,7 @@ from faceblit_core.errors import OutputError, ProcessingError
 from faceblit_core.media import ffmpeg as media_ffmpeg
 from faceblit_core.media import formats as media_formats
 from faceblit_core.setup import progress_bar
+from faceblit_core.summary import set_frame_counts
 
 MANIFEST_VERSION = 1
 WORK_SUFFIX = ".faceblit-work"
@@ -157,6 +158,11 @@ class ChunkRecord:
     frames_with_face: int = 0
     max_faces: int = 0
     scene_cuts: int = 0
+    # How the chunk's frames were written (RunSummary's frames_stylized/faded/unchanged,
+    # fade_reasons, carry_resets), so a resumed render still reports them.
+    frame_states: dict = field(default_factory=dict)
+    fade_reasons: dict = field(default_factory=dict)
+    carry_resets: int = 0
 
 
 @dataclass
@@ -301,7 +307,8 @@ def finished_record(path: Path, start: int, end: int, stats: dict) -> ChunkRecor
     """The :class:`ChunkRecord` of a chunk file just written."""
     return ChunkRecord(start=start, end=end, frames=int(stats["frames"]), bytes=path.stat().st_size, sha256=file_sha256(path),
                        frames_with_face=int(stats.get("frames_with_face", 0)), max_faces=int(stats.get("max_faces", 0)),
-                       scene_cuts=int(stats.get("scene_cuts", 0)))
+                       scene_cuts=int(stats.get("scene_cuts", 0)), frame_states=dict(stats.get("frame_states", {})),
+                       fade_reasons=dict(stats.get("fade_reasons", {})), carry_resets=int(stats.get("carry_resets", 0)))
 
 
 # ---------------------------------------------------------------------------- the hook
@@ -339,7 +346,8 @@ def render_segment(
     Returns
     -------
     dict
-        ``frames``, ``frames_with_face``, ``max_faces``, ``scene_cuts``, ``stage_ms`` (summed).
+        ``frames``, ``frames_with_face``, ``max_faces``, ``scene_cuts``, ``stage_ms`` (summed);
+        ``frame_states``, ``fade_reasons``, ``carry_resets`` of the chunk's own frames (not the warm-up's).
 
     Raises
     ------
@@ -349,12 +357,15 @@ def render_segment(
     first = warmup_start(start, warmup)
     stylizer.start_at(first)
     stats = {"frames": 0, "frames_with_face": 0, "max_faces": 0}
+    before = _frame_counts(stylizer)  # what the warm-up frames add is taken off again
     width = info.width * (2 if side_by_side else 1)
     with media.open_video_writer(path, width=width, height=info.height, fps=info.fps, codec=config.codec, crf=config.crf,
                            preset=config.preset, overwrite=True) as writer:
         reader = media.iter_frames(info, start=first, end=end)
         try:
             for index, frame in enumerate(reader, start=first):
+                if index == start:
+                    before = _frame_counts(stylizer)
                 out, faces = stylizer(frame)
                 if index < start:
                     continue  # warm-up: only the state is kept
@@ -371,7 +382,20 @@ def render_segment(
             raise ProcessingError(f"{info.path}: decoded {stats['frames']} of the {end - start} frames of chunk {start}:{end}")
     stats["scene_cuts"] = stylizer.scene_cuts
     stats["stage_ms"] = dict(stylizer.stage_ms)
+    after = _frame_counts(stylizer)
+    stats["frame_states"] = _minus(after["frame_states"], before["frame_states"])
+    stats["fade_reasons"] = _minus(after["fade_reasons"], before["fade_reasons"])
+    stats["carry_resets"] = after["carry_resets"] - before["carry_resets"]
     return stats
+
+
+def _frame_counts(stylizer) -> dict:
+    """A copy of the stylizer's counts of how frames were written."""
+    return {"frame_states": dict(stylizer.frame_states), "fade_reasons": dict(stylizer.fade_reasons), "carry_resets": stylizer.carry_resets}
+
+
+def _minus(after: dict, before: dict) -> dict:
+    return {k: v - before.get(k, 0) for k, v in after.items() if v - before.get(k, 0)}
 
 
 # ------------------------------------------------------------------------ concatenation
@@ -501,6 +525,7 @@ def render_chunked(
                     os.replace(tmp, wf.chunk_path(i))
                     wf.record(i, finished_record(wf.chunk_path(i), *plan[i], stats))
                     _add(stage_ms, stats["stage_ms"])
+                    summary.device = stats.get("device", summary.device)  # what the workers resolved "auto" to
                     if bar is not None:
                         bar.update(stats["frames"])
             else:
@@ -522,6 +547,11 @@ def render_chunked(
     summary.frames_without_face = summary.frames - summary.frames_with_face
     summary.max_faces = max(r.max_faces for r in recs)
     summary.scene_cuts = sum(r.scene_cuts for r in recs)
+    states, reasons = {}, {}
+    for r in recs:
+        _add(states, r.frame_states)
+        _add(reasons, r.fade_reasons)
+    set_frame_counts(summary, states, reasons, sum(r.carry_resets for r in recs))
     rendered = sum(plan[i][1] - plan[i][0] for i in todo)
     summary.stage_ms = {k: v / max(1, rendered) for k, v in stage_ms.items()}
     return summary

@@ -191,4 +191,5 @@ def _render_chunk_task(input_bytes, suffix, asset, config, device, start, end, w
             stylizer = FrameStylizer(asset, config, fps=float(info.fps), backend=backend, device=device)
         out = Path(tmp) / f"chunk{ext}"
         stats = render_segment(info, stylizer, out, start=start, end=end, warmup=warmup, config=config, side_by_side=side_by_side)
+        stats["device"] = device
         return out.read_bytes(), stats

@@ -75,8 +75,14 @@ class RunSummary:
 
 def add_frame_counts(summary: RunSummary, stylizer) -> None:
     """Copy how the frames were written (stylized / faded / unchanged, reasons) into the summary."""
-    summary.frames_stylized = stylizer.frame_states.get("stylized", 0)
-    summary.frames_faded = stylizer.frame_states.get("faded", 0)
-    summary.frames_unchanged = stylizer.frame_states.get("unchanged", 0)
-    summary.fade_reasons = {r: stylizer.fade_reasons[r] for r in confidence.REASONS if r in stylizer.fade_reasons}
-    summary.carry_resets = stylizer.carry_resets
+    set_frame_counts(summary, stylizer.frame_states, stylizer.fade_reasons, stylizer.carry_resets)
+
+
+def set_frame_counts(summary: RunSummary, frame_states: dict, fade_reasons: dict, carry_resets: int) -> None:
+    """How the frames were written, from counts by :func:`faceblit_core.faces.confidence.frame_state`
+    (``frame_states``) and by reason (``fade_reasons``), e.g. summed over the chunks of a render."""
+    summary.frames_stylized = int(frame_states.get("stylized", 0))
+    summary.frames_faded = int(frame_states.get("faded", 0))
+    summary.frames_unchanged = int(frame_states.get("unchanged", 0))
+    summary.fade_reasons = {r: int(fade_reasons[r]) for r in confidence.REASONS if fade_reasons.get(r)}
+    summary.carry_resets = int(carry_resets)

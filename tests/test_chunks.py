@@ -79,6 +79,12 @@ def test_chunked_render_joins_frames_and_audio_and_leaves_no_work_folder(referen
     a, b = _frames(reference), _frames(whole)
     values = [psnr(x, y) for x, y in zip(a, b)]
     assert min(values) > 30, values  # keep_previous and the temporal guide remember more than the warm-up (README)
+    # The run summary counts the chunks' own frames, as the one-piece render counts them.
+    chunked = stylize_video(CLIP, STYLE, tmp_path / "again.mp4", cache_dir=cache, progress=False, **CHUNKED)
+    one_piece = stylize_video(CLIP, STYLE, tmp_path / "whole2.mp4", cache_dir=cache, progress=False, chunk_seconds=0)
+    counts = lambda s: (s.frames_stylized, s.frames_faded, s.frames_unchanged, s.fade_reasons)  # noqa: E731
+    assert chunked.chunks == 3 and sum(counts(chunked)[:3]) == 75
+    assert counts(chunked) == counts(one_piece)
 
 
 def test_resume_reuses_finished_chunks_and_gives_the_same_frames(reference, tmp_path, cache, monkeypatch):
