@@ -138,7 +138,7 @@ def test_cli_preview(asset, tmp_path):
     r = subprocess.run([*env_cmd, "--frames", "2", "--warmup", "0", "-o", str(sheet)], capture_output=True, text=True, cwd=REPO)
     assert r.returncode == 0, r.stderr
     assert media.read_image(sheet).shape == (2 * 480, 2 * 360, 3)
-    assert f"wrote {sheet}: frames 20, 60" in r.stderr
+    assert f"wrote {sheet}: frames 18, 56" in r.stderr
     r = subprocess.run([*env_cmd, "--frames", "2", "-o", str(sheet)], capture_output=True, text=True, cwd=REPO)
     assert r.returncode == 5 and r.stderr.startswith("faceblit: error: ") and len(r.stderr.splitlines()) == 1
     r = subprocess.run([*env_cmd, "--keep", "teeth", "-o", str(tmp_path / "q.png")], capture_output=True, text=True, cwd=REPO)
