@@ -3,8 +3,8 @@
 :class:`FrameStylizer` runs, for each frame: landmarks (tracked, smoothed) →
 for each face, guides → StyleBlit → NNF denoising → voting → composite. What it
 keeps from frame to frame is per clip (previous output and input frame, for the
-temporal guide and the flow) and per face (a :class:`FaceTrack`: last frame's kept
-synthesis and its flow-carried guide and mask).
+temporal guide and the flow) and per face (a :class:`~faceblit_core.face_state.FaceTrack`:
+last frame's kept synthesis and its flow-carried guide and mask, :mod:`faceblit_core.flow_carry`).
 
 Three ways to synthesize a region, one method each:
 
@@ -26,17 +26,17 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Mapping
 
-import cv2
 import numpy as np
 import torch
 
 from faceblit_core import occlusion, warp
 from faceblit_core._runtime import Background
 from faceblit_core.compositing import blend_original, composite
+from faceblit_core.face_state import FaceTrack, PreparedExemplar
+from faceblit_core.flow_carry import FlowCarry
 from faceblit_core.config import StylizeConfig
 from faceblit_core.checks import check
 from faceblit_core.faces import Face, box_from_points, confidence, inter_ocular
@@ -54,21 +54,18 @@ from faceblit_core.guides import (
     positional_to_rgb,
     temporal_guide,
 )
-from faceblit_core.guides.segmentation import interior_source, keep_mask, paint_mouth_interior
+from faceblit_core.guides.segmentation import keep_mask, paint_mouth_interior
 from faceblit_core.media import write_image
-from faceblit_core.synthesis import JitterTable, Synthesis, SynthesisCache, synthesize
+from faceblit_core.synthesis import JitterTable, synthesize
 from faceblit_core.temporal_state import (
     MEMORY_FRAMES,
-    carry_positional,
-    carry_schedule,
-    clamp_mask,
     keep_threshold,
     reanchor_faces,
     refresh_mask,
     refresh_phases,
 )
 
-__all__ = ["FrameStylizer", "FaceTrack"]
+__all__ = ["FrameStylizer"]
 
 
 #: Smallest side of a face's frame region that is stylized, px: below it the face is
@@ -79,95 +76,10 @@ _MIN_REGION = 16
 _MIN_FLOW = 40
 
 
-@dataclass(eq=False)
-class FaceTrack:
-    """What :class:`FrameStylizer` keeps of one tracked face (one ``Face.id``) between frames.
-
-    It lives as long as the tracker reports that id (memory stays bounded).
-
-    Attributes
-    ----------
-    continued : bool
-        The face was in the previous frame of the same shot, so this frame may build
-        on it (temporal guide, flow, kept NNF). False for a new face and after a
-        scene cut.
-    synthesis : Synthesis or None
-        Last frame's face-space synthesis (NNF, colours, keep-test terms), updated
-        by the next one when ``keep_previous`` is on; None in frame space.
-    chains : list of 2 (guide_pos, mask) or None
-        The two staggered flow-carried chains (:func:`faceblit_core.temporal_state.carry_schedule`):
-        last frame's positional guide ``(h, w, 2) float32`` (style px) and face mask
-        ``(h, w) float32`` in [0, 1] on ``region``, each after its flow carry.
-    region : Region or None
-        The frame region (frame px) of the chains' maps.
-    index : int
-        Absolute index of the frame ``synthesis`` is of (the kept NNF's refresh schedule).
-    """
-
-    continued: bool = False
-    synthesis: Synthesis | None = None
-    chains: list = field(default_factory=lambda: [None, None])
-    region: Region | None = None
-    index: int = -1
-
-
-@dataclass(eq=False)
-class _Exemplar:
-    """One exemplar as the synthesis uses it: its asset, its tensors on the device, the
-    exemplar region face-space synthesis works on, and its own :class:`SynthesisCache`
-    (style tables and seed maps of one style size).
-
-    Cost, measured on the CPU with a 480×640 exemplar (``bench/exemplars.py``, README
-    "Several faces"): ~170 MiB of peak RSS per exemplar — the lookup table (256³ int32,
-    64 MiB, the memory-mapped cache entry on the CPU, a device copy on CUDA), StyleBlit's
-    padded copy of it (66 MiB) and padded temporal guide (10.5 MiB) in the synthesis
-    cache, seed maps (~15–19 MiB), face-space arrays (~5 MiB), images (2 MiB).
-    """
-
-    asset: object
-    app_t: torch.Tensor
-    temp_t: torch.Tensor
-    image_t: torch.Tensor
-    lut_t: torch.Tensor
-    iod: float
-    region: Region
-    identity: np.ndarray
-    face: np.ndarray
-    interior_source: object
-    synthesis_cache: SynthesisCache
-
-    @classmethod
-    def prepare(cls, style, config: StylizeConfig, device: str) -> "_Exemplar":
-        dev = torch.device(device)
-        # Face-space synthesis works on a fixed region of the exemplar around its face.
-        # Only what the face mask can show is synthesized: its outline plus the feather
-        # and the voting window (the frame-space margin is for the MLS and tracking slack).
-        pad = (config.mask_feather // 2 + config.blend_radius + 2) / max(1.0, float(np.ptp(style.landmarks[:, 1])))
-        sr = Region.around(face_mask_outline(style.landmarks), margin=pad, frame_size=(style.width, style.height))
-        ys, xs = np.mgrid[sr.y0 : sr.y1, sr.x0 : sr.x1].astype(np.float32)
-        source = None
-        if config.mouth_interior:
-            whole_face = face_mask(style.image, style.landmarks, region=Region.full(style.width, style.height), feather=config.mask_feather) > 0.5
-            source = interior_source(style.image, style.landmarks, whole_face)
-        return cls(
-            asset=style,
-            app_t=torch.from_numpy(np.ascontiguousarray(style.app)).to(dev),
-            temp_t=torch.from_numpy(np.ascontiguousarray(style.temp)).to(dev),
-            image_t=torch.from_numpy(np.ascontiguousarray(style.image)).to(dev),
-            lut_t=torch.from_numpy(np.ascontiguousarray(style.lut)).to(dev),
-            iod=inter_ocular(style.landmarks),
-            region=sr,
-            identity=np.ascontiguousarray(np.stack([xs, ys], axis=-1)),
-            face=face_mask(style.image, style.landmarks, region=sr, feather=config.mask_feather) > 0.5,
-            interior_source=source,
-            synthesis_cache=SynthesisCache(),   # this clip's tables and seed maps of this style
-        )
-
-
 class FrameStylizer:
     """Per-frame part of the pipeline, holding the state that lives across frames.
 
-    State: each exemplar on the device (:class:`_Exemplar`), the landmark tracker, the
+    State: each exemplar on the device (:class:`PreparedExemplar`), the landmark tracker, the
     previous output (for the temporal guide), the previous frame (for the optical flow)
     and a :class:`FaceTrack` per face id. Use one instance per clip.
 
@@ -210,14 +122,14 @@ class FrameStylizer:
         self.tracker = make_tracker(backend, config, fps=self.fps)
         self._jitter_seed = None
         self._jitter = None
-        # One _Exemplar per distinct exemplar (by cache key): one mapped to several ids is prepared once.
-        by_key: dict[str, _Exemplar] = {}
+        # One PreparedExemplar per distinct exemplar (by cache key): one mapped to several ids is prepared once.
+        by_key: dict[str, PreparedExemplar] = {}
         if prepared is not None:
             by_key = {e.asset.key: e for e in (prepared.default, *prepared.face_exemplars.values()) if e is not None}
 
-        def exemplar(asset) -> _Exemplar:
+        def exemplar(asset) -> PreparedExemplar:
             if asset.key not in by_key:
-                by_key[asset.key] = _Exemplar.prepare(asset, config, device)
+                by_key[asset.key] = PreparedExemplar.prepare(asset, config, device)
             return by_key[asset.key]
 
         self.default = exemplar(style) if style is not None else None
@@ -228,7 +140,7 @@ class FrameStylizer:
         self.prev_shown: np.ndarray | None = None    # what was returned (after keep / strength)
         self.prev_frame: np.ndarray | None = None
         self.tracks: dict[int, FaceTrack] = {}
-        self._flow = self._flow_forward = None
+        self.flow_carry = FlowCarry(follow=config.flow_follow, bound=config.flow_bound)
         # Graceful degradation (faceblit_core.faces.confidence): a fade state per face
         # id, how each frame was written, the raw landmark fits (occluders).
         self.fades: dict[int, confidence.FadeState] = {}
@@ -255,7 +167,7 @@ class FrameStylizer:
         self.index = int(index)
         self.tracker.start_at(index)
 
-    def _use(self, exemplar: _Exemplar) -> None:
+    def _use(self, exemplar: PreparedExemplar) -> None:
         """Make ``exemplar`` the one the synthesis steps read (``self.style``, ``self.lut_t``, …):
         set before each face is synthesized (each face id has its own exemplar)."""
         self.style, self.style_app_t, self.style_temp_t = exemplar.asset, exemplar.app_t, exemplar.temp_t
@@ -268,7 +180,7 @@ class FrameStylizer:
         found = self._exemplar_of(face_id)
         return found.asset if found is not None else None
 
-    def _exemplar_of(self, face_id: int) -> _Exemplar | None:
+    def _exemplar_of(self, face_id: int) -> PreparedExemplar | None:
         if self.only is not None and face_id not in self.only:
             return None
         return self.face_exemplars.get(face_id, self.default)
@@ -453,7 +365,7 @@ class FrameStylizer:
             region = Region.around(face_mask_outline(state.points), margin=self.config.margin, frame_size=(W, H))
             if min(region.width, region.height) < _MIN_FLOW:
                 continue
-            points = confidence.coast(state.points, self._start_flow(frame, region, forward=True).result(), (region.x0, region.y0))
+            points = confidence.coast(state.points, self.flow_carry.start(frame, self.prev_frame, region, forward=True).result(), (region.x0, region.y0))
             ghosts.append(Face(points=points, box=box_from_points(points), score=0.0, id=fid))
         return ghosts
 
@@ -567,7 +479,7 @@ class FrameStylizer:
         self._tick("mask", t)
         flow = None
         if cfg.flow_follow > 0 and track.continued and track.region is not None and min(region.width, region.height) >= _MIN_FLOW:
-            flow = self._start_flow(frame, region)
+            flow = self.flow_carry.start(frame, self.prev_frame, region)
         return g_pos, mask, flow
 
     def _synthesize_in_frame_space(self, frame: np.ndarray, face, region: Region, g_pos: np.ndarray, mask: np.ndarray | None, *, use_temp: bool) -> np.ndarray:
@@ -616,72 +528,13 @@ class FrameStylizer:
             self._write_guides(face, {"face_app": g_app, "face_temp": g_temp, "face_stylized": stylized_face})
         return stylized_face
 
-    def _start_flow(self, frame: np.ndarray, region: Region, *, forward: bool = False) -> Background:
-        """Backward optical flow (t → t−1) of ``region`` in a thread: OpenCV DIS (Kroeger et al. 2016).
-
-        ``forward``: the flow t−1 → t instead (to move a lost face along), with a DIS
-        instance of its own (one instance must not run twice at once).
-        """
-        if self._flow is None:
-            self._flow = cv2.DISOpticalFlow_create(cv2.DISOPTICAL_FLOW_PRESET_FAST)
-            self._flow_forward = cv2.DISOpticalFlow_create(cv2.DISOPTICAL_FLOW_PRESET_FAST)
-        sl = (slice(region.y0, region.y1), slice(region.x0, region.x1))
-        cur = cv2.cvtColor(np.ascontiguousarray(frame[sl]), cv2.COLOR_RGB2GRAY)
-        prev = cv2.cvtColor(np.ascontiguousarray(self.prev_frame[sl]), cv2.COLOR_RGB2GRAY)
-        if forward:
-            return Background(self._flow_forward.calc, prev, cur, None)
-        return Background(self._flow.calc, cur, prev, None)
-
     def _follow_flow(self, flow: Background | None, track: FaceTrack, region: Region, g_pos: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Last frame's positional guide and mask carried along the flow, re-anchored to this frame's;
-        kept in ``track`` for the next frame.
-
-        Landmarks jitter and lag, optical flow follows the skin: a guide (and mask) that
-        moves with the flow keeps the texture glued to the face from frame to frame. It is
-        a bounded residual on this frame's landmark-based maps
-        (:mod:`faceblit_core.temporal_state`): never more than ``flow_bound`` × the
-        exemplar's inter-ocular distance (mask: ``MASK_BOUND``) away from them, so the
-        flow's errors cannot accumulate over a long clip. And it is of bounded memory:
-        two chains are carried, each restarted from the landmark maps every
-        ``MEMORY_FRAMES`` frames of the absolute index, half a period apart, and blended
-        with weights that are 0 at a chain's restart (:func:`~faceblit_core.temporal_state.carry_schedule`).
-
-        Parameters
-        ----------
-        flow : Background or None
-            The backward flow of ``region`` (:meth:`_start_flow`); None for a face
-            without a previous frame (the maps are returned as they are).
-        g_pos : (h, w, 2) float32
-            This frame's landmark-based positional guide on ``region``.
-        mask : (h, w) float32
-            This frame's landmark-based face mask on ``region``.
-        """
-        weights, restarts = carry_schedule(self.index)
-        anchor = (g_pos, mask)
-        chains = [anchor, anchor]
+        """:meth:`FlowCarry.follow <faceblit_core.flow_carry.FlowCarry.follow>` for this frame and exemplar, timed and counted."""
+        t = time.perf_counter()
+        g_pos, mask, resets = self.flow_carry.follow(flow, track, region, g_pos, mask, index=self.index, style_iod=self.style_iod)
+        self.carry_resets += resets
         if flow is not None:
-            t = time.perf_counter()
-            cfg = self.config
-            back = flow.result()
-            carry = [c for c in (0, 1) if track.chains[c] is not None and not restarts[c]]
-            carried = warp.carry_maps(back, region, track.region, [m for c in carry for m in track.chains[c]]) if carry else []
-            for k, c in enumerate(carry):
-                carried_pos, carried_mask = carried[2 * k], carried[2 * k + 1]
-                # NaN (came from outside the last region) falls back to this frame's maps.
-                new_pos = carry_positional(carried_pos, g_pos, follow=cfg.flow_follow, bound=cfg.flow_bound * self.style_iod)
-                new_mask = clamp_mask(carried_mask, mask)
-                if confidence.carry_left_face(new_pos, g_pos, mask, style_iod=self.style_iod, carried_mask=new_mask):
-                    # The carried maps left the face (bad flow on a fast move, an occluder,
-                    # a cut from the frame edge): this chain starts again from the landmarks.
-                    self.carry_resets += 1
-                else:
-                    chains[c] = (new_pos, new_mask)
-            if chains[0] is not anchor or chains[1] is not anchor:
-                w0, w1 = np.float32(weights[0]), np.float32(weights[1])
-                g_pos = chains[0][0] * w0 + chains[1][0] * w1
-                mask = chains[0][1] * w0 + chains[1][1] * w1
             self._tick("flow", t)
-        track.chains, track.region = chains, region
         return g_pos, mask
 
     def _paint_interior(self, stylized: np.ndarray, frame: np.ndarray, face, region: Region, mask: np.ndarray) -> None:
