@@ -356,7 +356,7 @@ def _with_tunables(func, names: tuple[str, ...] | None = None, panel: str | None
 # -------------------------------------------------------------------------------- preview
 def _preview(
     input: str = typer.Argument(..., metavar="INPUT", help="Input video."),
-    style: str = typer.Option(..., "--style", "-s", metavar="IMAGE", help="The style exemplar: one painted portrait (png/jpg)."),
+    style: List[str] = typer.Option(..., "--style", "-s", metavar="IMAGE", help="The style exemplar: one painted portrait (png/jpg), for every face."),
     output: Optional[str] = typer.Option(None, "--output", "-o", metavar="FILE", help="The picture (png/jpg/...); default NAME-STYLE-preview.png next to the input."),
     frames: int = typer.Option(6, "--frames", "-n", metavar="N", help="How many frames, spread evenly over the clip."),
     # The library's PREVIEW_WARMUP (not imported here: it would load torch at every start; a test keeps them equal).
@@ -380,8 +380,10 @@ def _preview(
         _terminate_as_interrupt()
         _print_exemplar_warnings(status.clear)
         config = StylizeConfig(**tunables)
+        # As stylize reads them, so that ID=STYLE (or two of them) is refused as such, not taken for a file name.
+        style = style[0] if len(style) == 1 and "=" not in style[0] else list(style)
         if output is None:
-            made = default_output_path(input, style)
+            made = default_output_path(input, style if isinstance(style, str) else "style")
             output = str(made.with_name(f"{made.stem}-preview.png"))
         result = preview(input, style, output, frames=frames, warmup=warmup, config=config,
                          style_landmarks=style_landmarks, fan_weights=fan_weights, cache_dir=cache_dir, overwrite=overwrite,

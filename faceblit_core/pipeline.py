@@ -286,7 +286,7 @@ def stylize_video(
         stylizer = _make_stylizer(style, config, device=device, fps=float(info.fps), video=True, style_landmarks=style_landmarks,
                                   fan_weights=fan_weights, cache_dir=cache_dir, save_guides=save_guides, force_style=force_style,
                                   frames_for_ids=lambda: media.iter_frames(info, start=span.start, end=span.end), start=span.start,
-                                  input=str(input))
+                                  input=given)
         # --frames A:B: schedules (re-detection, carried-state restarts, boil) and per-frame
         # landmark files count frames of the clip, so frame A shows as in a whole render.
         stylizer.start_at(span.start)

@@ -155,6 +155,8 @@ def preview(
     if needs_ids(as_style(style), config):
         raise UsageError("--style ID=STYLE and --faces other than all: not with preview yet (a preview starts mid-clip, as a chunk "
                          "does, and would number the faces afresh); preview with one --style and all faces")
+    if str(input) == "-":
+        raise UsageError("preview reads a file (it jumps to several places in the clip): save standard input to a file first")
     info = media.probe(input)
     if not info.n_frames:
         raise InputError(f"{input}: the number of frames is unknown (a stream?); a preview needs it to spread its frames")

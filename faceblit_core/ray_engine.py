@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import shutil
 import signal
 import socket
 import sys
@@ -175,12 +176,58 @@ def _portable(asset):
     return dataclasses.replace(asset, lut=np.ascontiguousarray(asset.lut))
 
 
+#: Name of a worker's temporary folder (the input's copy, the chunk): PREFIX + PID + "-" + random.
+CHUNK_FOLDER_PREFIX = "faceblit-chunk-"
+
+
+def remove_stale_chunk_folders(folder: str | None = None) -> list[str]:
+    """Remove the temporary folders of chunk tasks whose worker process is gone.
+
+    A worker killed in the middle of a chunk (SIGKILL, out of memory, a node that went
+    away: Ray then retries the task elsewhere) cannot remove its folder, which holds a
+    whole copy of the input. Each task sweeps its machine's temporary folder before it
+    starts; a folder whose process still runs is never touched.
+
+    Returns
+    -------
+    list of str
+        The folders removed.
+    """
+    folder = folder or tempfile.gettempdir()
+    removed = []
+    try:
+        names = os.listdir(folder)
+    except OSError:
+        return removed
+    for name in names:
+        if not name.startswith(CHUNK_FOLDER_PREFIX):
+            continue
+        pid = name[len(CHUNK_FOLDER_PREFIX):].split("-", 1)[0]
+        if not pid.isdigit() or _alive(int(pid)):
+            continue
+        path = os.path.join(folder, name)
+        shutil.rmtree(path, ignore_errors=True)
+        removed.append(path)
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # another user's process
+    return True
+
+
 def _render_chunk_task(input_bytes, suffix, asset, config, device, start, end, warmup, side_by_side, ext, render_segment):
     """One chunk, in a Ray worker: the input to a temporary file, render, return the encoded bytes."""
     # Ray gives a task the cores it asked for (OMP_NUM_THREADS); more torch threads oversubscribe them.
     torch.set_num_threads(max(1, int(os.environ.get("OMP_NUM_THREADS", "1") or 1)))
     device = resolve_device(device)
-    with tempfile.TemporaryDirectory(prefix="faceblit-chunk-") as tmp:
+    remove_stale_chunk_folders()
+    with tempfile.TemporaryDirectory(prefix=f"{CHUNK_FOLDER_PREFIX}{os.getpid()}-") as tmp:
         src = Path(tmp) / f"input{suffix}"
         src.write_bytes(input_bytes)
         info = media.probe(src)

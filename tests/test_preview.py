@@ -27,10 +27,9 @@ CLIP = REPO / "samples" / "clip.mp4"
 STYLE = REPO / "samples" / "exemplar.png"
 CONFIG = StylizeConfig(style_max_side=320)
 WARMUP = 12
-#: What the preview's frames reach against the one-piece render's today (sample clip, warm-up
-#: 8): a frame whose warm-up starts at frame 0 is identical; the others are not yet (measured
-#: 37.0 and 35.0 dB: a render started mid-clip differs from the one-piece render, the chunks'
-#: seams, issue 15).
+#: What the preview's frames reach against the one-piece render's with a short warm-up
+#: (sample clip): a frame whose warm-up starts at frame 0 is identical; the others are close
+#: (a render started mid-clip equals the one-piece render after 120 warm-up frames).
 PSNR_FLOOR = 30.0
 
 
@@ -100,8 +99,8 @@ def test_preview_frames_match_the_full_render(made, one_piece):
     assert min(scores) >= PSNR_FLOOR, scores
 
 
-@pytest.mark.xfail(reason="a render started mid-clip with a warm-up does not yet equal the one-piece render "
-                          "(issue 15, the chunks' seams: ~27 dB on d6); the preview shares that mechanism", strict=False)
+@pytest.mark.xfail(reason="the default warm-up (10 frames, for speed) is short of the 120 a start mid-clip needs to "
+                          "equal the one-piece render (issue 16: 40 dB and 15 % of the render's time do not both hold)", strict=False)
 def test_preview_frames_match_the_full_render_at_40_db(made, one_piece):
     result, _ = made
     assert min(psnr(one_piece[t], out) for t, out in zip(result.frames, result.outputs)) >= 40.0
@@ -144,3 +143,14 @@ def test_cli_preview(asset, tmp_path):
     r = subprocess.run([*env_cmd, "--keep", "teeth", "-o", str(tmp_path / "q.png")], capture_output=True, text=True, cwd=REPO)
     assert r.returncode == 2 and "--keep" in r.stderr and len(r.stderr.splitlines()) == 1
     assert sorted(p.name for p in tmp_path.iterdir() if p.suffix != "") == ["p.jpg"]
+
+
+def test_cli_preview_refuses_standard_input_and_exemplars_per_face(tmp_path):
+    for args, words in ((["-", "--style", str(STYLE)], "save standard input to a file first"),
+                        ([str(CLIP), "--style", f"0={STYLE}"], "not with preview yet")):
+        with open(CLIP, "rb") as stdin:
+            r = subprocess.run([sys.executable, "-m", "cli.main", "preview", *args, "-o", str(tmp_path / "p.png")], stdin=stdin,
+                               capture_output=True, text=True, cwd=REPO, timeout=300)
+        assert r.returncode == 2 and words in r.stderr and "Traceback" not in r.stderr, r.stderr
+        assert not (tmp_path / "p.png").exists()
+

@@ -7,6 +7,7 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -14,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from faceblit_core import chunks, media
+from faceblit_core import chunks, media, ray_engine
 from faceblit_core.config import StylizeConfig
 from faceblit_core.errors import EnvironmentProblem
 from faceblit_core.batch import stylize_batch
@@ -151,3 +152,18 @@ def test_a_worker_killed_mid_chunk_is_retried_and_the_output_is_complete(local_r
     assert result["summary"].chunks == 2
     assert np.array_equal(_frames(remote), _frames(local))  # the retried chunk is the same chunk
     assert not chunks.work_dir_for(remote).exists()
+    # The killed worker's temporary folder (a copy of the input) was swept by the task that ran next.
+    left = [p for p in Path(tempfile.gettempdir()).glob(f"{ray_engine.CHUNK_FOLDER_PREFIX}{killed}-*")]
+    assert not left, left
+
+
+def test_stale_chunk_folders_of_dead_workers_are_removed_and_live_ones_kept(tmp_path):
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True, check=True)
+    gone = tmp_path / f"{ray_engine.CHUNK_FOLDER_PREFIX}{dead.stdout.strip()}-abc"
+    live = tmp_path / f"{ray_engine.CHUNK_FOLDER_PREFIX}{os.getpid()}-def"
+    other = tmp_path / "faceblit-chunky"
+    for folder in (gone, live, other):
+        folder.mkdir()
+        (folder / "input.mp4").write_bytes(b"x")
+    assert ray_engine.remove_stale_chunk_folders(str(tmp_path)) == [str(gone)]
+    assert not gone.exists() and live.exists() and other.exists()
