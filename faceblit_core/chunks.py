@@ -357,7 +357,6 @@ def render_segment(
     first = warmup_start(start, warmup)
     stylizer.start_at(first)
     stats = {"frames": 0, "frames_with_face": 0, "max_faces": 0}
-    before = _frame_counts(stylizer)  # what the warm-up frames add is taken off again
     width = info.width * (2 if side_by_side else 1)
     with media.open_video_writer(path, width=width, height=info.height, fps=info.fps, codec=config.codec, crf=config.crf,
                            preset=config.preset, overwrite=True) as writer:
@@ -365,7 +364,7 @@ def render_segment(
         try:
             for index, frame in enumerate(reader, start=first):
                 if index == start:
-                    before = _frame_counts(stylizer)
+                    before = _frame_counts(stylizer)  # what the warm-up frames added is taken off again
                 out, faces = stylizer(frame)
                 if index < start:
                     continue  # warm-up: only the state is kept

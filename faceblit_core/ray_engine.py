@@ -40,6 +40,7 @@ import torch
 
 from faceblit_core import media
 from faceblit_core.errors import EnvironmentProblem, FaceblitError
+from faceblit_core.media.outputs import process_gone
 from faceblit_core.setup import make_backend, resolve_device
 from faceblit_core.stylizer import FrameStylizer
 
@@ -203,22 +204,12 @@ def remove_stale_chunk_folders(folder: str | None = None) -> list[str]:
         if not name.startswith(CHUNK_FOLDER_PREFIX):
             continue
         pid = name[len(CHUNK_FOLDER_PREFIX):].split("-", 1)[0]
-        if not pid.isdigit() or _alive(int(pid)):
+        if not pid.isdigit() or not process_gone(int(pid)):
             continue
         path = os.path.join(folder, name)
         shutil.rmtree(path, ignore_errors=True)
         removed.append(path)
     return removed
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True  # another user's process
-    return True
 
 
 def _render_chunk_task(input_bytes, suffix, asset, config, device, start, end, warmup, side_by_side, ext, render_segment):

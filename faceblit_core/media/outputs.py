@@ -123,7 +123,7 @@ def _owned_tempfile(folder: str | os.PathLike[str], prefix: str, suffix: str = "
     return fd, Path(tmp)
 
 
-def _process_gone(pid: int) -> bool:
+def process_gone(pid: int) -> bool:
     """No process ``pid`` runs here (a zombie has exited: its files and locks are released)."""
     if pid == os.getpid():
         return False
@@ -160,7 +160,7 @@ def remove_stale_temporaries(folder: str | os.PathLike[str], pattern: re.Pattern
         return removed
     for entry in entries:
         m = pattern.match(entry.name)
-        if m is None or not _process_gone(int(m.group("pid"))):
+        if m is None or not process_gone(int(m.group("pid"))):
             continue
         try:
             fd = os.open(entry.path, os.O_RDONLY | os.O_NOFOLLOW | getattr(os, "O_NONBLOCK", 0))
