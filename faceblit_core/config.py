@@ -173,7 +173,8 @@ def parse_face_selection(text: str) -> str | frozenset[int]:
     Raises
     ------
     ConfigError
-        Anything else (exit 2).
+        Anything else, or an id given twice (``0,0``, ``1,01``: a typo for another
+        id more likely than a wish, so not merged silently) (exit 2).
     """
     value = text.strip().lower() if isinstance(text, str) else text
     if value in ("all", "largest"):
@@ -181,7 +182,11 @@ def parse_face_selection(text: str) -> str | frozenset[int]:
     parts = value.split(",") if isinstance(value, str) else []
     if not parts or not all(p.strip().isascii() and p.strip().isdigit() and len(p.strip()) <= 6 for p in parts):
         raise ConfigError(f"faces: expected all, largest or face ids such as 0,2 (see 'faceblit faces'), got {text!r}")
-    return frozenset(int(p) for p in parts)
+    ids = [int(p) for p in parts]
+    repeated = next((fid for i, fid in enumerate(ids) if fid in ids[:i]), None)
+    if repeated is not None:
+        raise ConfigError(f"faces: face {repeated} is given twice in {text!r}; give each id once")
+    return frozenset(ids)
 
 
 def _check_type_range(f: dataclasses.Field, value: Any) -> None:

@@ -62,6 +62,11 @@ def test_face_selection_values():
     for bad in ("", "none", "1,,2", "-1", "1.5", "²"):
         with pytest.raises(ConfigError):
             StylizeConfig(faces=bad)
+    # A repeated id is refused, not merged: "0,0" is more likely a typo for "0,1".
+    for repeated, fid in (("0,0", 0), ("2, 1, 02", 2)):
+        with pytest.raises(ConfigError, match=f"face {fid} is given twice") as err:
+            StylizeConfig(faces=repeated)
+        assert err.value.exit_code == 2
 
 
 def _listing(sizes: dict[int, float]) -> FaceListing:
@@ -251,6 +256,8 @@ def test_bad_face_options_are_one_line_and_write_nothing(two_faces, tmp_path):
     cases = [
         (("--style", f"x={a}"), 2, "face id"),                       # bad id syntax
         (("--style", f"0={a}", "--style", f"0={b}"), 2, "has an exemplar already"),
+        (("--style", f"1={a}", "--style", f"01={a}"), 2, "has an exemplar already"),  # the same id, written otherwise
+        (("--style", a, "--faces", "0,0"), 2, "--faces: face 0 is given twice in '0,0'"),
         (("--style", a, "--faces", "everyone"), 2, "--faces: expected all, largest or face ids"),
         (("--style", f"1={b}", "--faces", "0"), 2, "not selected"),   # a mapping for a face not selected
         (("--style", f"0={a}", "--faces", "0,1"), 2, "face 1 has no exemplar"),
