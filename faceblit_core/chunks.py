@@ -159,9 +159,10 @@ class ChunkRecord:
     max_faces: int = 0
     scene_cuts: int = 0
     # How the chunk's frames were written (RunSummary's frames_stylized/faded/unchanged,
-    # fade_reasons, carry_resets), so a resumed render still reports them.
+    # fade_reasons, frames_with_unselected, carry_resets), so a resumed render still reports them.
     frame_states: dict = field(default_factory=dict)
     fade_reasons: dict = field(default_factory=dict)
+    frames_with_unselected: int = 0
     carry_resets: int = 0
 
 
@@ -308,7 +309,8 @@ def finished_record(path: Path, start: int, end: int, stats: dict) -> ChunkRecor
     return ChunkRecord(start=start, end=end, frames=int(stats["frames"]), bytes=path.stat().st_size, sha256=file_sha256(path),
                        frames_with_face=int(stats.get("frames_with_face", 0)), max_faces=int(stats.get("max_faces", 0)),
                        scene_cuts=int(stats.get("scene_cuts", 0)), frame_states=dict(stats.get("frame_states", {})),
-                       fade_reasons=dict(stats.get("fade_reasons", {})), carry_resets=int(stats.get("carry_resets", 0)))
+                       fade_reasons=dict(stats.get("fade_reasons", {})), frames_with_unselected=int(stats.get("frames_with_unselected", 0)),
+                       carry_resets=int(stats.get("carry_resets", 0)))
 
 
 # ---------------------------------------------------------------------------- the hook
@@ -347,7 +349,8 @@ def render_segment(
     -------
     dict
         ``frames``, ``frames_with_face``, ``max_faces``, ``scene_cuts``, ``stage_ms`` (summed);
-        ``frame_states``, ``fade_reasons``, ``carry_resets`` of the chunk's own frames (not the warm-up's).
+        ``frame_states``, ``fade_reasons``, ``frames_with_unselected``, ``carry_resets`` of the chunk's own
+        frames (not the warm-up's).
 
     Raises
     ------
@@ -384,13 +387,15 @@ def render_segment(
     after = _frame_counts(stylizer)
     stats["frame_states"] = _minus(after["frame_states"], before["frame_states"])
     stats["fade_reasons"] = _minus(after["fade_reasons"], before["fade_reasons"])
-    stats["carry_resets"] = after["carry_resets"] - before["carry_resets"]
+    for key in ("carry_resets", "frames_with_unselected"):
+        stats[key] = after[key] - before[key]
     return stats
 
 
 def _frame_counts(stylizer) -> dict:
     """A copy of the stylizer's counts of how frames were written."""
-    return {"frame_states": dict(stylizer.frame_states), "fade_reasons": dict(stylizer.fade_reasons), "carry_resets": stylizer.carry_resets}
+    return {"frame_states": dict(stylizer.frame_states), "fade_reasons": dict(stylizer.fade_reasons), "carry_resets": stylizer.carry_resets,
+            "frames_with_unselected": stylizer.frames_with_unselected}
 
 
 def _minus(after: dict, before: dict) -> dict:
@@ -550,7 +555,7 @@ def render_chunked(
     for r in recs:
         _add(states, r.frame_states)
         _add(reasons, r.fade_reasons)
-    set_frame_counts(summary, states, reasons, sum(r.carry_resets for r in recs))
+    set_frame_counts(summary, states, reasons, sum(r.carry_resets for r in recs), sum(r.frames_with_unselected for r in recs))
     rendered = sum(plan[i][1] - plan[i][0] for i in todo)
     summary.stage_ms = {k: v / max(1, rendered) for k, v in stage_ms.items()}
     return summary

@@ -146,10 +146,11 @@ class FrameStylizer:
         self.fades: dict[int, confidence.FadeState] = {}
         self.frame_states: dict[str, int] = {}
         self.fade_reasons: dict[str, int] = {}
+        self.frames_with_unselected = 0  # frames showing a face not selected, written as it is
         self.carry_resets = 0
         self.raw: dict[int, np.ndarray] = {}       # this frame's unsmoothed fits by face id
         self.prev_raw: dict[int, np.ndarray] = {}  # last frame's, of the faces it showed
-        self._last_counts: tuple[list, list] = ([], [])
+        self._last_counts: tuple[list, list, int] = ([], [], 0)
         self._last_faces: list = []
         self.stage_ms: dict[str, float] = {}
         self.index = 0       # ABSOLUTE frame index of the next frame (start_at): every schedule is keyed on it
@@ -235,6 +236,7 @@ class FrameStylizer:
         out = frame.copy()
         faces_sorted = sorted(faces, key=lambda f: -f.area)
         strengths, reasons, dropped = [], [], set()
+        unselected = 0  # faces found but not stylized by choice (not selected, or without an exemplar)
         drawn: list[tuple[np.ndarray, Region]] = []  # landmarks and region of every face stylized
         picture = None
         if cfg.background:
@@ -254,6 +256,7 @@ class FrameStylizer:
         for face in faces_sorted + ghosts:
             exemplar = self._exemplar_of(face.id)
             if exemplar is None:
+                unselected += 1
                 continue  # not selected (--faces) or without an exemplar: written unchanged
             self._use(exemplar)
             if face.id in lost:
@@ -278,8 +281,8 @@ class FrameStylizer:
             self._tick("composite", t)
             drawn.append((face.points, region))
         result = self._show_original(frame, out, drawn, picture)
-        self._count_frame(strengths, reasons)
-        self._last_counts, self._last_faces = (strengths, reasons), faces
+        self._count_frame(strengths, reasons, unselected)
+        self._last_counts, self._last_faces = (strengths, reasons, unselected), faces
         self.prev_output = out
         self.prev_shown = result
         self.prev_frame = frame
@@ -369,12 +372,20 @@ class FrameStylizer:
             ghosts.append(Face(points=points, box=box_from_points(points), score=0.0, id=fid))
         return ghosts
 
-    def _count_frame(self, strengths: list[float], reasons: list[tuple[float, str | None]]) -> None:
-        """Count this frame as stylized / faded / unchanged, with the reason of its weakest face."""
+    def _count_frame(self, strengths: list[float], reasons: list[tuple[float, str | None]], unselected: int) -> None:
+        """Count this frame as stylized / faded / unchanged, with the reason of its weakest face.
+
+        ``strengths``/``reasons`` are the stylized faces'; ``unselected`` the number of faces
+        found but left as they are because the run does not stylize them: such a face is
+        neither a missing face (``no_face``) nor a fade, so it is counted on its own
+        (``frames_with_unselected``; reason ``unselected`` when no other face was there).
+        """
         state = confidence.frame_state(strengths)
         self.frame_states[state] = self.frame_states.get(state, 0) + 1
+        if unselected:
+            self.frames_with_unselected += 1
         if state != "stylized":
-            weakest = min(reasons, key=lambda sr: sr[0], default=(0.0, "no_face"))
+            weakest = min(reasons, key=lambda sr: sr[0], default=(0.0, "unselected" if unselected else "no_face"))
             reason = weakest[1] or "recovering"
             self.fade_reasons[reason] = self.fade_reasons.get(reason, 0) + 1
 

@@ -137,6 +137,44 @@ def test_faces_new_in_one_frame_are_numbered_left_to_right_and_sheet_shows_each(
     assert contact_sheet(_listing({})).shape[0] > 0  # no face: one cell saying so
 
 
+def test_faces_not_selected_are_counted_apart_not_as_missing(tmp_path):
+    """A face left as is because the run does not stylize it is neither 'no face' nor a fade:
+    the summary counts the frames showing one (``frames_with_unselected``), and a frame whose
+    faces are all such is ``unchanged`` for the reason ``unselected``, not ``no_face``."""
+    from faceblit_core.style import prepare_style
+    from faceblit_core.stylizer import FrameStylizer
+    from faceblit_core.summary import RunSummary, add_frame_counts
+
+    config = StylizeConfig(style_max_side=320)
+    asset = prepare_style(REPO / "samples" / "exemplar.png", config=config, cache_dir=tmp_path)
+    rng = np.random.default_rng(1)
+    frames = [rng.integers(0, 255, (160, 320, 3), dtype=np.uint8) for _ in range(4)]
+
+    def summary(backend, style=asset, **faces) -> RunSummary:
+        stylizer = FrameStylizer(style, config, fps=25.0, backend=backend, device="cpu", **faces)
+        for frame in frames:
+            stylizer(frame)
+        result = RunSummary("in.mp4", "out.mp4", frames=len(frames))
+        add_frame_counts(result, stylizer)
+        return result
+
+    nobody = _TwoFaces()
+    nobody.points = []
+    # (stylized, unchanged, reasons, frames with a face not selected) on the 4 frames
+    cases = {
+        "none selected": (summary(_TwoFaces(), only=frozenset()), (0, 4, {"unselected": 4}, 4)),
+        "face 0 selected": (summary(_TwoFaces(), only=frozenset({0})), (4, 0, {}, 4)),
+        "an exemplar for face 1 alone": (summary(_TwoFaces(), style=None, face_styles={1: asset}), (4, 0, {}, 4)),
+        "every face": (summary(_TwoFaces()), (4, 0, {}, 0)),
+        "no face at all": (summary(nobody), (0, 4, {"no_face": 4}, 0)),
+    }
+    for name, (got, want) in cases.items():
+        assert (got.frames_stylized, got.frames_unchanged, got.fade_reasons, got.frames_with_unselected) == want, name
+        assert got.to_dict()["frames_with_unselected"] == want[3]
+    assert "unchanged 4 (unselected 4); a face not selected left as is on 4;" in cases["none selected"][0].describe()
+    assert "not selected" not in cases["every face"][0].describe()
+
+
 # ------------------------------------------------------------------- the two-face clip
 @pytest.fixture(scope="module")
 def two_faces(shared_data, tmp_path_factory):
@@ -237,13 +275,17 @@ def test_each_face_gets_its_own_exemplar(two_faces, tmp_path):
 
 
 def test_faces_selects_and_the_others_stay_unchanged(two_faces, tmp_path):
-    """``--faces 1`` with one exemplar: face 0 is written as it was (up to the encoder), face 1 is painted."""
+    """``--faces 1`` with one exemplar: face 0 is written as it was (up to the encoder), face 1 is painted;
+    the summary counts face 0 as not selected, not as a missing face."""
     from faceblit_core.quality import psnr
 
     a = two_faces["styles"][0]
     out = tmp_path / "one.mp4"
-    r = run("stylize", two_faces["clip"], "--style", a, "--faces", "1", "-o", out, "--cache-dir", two_faces["cache"], "-q")
+    r = run("stylize", two_faces["clip"], "--style", a, "--faces", "1", "-o", out, "--cache-dir", two_faces["cache"], "-q", "--json")
     assert r.returncode == 0, r.stderr
+    record = json.loads(r.stdout)
+    assert record["frames_with_unselected"] == FRAMES and record["frames_with_face"] == FRAMES
+    assert "no_face" not in record["fade_reasons"] and "unselected" not in record["fade_reasons"]
     src, got = _frames(two_faces["clip"]), _frames(out)
     left = min(psnr(x[:, :SIDE], y[:, :SIDE]) for x, y in zip(src, got))
     right = max(psnr(x[:, SIDE:], y[:, SIDE:]) for x, y in zip(src, got))

@@ -44,11 +44,13 @@ import numpy as np
 from faceblit_core.checks import check, check_array
 
 #: Why a face was not stylized fully, in the order reported. ``no_face``: no face
-#: in the frame; ``lost``: the tracker lost a face, which fades out where the
-#: optical flow carries it; ``recovering``: the evidence is fine again, the
+#: in the frame; ``unselected``: faces in the frame, but none the run stylizes
+#: (``--faces``, or ``--style ID=S`` without an exemplar for every face: they are
+#: written as they are); ``lost``: the tracker lost a face, which fades out where
+#: the optical flow carries it; ``recovering``: the evidence is fine again, the
 #: strength is still fading back in.
 CUES = ("turned", "tilted", "outside_frame", "unreliable_landmarks", "small")
-REASONS = ("no_face", "lost", *CUES, "recovering")
+REASONS = ("no_face", "unselected", "lost", *CUES, "recovering")
 
 #: Frame states counted in the run summary.
 FRAME_STATES = ("stylized", "faded", "unchanged")
@@ -509,11 +511,11 @@ def coast(points: np.ndarray, forward_flow: np.ndarray, origin: tuple[int, int])
 
 
 def frame_state(strengths: list[float]) -> str:
-    """How a frame was written, from its faces' strengths: one of :data:`FRAME_STATES`.
+    """How a frame was written, from its stylized faces' strengths: one of :data:`FRAME_STATES`.
 
-    ``stylized`` when there is a face and every face is at full strength,
-    ``unchanged`` when no face is stylized at all (none found, or all at 0),
-    else ``faded``.
+    ``strengths`` holds the faces the run stylizes (faces not selected are left out):
+    ``stylized`` when there is one and every one is at full strength, ``unchanged``
+    when none is stylized at all (none found or selected, or all at 0), else ``faded``.
     """
     if not strengths or max(strengths) <= 0.0:
         return "unchanged"
