@@ -22,6 +22,7 @@ from faceblit_core.config import StylizeConfig
 from faceblit_core.errors import ConfigError, EnvironmentProblem, FaceblitError, Interrupted, OutputError, StyleError, UsageError
 from faceblit_core.face_styles import FaceStyles, as_style, needs_ids
 from faceblit_core.pipeline import default_output_path, load_style, probe, style_path, stylize_video
+from faceblit_core.setup import FrameProgress
 from faceblit_core.summary import RunSummary
 
 
@@ -157,11 +158,15 @@ def stylize_batch(
 
 def _batch_on_ray(inputs, targets, asset, config, on_error, on_done, options) -> tuple[list[RunSummary], list[FaceblitError]]:
     """A batch on Ray: every input's chunks are submitted at once (one driver thread per input, each
-    keeping its own work folder), so the cluster's workers share the files; results as they finish."""
+    keeping its own work folder), so the cluster's workers share the files; results as they finish.
+
+    One progress bar over the frames of every input (:class:`~faceblit_core.setup.FrameProgress`,
+    its total growing as the inputs start); each summary line is printed above it."""
     from faceblit_core import ray_engine  # lazy: Ray is an optional extra, imported only for engine="ray"
 
     ray_engine.connect(options.get("ray_address"), config.device)  # an unreachable cluster fails before any output
-    options = {**options, "progress": False}  # several files at once: the summaries report each
+    bar = FrameProgress(f"{len(inputs)} inputs", enabled=bool(options.get("progress", True)))
+    options = {**options, "progress": bar}
     summaries, failures = [], []
     pool = ThreadPoolExecutor(max_workers=min(16, len(inputs)), thread_name_prefix="faceblit-ray")
     futures = {pool.submit(stylize_video, path, asset, target, config=config, **options): path for path, target in zip(inputs, targets)}
@@ -175,12 +180,15 @@ def _batch_on_ray(inputs, targets, asset, config, on_error, on_done, options) ->
                     raise
                 failures.append(exc)
                 if on_error is not None:
-                    on_error(path, exc)
+                    with bar.printing():
+                        on_error(path, exc)
                 continue
             summaries.append(summary)
             if on_done is not None:
-                on_done(summary)
+                with bar.printing():
+                    on_done(summary)
     except BaseException as exc:
+        bar.close()
         # Stop the other inputs: their tasks die with Ray (their work folders stay, for a rerun).
         pool.shutdown(wait=False, cancel_futures=True)
         ray_engine.shutdown()
@@ -189,6 +197,7 @@ def _batch_on_ray(inputs, targets, asset, config, on_error, on_done, options) ->
                               total=len(inputs)) from None
         raise
     pool.shutdown(wait=True)
+    bar.close()
     return summaries, failures
 
 

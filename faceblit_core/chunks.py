@@ -54,7 +54,7 @@ from faceblit_core.errors import OutputError, ProcessingError
 # codecs each container may copy): the concatenation is one more ffmpeg job.
 from faceblit_core.media import ffmpeg as media_ffmpeg
 from faceblit_core.media import formats as media_formats
-from faceblit_core.setup import progress_bar
+from faceblit_core.setup import FrameProgress
 from faceblit_core.summary import set_frame_counts
 
 MANIFEST_VERSION = 1
@@ -482,7 +482,7 @@ def render_chunked(
     side_by_side: bool,
     overwrite: bool,
     audio_span,
-    progress: bool,
+    progress: bool | FrameProgress,
     make_stylizer: Callable[[], object],
     engine: str = "local",
     ray_address: str | None = None,
@@ -493,6 +493,11 @@ def render_chunked(
     ``make_stylizer()`` returns a fresh :class:`~faceblit_core.stylizer.FrameStylizer`
     for this clip (one per chunk: chunks share no state, the warm-up rebuilds it).
     With ``engine="ray"`` the chunks run as Ray tasks (:mod:`faceblit_core.ray_engine`).
+
+    ``progress``: show a bar over the frames of all chunks (True), or count them on a
+    bar shared with other renders (a :class:`~faceblit_core.setup.FrameProgress`, the
+    batch on Ray's). Locally it moves with each frame; on Ray with the frames the tasks
+    report while they render (:func:`faceblit_core.ray_engine.render_chunks`).
 
     Returns
     -------
@@ -513,16 +518,17 @@ def render_chunked(
         summary.resumed_chunks = len(plan) - len(todo)
         summary.chunks = len(plan)
         total = plan[-1][1] - plan[0][0]
-        bar = progress_bar(total, progress, Path(str(input)).name)
-        if bar is not None:
-            bar.update(total - sum(plan[i][1] - plan[i][0] for i in todo))
+        own = not isinstance(progress, FrameProgress)
+        bar = FrameProgress(Path(str(input)).name, enabled=bool(progress)) if own else progress
+        bar.add(total, done=total - sum(plan[i][1] - plan[i][0] for i in todo))
         stage_ms: dict[str, float] = {}
         try:
             if engine == "ray":
                 from faceblit_core import ray_engine  # lazy: Ray is an optional extra
 
                 results = ray_engine.render_chunks(input, info, asset, config, device=device, plan=plan, todo=todo, warmup=warmup,
-                                                   side_by_side=side_by_side, ext=wf.ext, render=render_segment, address=ray_address)
+                                                   side_by_side=side_by_side, ext=wf.ext, render=render_segment, address=ray_address,
+                                                   progress=bar)
                 for i, data, stats in results:
                     tmp = wf.chunk_path(i).with_suffix(".part")
                     tmp.write_bytes(data)
@@ -530,17 +536,15 @@ def render_chunked(
                     wf.record(i, finished_record(wf.chunk_path(i), *plan[i], stats))
                     _add(stage_ms, stats["stage_ms"])
                     summary.device = stats.get("device", summary.device)  # what the workers resolved "auto" to
-                    if bar is not None:
-                        bar.update(stats["frames"])
             else:
                 for i in todo:
                     s, e = plan[i]
                     stats = render_segment(info, make_stylizer(), wf.chunk_path(i), start=s, end=e, warmup=warmup, config=config,
-                                           side_by_side=side_by_side, on_frame=(lambda: bar.update(1)) if bar is not None else None)
+                                           side_by_side=side_by_side, on_frame=bar.update if bar.shown else None)
                     wf.record(i, finished_record(wf.chunk_path(i), s, e, stats))
                     _add(stage_ms, stats["stage_ms"])
         finally:
-            if bar is not None:
+            if own:
                 bar.close()
         concat_chunks([wf.chunk_path(i) for i in range(len(plan))], output, list_file=wf.path / "concat.txt",
                       audio_from=info if info.has_audio else None, audio_span=audio_span, overwrite=overwrite, inputs=[input])

@@ -34,7 +34,7 @@ from faceblit_core.face_styles import FaceStyles, as_style, needs_ids
 from faceblit_core.faces.listing import track_faces
 from faceblit_core.style import StyleAsset, prepare_style
 from faceblit_core.media import IMAGE_EXTENSIONS
-from faceblit_core.setup import make_backend, progress_bar, resolve_device, set_threads
+from faceblit_core.setup import FrameProgress, make_backend, resolve_device, set_threads
 from faceblit_core.stylizer import FrameStylizer
 from faceblit_core.summary import RunSummary, add_frame_counts
 
@@ -190,8 +190,10 @@ def stylize_video(
         Style cache folder.
     overwrite : bool, keyword-only
         Replace an existing output.
-    progress : bool, keyword-only
-        Show a progress bar (tqdm, on stderr; only when stderr is a terminal).
+    progress : bool or FrameProgress, keyword-only
+        Show a progress bar (tqdm, on stderr; only when stderr is a terminal); or count
+        the frames on a bar shared with other renders (:class:`faceblit_core.setup.FrameProgress`:
+        a batch on Ray shows one bar over all its inputs).
     chunk_seconds : float or None, keyword-only
         A clip longer than this (seconds) is rendered as chunks of about this length
         in a work folder beside the output, resumable, and joined at the end
@@ -346,8 +348,10 @@ def _frame_span(info, frames: tuple[int, int | None] | None, input) -> _FrameSpa
 
 
 def _write_video(stylizer: FrameStylizer, info, input, summary: RunSummary, *, span: _FrameSpan, config: StylizeConfig,
-                 side_by_side: bool, overwrite: bool, progress: bool) -> None:
+                 side_by_side: bool, overwrite: bool, progress: bool | FrameProgress) -> None:
     """Decode → stylize → encode the frames of ``span`` into ``summary.output``; counts into ``summary``.
+
+    ``progress``: a bar of its own (True), or frames counted on a shared one (:class:`FrameProgress`).
 
     Raises
     ------
@@ -367,9 +371,12 @@ def _write_video(stylizer: FrameStylizer, info, input, summary: RunSummary, *, s
             # iter_frames decodes ahead in its own thread (bounded), overlapping the synthesis.
             reader = media.iter_frames(info, start=span.start, end=span.end)
             cleanup.callback(reader.close)
-            bar = progress_bar(span.count, progress, Path(str(input)).name)
-            if bar is not None:
+            if isinstance(progress, FrameProgress):
+                bar = progress
+            else:
+                bar = FrameProgress(Path(str(input)).name, enabled=progress)
                 cleanup.callback(bar.close)
+            bar.add(span.count)
             _stylize_frames(stylizer, reader, writer.write, summary, side_by_side=side_by_side, bar=bar)
             if summary.frames == 0:
                 raise FaceblitError(f"{input}: no frame in the range {span.start}:{'' if span.end is None else span.end}")
@@ -390,8 +397,7 @@ def _stylize_frames(stylizer: FrameStylizer, frames: Iterable[np.ndarray], write
             else:
                 summary.frames_without_face += 1
             sink.put(np.concatenate([frame, out], axis=1) if side_by_side else out)
-            if bar is not None:
-                bar.update(1)
+            bar.update(1)
     finally:
         sink.finish()
 

@@ -10,7 +10,12 @@ The driver (the ``faceblit`` process) keeps the work folder and its manifest
   temporary file on its node (workers need no shared storage and no copy of the input);
 * each chunk's encoded bytes — the task's return value, written into the work folder
   and recorded in the manifest by the driver as soon as it arrives, so a finished
-  chunk survives a crash of the driver and is never rendered twice.
+  chunk survives a crash of the driver and is never rendered twice;
+* progress — while a bar is shown, each task reports the frames it has written to a
+  small actor (:class:`faceblit_core.ray_progress.FrameCounter`) every
+  :data:`PROGRESS_INTERVAL` s, and the driver, while it waits for the tasks, moves one
+  bar over all frames of the render (of the batch, on Ray) by what they reported:
+  the bar follows the frames, not only the finished chunks.
 
 Chosen over shared storage because it needs nothing mounted on the workers; the price
 is that the input and the output chunks pass through the object store (an encoded
@@ -31,7 +36,10 @@ import socket
 import sys
 import tempfile
 import threading
+import time
+import uuid
 import warnings
+import weakref
 from pathlib import Path
 from typing import Callable, Iterator
 
@@ -41,13 +49,17 @@ import torch
 from faceblit_core import media
 from faceblit_core.errors import EnvironmentProblem, FaceblitError
 from faceblit_core.media.outputs import process_gone
-from faceblit_core.setup import make_backend, resolve_device
+from faceblit_core.ray_progress import FrameCounter
+from faceblit_core.setup import FrameProgress, make_backend, resolve_device
 from faceblit_core.stylizer import FrameStylizer
 
 #: Retries of a chunk task whose worker died (Ray's ``max_retries``).
 MAX_RETRIES = 3
 #: Seconds to wait for a TCP connection to ``--ray-address`` before calling it unreachable.
 CONNECT_TIMEOUT = 5.0
+#: Seconds between a task's reports of its frames, and between the driver's reads of them
+#: (while a bar is shown): the bar lags the frames by about this, for two small actor calls a second.
+PROGRESS_INTERVAL = 0.5
 
 
 def check_installed() -> None:
@@ -125,11 +137,17 @@ def shutdown() -> None:
 
 
 def render_chunks(input, info, asset, config, *, device: str, plan, todo, warmup: int, side_by_side: bool, ext: str,
-                  render: Callable, address: str | None = None) -> Iterator[tuple[int, bytes, dict]]:
+                  render: Callable, address: str | None = None,
+                  progress: FrameProgress | None = None) -> Iterator[tuple[int, bytes, dict]]:
     """Run chunks ``todo`` of ``plan`` as Ray tasks; yield ``(index, encoded bytes, stats)`` as each finishes.
 
     ``render`` renders one chunk (:func:`faceblit_core.chunks.render_segment`); it is
     passed in, not imported, because chunks calls this module (no import circle).
+
+    ``progress`` (its total already holding these chunks' frames) is moved by the frames
+    the tasks report while they render, every :data:`PROGRESS_INTERVAL` s, and by the rest
+    of a chunk's frames when it finishes; per frame, not per chunk. Only while it
+    :attr:`~faceblit_core.setup.FrameProgress.shown`: otherwise the tasks report nothing.
 
     Raises
     ------
@@ -146,18 +164,60 @@ def render_chunks(input, info, asset, config, *, device: str, plan, todo, warmup
     task = ray.remote(_render_chunk_task).options(
         num_cpus=1, num_gpus=1 if device.startswith("cuda") else 0, max_retries=MAX_RETRIES, retry_exceptions=False,
     )
+    counter = _frame_counter(progress) if progress is not None and progress.shown else None
+    render_id = uuid.uuid4().hex
     pending = {task.remote(input_ref, Path(str(input)).suffix, asset_ref, config, device, plan[i][0], plan[i][1], warmup,
-                           side_by_side, ext, render): i for i in todo}
+                           side_by_side, ext, render,
+                           (counter, render_id, i, PROGRESS_INTERVAL) if counter is not None else None): i for i in todo}
+    counted: dict[int, int] = {}  # frames of each chunk counted on the bar so far
+
+    def count(index: int, frames: int) -> None:
+        if progress is not None and frames > counted.get(index, 0):
+            progress.update(frames - counted.get(index, 0))
+            counted[index] = frames
+
     try:
         while pending:
-            done, _ = ray.wait(list(pending), num_returns=1)
+            done, _ = ray.wait(list(pending), num_returns=1, timeout=PROGRESS_INTERVAL if counter is not None else None)
+            if counter is not None:
+                try:
+                    reported = ray.get(counter.counts.remote(render_id))
+                except ray.exceptions.RayError:
+                    # The bar must never stop a render: without the actor it moves by finished chunks.
+                    counter, reported = None, {}
+                running = set(pending.values())
+                for index, frames in reported.items():
+                    if index in running:
+                        count(index, frames)
             for ref in done:
                 index = pending.pop(ref)
                 data, stats = _get(ref)
+                count(index, int(stats["frames"]))
                 yield index, data, stats
     finally:
         for ref in pending:
             ray.cancel(ref, force=True)
+        if counter is not None:
+            counter.forget.remote(render_id)
+
+
+#: The FrameCounter actor of each bar: the renders sharing a bar (a batch's threads) share
+#: one actor; it lives as long as the bar (Ray ends an actor when its last handle goes).
+_counters: "weakref.WeakKeyDictionary[FrameProgress, object]" = weakref.WeakKeyDictionary()
+_counters_lock = threading.Lock()
+
+
+def _frame_counter(progress: FrameProgress):
+    """The :class:`~faceblit_core.ray_progress.FrameCounter` actor of ``progress``, made on first use.
+
+    ``num_cpus=0``: it never takes a chunk task's core.
+    """
+    import ray
+
+    with _counters_lock:
+        if progress not in _counters:
+            _counters[progress] = ray.remote(FrameCounter).options(num_cpus=0).remote()
+        return _counters[progress]
 
 
 def _get(ref):
@@ -170,6 +230,22 @@ def _get(ref):
         if isinstance(cause, FaceblitError):
             raise cause from None
         raise
+
+
+def _reporter(counter, render_id: str, index: int, interval: float) -> Callable[[], None]:
+    """``on_frame`` of a chunk task: count the frames written, send the count every ``interval`` s
+    (fire-and-forget: the render never waits for the driver)."""
+    written, last = 0, time.monotonic()
+
+    def on_frame() -> None:
+        nonlocal written, last
+        written += 1
+        now = time.monotonic()
+        if now - last >= interval:
+            counter.report.remote(render_id, index, written)
+            last = now
+
+    return on_frame
 
 
 def _portable(asset):
@@ -212,8 +288,12 @@ def remove_stale_chunk_folders(folder: str | None = None) -> list[str]:
     return removed
 
 
-def _render_chunk_task(input_bytes, suffix, asset, config, device, start, end, warmup, side_by_side, ext, render_segment):
-    """One chunk, in a Ray worker: the input to a temporary file, render, return the encoded bytes."""
+def _render_chunk_task(input_bytes, suffix, asset, config, device, start, end, warmup, side_by_side, ext, render_segment, report):
+    """One chunk, in a Ray worker: the input to a temporary file, render, return the encoded bytes.
+
+    ``report``: None, or ``(FrameCounter actor, render id, chunk index, interval s)`` to
+    tell the driver's bar the frames written so far, at most every ``interval`` s.
+    """
     # Ray gives a task the cores it asked for (OMP_NUM_THREADS); more torch threads oversubscribe them.
     torch.set_num_threads(max(1, int(os.environ.get("OMP_NUM_THREADS", "1") or 1)))
     device = resolve_device(device)
@@ -228,6 +308,7 @@ def _render_chunk_task(input_bytes, suffix, asset, config, device, start, end, w
             warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
             stylizer = FrameStylizer(asset, config, fps=float(info.fps), backend=backend, device=device)
         out = Path(tmp) / f"chunk{ext}"
-        stats = render_segment(info, stylizer, out, start=start, end=end, warmup=warmup, config=config, side_by_side=side_by_side)
+        stats = render_segment(info, stylizer, out, start=start, end=end, warmup=warmup, config=config, side_by_side=side_by_side,
+                               on_frame=_reporter(*report) if report is not None else None)
         stats["device"] = device
         return out.read_bytes(), stats

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import io
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -18,7 +20,7 @@ from faceblit_core.config import StylizeConfig
 from faceblit_core.errors import OutputError
 from faceblit_core.pipeline import stylize_video
 from faceblit_core.quality import psnr
-from faceblit_core.setup import make_backend
+from faceblit_core.setup import FrameProgress, make_backend
 from faceblit_core.style import prepare_style
 from faceblit_core.stylizer import FrameStylizer
 
@@ -207,3 +209,44 @@ def test_a_render_started_mid_clip_with_the_default_warmup_equals_the_one_piece_
     # ... which the warm-up achieves: without it the first frame is far off.
     cold = render(start)
     assert psnr(cold[start], whole[start]) < 35.0
+
+
+def test_frame_progress_is_one_bar_that_several_renders_feed(monkeypatch):
+    """FrameProgress (the bar of a render, shared by the renders of a batch on Ray): the total is
+    the sum of what each render adds, frames done before count at once, lines printed inside
+    printing() do not tear it; no bar with -q (enabled=False) or when stderr is no terminal."""
+
+    class Terminal(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    err = Terminal()
+    monkeypatch.setattr(sys, "stderr", err)
+    bar = FrameProgress("2 inputs")
+    assert bar.shown
+    bar.add(10)
+    bar.add(5, done=2)  # a resumed render: 2 of its frames were finished before
+    for _ in range(13):
+        bar.update()
+    assert (bar._bar.n, bar._bar.total) == (15, 15)
+    with bar.printing():
+        sys.stderr.write("a.mp4: 10 frame(s)\n")
+    bar.close()
+    text = err.getvalue()
+    bar.add(7)  # a render of a stopped batch, still starting: no new bar after close()
+    bar.update(7)
+    assert err.getvalue() == text
+    assert "| 0/15 [" in text and "| 15/15 [" in text  # one bar, its total the sum of both renders'
+    # the bar's line is blanked before the summary line is printed, then drawn again below it
+    assert re.search(r"\r +\ra\.mp4: 10 frame\(s\)\n\r2 inputs", text), repr(text)
+
+    quiet = FrameProgress("q", enabled=False)
+    quiet.add(5)
+    quiet.update(5)
+    assert not quiet.shown and "q:" not in err.getvalue()
+    monkeypatch.setattr(sys, "stderr", io.StringIO())  # a log file or a pipe
+    piped = FrameProgress("p")
+    assert not piped.shown
+    piped.add(3)
+    piped.update(3)
+    assert not piped.shown and sys.stderr.getvalue() == ""

@@ -1,5 +1,5 @@
 """--engine ray on a real local Ray instance (2 CPUs): same frames as the local engine, a batch, a worker killed
-mid-chunk, bad input."""
+mid-chunk, bad input; one progress bar fed by the frames the tasks report."""
 
 from __future__ import annotations
 
@@ -15,11 +15,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from faceblit_core import chunks, media, ray_engine
+from faceblit_core import batch, chunks, media, ray_engine
 from faceblit_core.config import StylizeConfig
 from faceblit_core.errors import EnvironmentProblem
 from faceblit_core.batch import stylize_batch
 from faceblit_core.pipeline import stylize_video
+from faceblit_core.setup import FrameProgress
 
 ray = pytest.importorskip("ray", reason="Ray is installed by the dev extra (make test); pip install 'faceblit[ray]'")
 
@@ -46,6 +47,29 @@ def _frames(path: Path) -> np.ndarray:
     return np.stack(list(media.iter_frames(media.probe(path))))
 
 
+class Recorder(FrameProgress):
+    """A progress bar that is always "shown" and records what it is told (stderr is no terminal under pytest)."""
+
+    made: list["Recorder"] = []
+
+    def __init__(self, label: str = "test", enabled: bool = True) -> None:
+        super().__init__(label, enabled=False)
+        self.total, self.updates, self.lock = 0, [], threading.Lock()
+        Recorder.made.append(self)
+
+    shown = property(lambda self: True)
+
+    def add(self, frames, done=0):
+        with self.lock:
+            self.total += frames
+            if done:
+                self.updates.append(done)
+
+    def update(self, frames=1):
+        with self.lock:
+            self.updates.append(frames)
+
+
 def test_ray_chunks_give_the_frames_of_the_local_engine(local_ray, tmp_path, cache):
     local, remote = tmp_path / "local.mp4", tmp_path / "ray.mp4"
     stylize_video(CLIP, STYLE, local, cache_dir=cache, progress=False, **CHUNKED)
@@ -57,7 +81,7 @@ def test_ray_chunks_give_the_frames_of_the_local_engine(local_ray, tmp_path, cac
     assert not chunks.work_dir_for(remote).exists()
 
 
-def test_a_batch_spreads_its_files_over_the_workers(local_ray, tmp_path, cache):
+def test_a_batch_spreads_its_files_over_the_workers(local_ray, tmp_path, cache, monkeypatch):
     inputs = []
     for name in "abcd":
         path = tmp_path / f"{name}.mp4"
@@ -65,9 +89,14 @@ def test_a_batch_spreads_its_files_over_the_workers(local_ray, tmp_path, cache):
         inputs.append(str(path))
     out = tmp_path / "out"
     out.mkdir()
-    summaries, failures = stylize_batch(inputs, str(STYLE), out_dir=out, cache_dir=cache, progress=False, engine="ray",
+    Recorder.made.clear()
+    monkeypatch.setattr(batch, "FrameProgress", Recorder)
+    summaries, failures = stylize_batch(inputs, str(STYLE), out_dir=out, cache_dir=cache, progress=True, engine="ray",
                                         frames=(0, 8), chunk_seconds=10)
     assert not failures and len(summaries) == 4
+    # ONE bar over the frames of all four files, fed by every file's tasks
+    [bar] = Recorder.made
+    assert bar.label == "4 inputs" and bar.total == 32 and sum(bar.updates) == 32 and min(bar.updates) > 0
     expected = _frames_of_local_render(tmp_path, cache)
     for name in "abcd":
         assert np.array_equal(_frames(out / f"{name}-exemplar.mp4"), expected)
@@ -124,10 +153,11 @@ def test_a_worker_killed_mid_chunk_is_retried_and_the_output_is_complete(local_r
     local, remote = tmp_path / "local.mp4", tmp_path / "ray.mp4"
     stylize_video(CLIP, STYLE, local, cache_dir=cache, progress=False, **CHUNKED)
     result: dict = {}
+    bar = Recorder()
 
     def render() -> None:
         try:
-            result["summary"] = stylize_video(CLIP, STYLE, remote, cache_dir=cache, progress=False, engine="ray", **CHUNKED)
+            result["summary"] = stylize_video(CLIP, STYLE, remote, cache_dir=cache, progress=bar, engine="ray", **CHUNKED)
         except BaseException as exc:  # reported by the assertions below
             result["error"] = exc
 
@@ -151,6 +181,8 @@ def test_a_worker_killed_mid_chunk_is_retried_and_the_output_is_complete(local_r
     assert "error" not in result, result.get("error")
     assert result["summary"].chunks == 2
     assert np.array_equal(_frames(remote), _frames(local))  # the retried chunk is the same chunk
+    # The retried chunk counts its frames from 0 again: the bar waits for it, never goes back, ends exact.
+    assert bar.total == 50 and sum(bar.updates) == 50 and min(bar.updates) > 0
     assert not chunks.work_dir_for(remote).exists()
     # The killed worker's temporary folder (a copy of the input) was swept by the task that ran next.
     left = [p for p in Path(tempfile.gettempdir()).glob(f"{ray_engine.CHUNK_FOLDER_PREFIX}{killed}-*")]
@@ -167,3 +199,23 @@ def test_stale_chunk_folders_of_dead_workers_are_removed_and_live_ones_kept(tmp_
         (folder / "input.mp4").write_bytes(b"x")
     assert ray_engine.remove_stale_chunk_folders(str(tmp_path)) == [str(gone)]
     assert not gone.exists() and live.exists() and other.exists()
+
+
+def test_one_bar_moves_with_the_frames_the_tasks_report(local_ray, tmp_path, cache, monkeypatch):
+    """The tasks report their frames while they render (not only when a chunk is done), and
+    only while a bar is shown: with -q, --json on a pipe or no terminal no actor is made."""
+    monkeypatch.setattr(ray_engine, "PROGRESS_INTERVAL", 0.05)  # reports well within a chunk's frames
+    quiet = FrameProgress("quiet", enabled=True)
+    assert not quiet.shown  # stderr is no terminal under pytest: no bar, as tqdm(disable=None) decides
+    stylize_video(CLIP, STYLE, tmp_path / "quiet.mp4", cache_dir=cache, progress=quiet, engine="ray", frames=(0, 3))
+    assert quiet not in ray_engine._counters  # no actor for a bar nobody sees
+
+    bar = Recorder()
+    summary = stylize_video(CLIP, STYLE, tmp_path / "shown.mp4", cache_dir=cache, progress=bar, engine="ray",
+                            frames=(0, 20), chunk_seconds=0.4, chunk_warmup=2)  # 2 chunks of 10 frames
+    assert (summary.chunks, summary.frames) == (2, 20)
+    print(f"bar updates (2 chunks of 10 frames): {bar.updates}")
+    assert bar.total == 20 and sum(bar.updates) == 20 and min(bar.updates) > 0
+    # per chunk, the bar would move twice by 10; the tasks' reports move it by parts of a chunk
+    assert len(bar.updates) > 2 and min(bar.updates) < 10, bar.updates
+    assert bar in ray_engine._counters  # the actor the tasks reported to
