@@ -85,7 +85,7 @@ class StylizeConfig:
     fade_frames: int = _f(6, 0, 120, doc="a face whose evidence is poor (head turned past the exemplar, half out of the frame, jumping landmarks, tiny) fades toward the original over this many frames and back in when it returns (faceblit_core.faces.confidence); 0 = always stylize fully")
     keep_occluders: bool = _f(False, doc="leave out of the face mask what moves in front of the face against the landmarks' motion (a hand passing), so it stays in front (faceblit_core.occlusion); off by default: on fast heads with glasses it also cuts flickering holes")
     scene_cut: float = _f(40.0, 0.0, 255.0, doc="mean |frame - previous| of 64x64 thumbnails, 8-bit units, above which a scene cut resets tracking and the temporal guide; 0 disables")
-    faces: str = _f("all", doc="which faces are stylized: all | largest (the face largest over the clip) | ID[,ID...] (the ids 'faceblit faces' lists); the others are written unchanged")
+    faces: str = _f("all", doc="which faces are stylized: all | largest (in each shot, the face with the largest median box; shots split at scene cuts) | ID[,ID...] (the ids 'faceblit faces' lists); the others are written unchanged")
     # --- compute -------------------------------------------------------------------------------
     device: str = _f("auto", doc="auto | cpu | cuda | cuda:N; auto uses CUDA when available")
     # --- encoding (DESIGN §7) ----------------------------------------------------------------

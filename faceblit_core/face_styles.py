@@ -184,7 +184,8 @@ class FaceStyles:
         InputError
             A face id given (``ID=S`` or ``--faces``) never appears in the clip (exit 3).
         UsageError
-            With ``--faces largest``: an exemplar for another face, or none for the largest (exit 2).
+            With ``--faces largest``: an exemplar for a face that is not the largest of its
+            shot, or none for one that is (exit 2).
         """
         self.check(config)
         selection = parse_face_selection(config.faces)
@@ -199,13 +200,16 @@ class FaceStyles:
                              f"({seen}; see 'faceblit faces {listing.input}')")
         only: frozenset[int] | None = selection if isinstance(selection, frozenset) else None
         if selection == "largest":
+            # The largest face of each shot (FaceListing.largest): ids do not cross scene cuts.
             largest = listing.largest()
-            only = frozenset() if largest is None else frozenset({largest})
+            only = frozenset(largest)
+            which = f"face {largest[0]}" if len(largest) == 1 else f"faces {', '.join(map(str, largest))} (one per shot)"
             for fid in sorted(self.by_id):
-                if fid != largest:
-                    raise UsageError(f"--style {fid}={self.by_id[fid]}: face {fid} is not selected: --faces largest is face {largest} in {listing.input}")
-            if largest is not None and self.every is None and largest not in self.by_id:
-                raise UsageError(f"--faces largest: face {largest} (the largest in {listing.input}) has no exemplar")
+                if fid not in only:
+                    raise UsageError(f"--style {fid}={self.by_id[fid]}: face {fid} is not selected: --faces largest is {which} in {listing.input}")
+            for fid in largest:
+                if self.every is None and fid not in self.by_id:
+                    raise UsageError(f"--faces largest: face {fid} (the largest of a shot of {listing.input}) has no exemplar")
         return FacePlan(self.every, dict(self.by_id), only)
 
 

@@ -89,13 +89,35 @@ def test_contradictions_are_usage_errors_and_unknown_ids_input_errors():
     with pytest.raises(InputError, match="face 3 never appears"):
         FaceStyles("a", {}).resolve(StylizeConfig(faces="0,3"), two)
     # largest = face 1 (median box); an exemplar for another face contradicts it
-    assert two.largest() == 1
+    assert two.largest() == [1] and two.shots == [(0, 9)]
     plan = FaceStyles("a", {}).resolve(StylizeConfig(faces="largest"), two)
     assert plan.only == frozenset({1}) and plan.default == "a"
     with pytest.raises(UsageError, match="not selected: --faces largest is face 1"):
         FaceStyles(None, {0: "a"}).resolve(StylizeConfig(faces="largest"), two)
     plan = FaceStyles(None, {0: "a", 1: "b"}).resolve(StylizeConfig(), two)
     assert plan.by_id == {0: "a", 1: "b"} and plan.only is None and plan.default is None
+
+
+def test_largest_is_the_largest_face_of_each_shot():
+    """Ids do not cross a scene cut: ``--faces largest`` paints the largest face of every shot,
+    not one id that only one shot shows."""
+    def entry(fid, first, last, side):
+        return FaceEntry(fid, ranges=[(first, last)], count=last - first + 1, size=(side, side), max_size=(side, side))
+
+    # shot 0-9: faces 0 (80 px) and 1 (120 px); a cut at 10; shot 10-19: faces 2 (60 px) and 3 (50 px, from 12)
+    listing = FaceListing(input="cuts.mp4", frames=20, start=0, width=640, height=480,
+                          faces=[entry(0, 0, 9, 80.0), entry(1, 0, 9, 120.0), entry(2, 10, 19, 60.0), entry(3, 12, 19, 50.0)], cuts=[10])
+    assert listing.shots == [(0, 9), (10, 19)] and listing.largest() == [1, 2]
+    assert listing.to_dict()["shots"] == [[0, 9], [10, 19]] and listing.to_dict()["largest"] == [1, 2]
+    assert "20 frames in 2 shots" in listing.describe() and "largest: faces 1, 2 (one per shot)" in listing.describe()
+    largest = StylizeConfig(faces="largest")
+    assert FaceStyles("a", {}).resolve(largest, listing).only == frozenset({1, 2})
+    assert FaceStyles(None, {1: "a", 2: "b"}).resolve(largest, listing).by_id == {1: "a", 2: "b"}
+    with pytest.raises(UsageError, match="face 3 is not selected: --faces largest is faces 1, 2"):
+        FaceStyles("a", {3: "b"}).resolve(largest, listing)
+    with pytest.raises(UsageError, match="face 2 .*has no exemplar"):
+        FaceStyles(None, {1: "a"}).resolve(largest, listing)
+    assert FaceListing(input="x", frames=3, start=0, width=4, height=4, faces=[]).largest() == []
 
 
 class _TwoFaces:
@@ -135,6 +157,23 @@ def test_faces_new_in_one_frame_are_numbered_left_to_right_and_sheet_shows_each(
         cell = sheet[8 + 40 : 8 + THUMB, x + 40 : x + THUMB]
         assert np.array_equal(cell, entry.thumbnail[40:, 40:])
     assert contact_sheet(_listing({})).shape[0] > 0  # no face: one cell saying so
+
+
+def test_faces_lists_the_shots_and_the_largest_face_of_each():
+    """A scene cut (dark frames, then bright ones) splits the clip in two shots; the tracker
+    numbers the faces afresh after it, and ``largest`` names the larger face of each shot."""
+    from faceblit_core.faces.listing import track_faces
+
+    backend = _TwoFaces()
+    backend.points[0] = (MEAN_SHAPE * 72 + [200, 30]).astype(np.float32)  # the right face is the larger
+    rng = np.random.default_rng(0)
+    frames = [rng.integers(0, 60, (160, 320, 3), dtype=np.uint8) for _ in range(5)]
+    frames += [rng.integers(150, 255, (160, 320, 3), dtype=np.uint8) for _ in range(5)]
+    listing = track_faces(frames, backend, StylizeConfig(), fps=25.0, thumbnails=False)
+    assert listing.cuts == [5] and listing.shots == [(0, 4), (5, 9)]
+    assert listing.ids == [0, 1, 2, 3]  # new ids after the cut, left to right
+    assert [f.ranges for f in listing.faces] == [[(0, 4)], [(0, 4)], [(5, 9)], [(5, 9)]]
+    assert listing.largest() == [1, 3]
 
 
 def test_faces_not_selected_are_counted_apart_not_as_missing(tmp_path):

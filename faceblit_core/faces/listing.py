@@ -130,6 +130,9 @@ class FaceListing:
     width, height : int
         Frame size, px.
     faces : list of FaceEntry
+    cuts : list of int
+        The frames where the tracker saw a scene cut (``scene_cut``): each starts a shot
+        (clip frame indices, ascending; the first shot starts at ``start``).
     """
 
     input: str
@@ -138,29 +141,54 @@ class FaceListing:
     width: int
     height: int
     faces: list[FaceEntry]
+    cuts: list[int] = field(default_factory=list)
 
     @property
     def ids(self) -> list[int]:
         return [f.id for f in self.faces]
 
-    def largest(self) -> int | None:
-        """The id of the face largest over the clip (median box area; ties → lowest id), None without faces."""
-        if not self.faces:
-            return None
-        return max(self.faces, key=lambda f: (f.size[0] * f.size[1], -f.id)).id
+    @property
+    def shots(self) -> list[tuple[int, int]]:
+        """The shots, ``(first, last)`` frame inclusive: the frames read, split at :attr:`cuts`."""
+        bounds = [self.start, *self.cuts, self.start + self.frames]
+        return [(a, b - 1) for a, b in zip(bounds, bounds[1:]) if b > a]
+
+    def largest(self) -> list[int]:
+        """The ids ``--faces largest`` stylizes: in each shot, the face with the largest median
+        landmark box (ties → lowest id), in shot order, each id once; [] without faces.
+
+        Per shot, not over the clip: the tracker gives new ids after a scene cut, so the one
+        largest id of the clip would leave every other shot unstylized (an interview cut
+        between two people, a person filmed in several shots); per shot, the main face of
+        each shot is painted. Within a shot, a face the tracker lost for longer than
+        ``detect_every`` frames comes back under a new id: ids the user names
+        (``--faces ID,…``) can select both.
+        """
+        chosen: list[int] = []
+        for first, last in self.shots:
+            present = [f for f in self.faces if any(a <= last and b >= first for a, b in f.ranges)]
+            if present:
+                fid = max(present, key=lambda f: (f.size[0] * f.size[1], -f.id)).id
+                if fid not in chosen:
+                    chosen.append(fid)
+        return chosen
 
     def to_dict(self) -> dict:
         return {"input": self.input, "frames": self.frames, "start": self.start, "width": self.width, "height": self.height,
-                "largest": self.largest(), "faces": [f.to_dict() for f in self.faces]}
+                "shots": [list(s) for s in self.shots], "largest": self.largest(), "faces": [f.to_dict() for f in self.faces]}
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict())
 
     def describe(self) -> str:
-        head = f"{self.input}: {self.frames} frames, {len(self.faces)} face{'' if len(self.faces) == 1 else 's'}"
+        shots = len(self.shots)
+        head = (f"{self.input}: {self.frames} frames{f' in {shots} shots' if shots > 1 else ''}, "
+                f"{len(self.faces)} face{'' if len(self.faces) == 1 else 's'}")
         if not self.faces:
             return head + " (no face found)"
-        return "\n".join([head + f", largest: face {self.largest()}"] + ["  " + f.describe() for f in self.faces])
+        largest = self.largest()
+        which = f"face {largest[0]}" if len(largest) == 1 else f"faces {', '.join(map(str, largest))} (one per shot)"
+        return "\n".join([head + f", largest: {which}"] + ["  " + f.describe() for f in self.faces])
 
 
 def _thumbnail(frame: np.ndarray, box: np.ndarray) -> np.ndarray:
@@ -204,6 +232,7 @@ def track_faces(frames: Iterable[np.ndarray], backend: LandmarkBackend, config: 
     tracker.start_at(start)
     entries: dict[int, FaceEntry] = {}
     sizes: dict[int, list[tuple[float, float]]] = {}
+    cuts: list[int] = []
     previous, faces = None, []
     n, width, height = 0, 0, 0
     for offset, frame in enumerate(frames):
@@ -213,6 +242,8 @@ def track_faces(frames: Iterable[np.ndarray], backend: LandmarkBackend, config: 
         if not skips_tracking(frame, previous, fade_frames=config.fade_frames):
             faces = tracker.update(frame)
             previous = frame
+            if tracker.scene_cut_detected:
+                cuts.append(index)
         # A repeated frame shows the faces of the frame it repeats (as the stylizer's output does).
         for face in faces:
             entry = entries.setdefault(face.id, FaceEntry(face.id))
@@ -229,7 +260,8 @@ def track_faces(frames: Iterable[np.ndarray], backend: LandmarkBackend, config: 
                     entry.thumbnail = _thumbnail(frame, face.box)
     for fid, entry in entries.items():
         entry.size = tuple(float(v) for v in np.median(np.array(sizes[fid]), axis=0))
-    return FaceListing(input=input, frames=n, start=start, width=width, height=height, faces=[entries[k] for k in sorted(entries)])
+    return FaceListing(input=input, frames=n, start=start, width=width, height=height, faces=[entries[k] for k in sorted(entries)],
+                       cuts=cuts)
 
 
 def list_faces(input: str | os.PathLike, *, config: StylizeConfig | None = None, fan_weights: str | os.PathLike | None = None,
