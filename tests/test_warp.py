@@ -36,7 +36,7 @@ def test_face_space_to_frame_with_the_identity_guide_gives_back_the_face_and_its
     stylized, covered = face_space_to_frame(face, _grid(sr), sr, feather=1)
     assert np.array_equal(stylized, face)
     inside = np.zeros((sr.height, sr.width), np.float32)
-    inside[1:-1, 1:-1] = 1  # one pixel short of each edge (bilinear needs both neighbours)
+    inside[1:-2, 1:-2] = 1  # short of the edges by what bicubic reads: one pixel before, two after
     assert np.array_equal(covered, inside)
 
 
@@ -74,3 +74,19 @@ def test_carry_follows_the_region_shift_and_falls_back_outside_the_last_region()
     np.testing.assert_allclose(mask[:-1, :5], prev_mask[:-1, 4:9], atol=1e-6)
     # From the previous region's last column on: this frame's values.
     assert np.all(mask[:, 5:] == -1.0) and np.all(mask[-1] == -1.0)
+
+
+def test_face_space_to_frame_keeps_more_detail_than_bilinear_at_half_pixel_positions():
+    # Issue 14 (crispness): the one resampling of synthesized texture must not be a
+    # low-pass; bilinear at half a pixel averages neighbours, bicubic keeps more.
+    sr = Region(0, 0, 64, 64)
+    rng = np.random.default_rng(3)
+    face = rng.integers(0, 256, (64, 64, 3), dtype=np.uint8)
+    g_pos = _grid(sr) + np.float32(0.5)
+    stylized, _ = face_space_to_frame(face, g_pos, sr, feather=1)
+    bilinear = cv2.remap(face, *fixed_point_maps(g_pos), cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+
+    def detail(img):
+        return float(np.abs(cv2.Laplacian(img[4:-4, 4:-4].astype(np.float32), cv2.CV_32F)).mean())
+
+    assert detail(stylized) > 1.2 * detail(bilinear)
