@@ -22,7 +22,7 @@ import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterable
+from typing import TYPE_CHECKING, Callable, Iterable
 
 import numpy as np
 
@@ -35,8 +35,12 @@ from faceblit_core.faces.listing import track_faces
 from faceblit_core.style import StyleAsset, prepare_style
 from faceblit_core.media import IMAGE_EXTENSIONS
 from faceblit_core.setup import FrameProgress, make_backend, resolve_device, set_threads
-from faceblit_core.stylizer import FrameStylizer
 from faceblit_core.summary import RunSummary, add_frame_counts
+
+if TYPE_CHECKING:
+    # Imported where a stylizer is made, not here: the stylizer loads torch (~2 s of CPU), and a run
+    # refused for a bad option, input or output answers before that (the CLI's start-up).
+    from faceblit_core.stylizer import FrameStylizer
 
 
 def parse_frame_range(text: str) -> tuple[int, int | None]:
@@ -118,6 +122,8 @@ def _make_stylizer(style, config: StylizeConfig, *, device: str, fps: float, vid
     tracked first, exactly as the render will track them, so the ids are the render's;
     an id that never appears fails here, before anything is written.
     """
+    from faceblit_core.stylizer import FrameStylizer  # lazy: see the TYPE_CHECKING import at the top
+
     asset = load_style(style, config=config, style_landmarks=style_landmarks, cache_dir=cache_dir, force_style=force_style)
     backend = make_backend(config, fan_weights, device, video=video)
     set_threads()
@@ -412,6 +418,7 @@ def _stylize_chunked(input, style, out_path, info, *, plan, config, device, warm
     asset = load_style(style, config=config, style_landmarks=style_landmarks, cache_dir=cache_dir, force_style=force_style)
     summary = RunSummary(input=str(input), output=out_path, fps_in=float(info.fps), device=device)
     backend = None
+    from faceblit_core.stylizer import FrameStylizer  # lazy: see the TYPE_CHECKING import at the top
 
     def make_stylizer() -> FrameStylizer:
         nonlocal backend

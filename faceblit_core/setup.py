@@ -12,7 +12,6 @@ import os
 import sys
 import threading
 
-import torch
 from tqdm import tqdm
 
 from faceblit_core.config import StylizeConfig
@@ -28,6 +27,10 @@ def resolve_device(name: str) -> str:
     EnvironmentProblem
         ``cuda`` was asked for and torch sees no CUDA device (``auto`` falls back to the CPU).
     """
+    # torch is imported here and in set_threads, not at the top: it takes ~2 s of CPU to load, and a
+    # run refused for a bad option, input or output answers before either is called (CLI start-up).
+    import torch
+
     if name == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
     if name.startswith("cuda"):
@@ -128,5 +131,7 @@ def set_threads() -> None:
     small machines (measured on 2 cores: ms-long waits per op), so the default
     leaves the encoder its core.
     """
+    import torch  # lazy: see resolve_device
+
     wanted = int(os.environ.get("FACEBLIT_THREADS", "0") or 0)
     torch.set_num_threads(wanted if wanted > 0 else max(1, (os.cpu_count() or 2) - 1))

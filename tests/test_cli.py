@@ -39,6 +39,17 @@ def test_version_imports_nothing_heavy():
     assert out.splitlines()[1] == "['typer']"  # typer is light; torch, OpenCV and dlib are not loaded
 
 
+def test_a_refused_run_does_not_load_torch(tmp_path):
+    """A bad input or output is refused before torch is loaded (~2 s of CPU at every start)."""
+    for args, exit_code in (([str(tmp_path / "missing.mp4"), "-o", str(tmp_path / "o.mp4")], "3"),
+                            ([str(CLIP), "-o", str(tmp_path / "no" / "o.mp4")], "5")):
+        code = (f"import sys; sys.argv=['faceblit','stylize',*{args!r},'--style',{str(STYLE)!r}]; from cli.main import main\n"
+                "try:\n    main()\nexcept SystemExit as e:\n    print(e.code, 'torch' in sys.modules)")
+        r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, timeout=120)
+        assert r.stdout.split() == [exit_code, "False"], (args, r.stdout, r.stderr)
+        assert r.stderr.startswith("faceblit: error: ") and len(r.stderr.splitlines()) == 1, r.stderr
+
+
 def test_stylize_help_lists_every_tunable():
     out = run("stylize", "--help", env={"COLUMNS": "200", "PATH": "/usr/bin:/bin"}).stdout
     for f in fields(StylizeConfig):
