@@ -22,6 +22,7 @@ from faceblit_core.pipeline import stylize_video
 from faceblit_core.quality import psnr
 from faceblit_core.setup import FrameProgress, make_backend
 from faceblit_core.style import prepare_style
+from faceblit_core.summary import RunSummary
 from faceblit_core.stylizer import FrameStylizer
 
 REPO = Path(__file__).resolve().parents[1]
@@ -36,12 +37,18 @@ def cache(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def reference(tmp_path_factory, cache) -> Path:
-    """An uninterrupted chunked render of the sample clip (3 chunks)."""
+def reference_run(tmp_path_factory, cache) -> tuple[Path, RunSummary]:
+    """An uninterrupted chunked render of the sample clip (3 chunks) and its run summary."""
     out = tmp_path_factory.mktemp("ref") / "ref.mp4"
     summary = stylize_video(CLIP, STYLE, out, cache_dir=cache, progress=False, **CHUNKED)
     assert (summary.chunks, summary.resumed_chunks, summary.frames) == (3, 0, 75)
-    return out
+    return out, summary
+
+
+@pytest.fixture(scope="module")
+def reference(reference_run) -> Path:
+    """The output of :func:`reference_run`."""
+    return reference_run[0]
 
 
 def _frames(path: Path) -> np.ndarray:
@@ -70,20 +77,20 @@ def test_plan_covers_the_range_in_near_equal_chunks():
     assert chunks.DEFAULT_WARMUP >= temporal_state.MEMORY_FRAMES
 
 
-def test_chunked_render_joins_frames_and_audio_and_leaves_no_work_folder(reference, tmp_path, cache):
+def test_chunked_render_joins_frames_and_audio_and_leaves_no_work_folder(reference_run, tmp_path, cache):
+    reference, chunked = reference_run
     src, out = media.probe(CLIP), media.probe(reference)
     assert (out.n_frames, out.fps, out.width, out.height, out.has_audio) == (75, src.fps, src.width, src.height, True)
     assert out.duration == pytest.approx(src.duration, abs=0.1)
     assert not chunks.work_dir_for(reference).exists()
     # Each chunk starts from a warm state: near a one-piece render everywhere, also at the seams (frames 25, 50).
     whole = tmp_path / "whole.mp4"
-    stylize_video(CLIP, STYLE, whole, cache_dir=cache, progress=False, chunk_seconds=0)
+    one_piece = stylize_video(CLIP, STYLE, whole, cache_dir=cache, progress=False, chunk_seconds=0)
     a, b = _frames(reference), _frames(whole)
     values = [psnr(x, y) for x, y in zip(a, b)]
     assert min(values) > 30, values  # keep_previous and the temporal guide remember more than the warm-up (README)
-    # The run summary counts the chunks' own frames, as the one-piece render counts them.
-    chunked = stylize_video(CLIP, STYLE, tmp_path / "again.mp4", cache_dir=cache, progress=False, **CHUNKED)
-    one_piece = stylize_video(CLIP, STYLE, tmp_path / "whole2.mp4", cache_dir=cache, progress=False, chunk_seconds=0)
+    # The run summary counts the chunks' own frames, as the one-piece render counts them
+    # (the summaries of the two renders above: rendering them again gave the same counts).
     counts = lambda s: (s.frames_stylized, s.frames_faded, s.frames_unchanged, s.fade_reasons)  # noqa: E731
     assert chunked.chunks == 3 and sum(counts(chunked)[:3]) == 75
     assert counts(chunked) == counts(one_piece)
@@ -197,17 +204,17 @@ def test_a_render_started_mid_clip_with_the_default_warmup_equals_the_one_piece_
     frames = list(media.iter_frames(info, start=0, end=end))
     backend = make_backend(config, None, "cpu", video=True)
 
-    def render(first: int) -> dict[int, np.ndarray]:
+    def render(first: int, last: int = end) -> dict[int, np.ndarray]:
         stylizer = FrameStylizer(asset, config, fps=float(info.fps), backend=backend, device="cpu")
         stylizer.start_at(first)
-        return {t: stylizer(frames[t])[0] for t in range(first, end)}
+        return {t: stylizer(frames[t])[0] for t in range(first, last)}
 
     whole = render(0)
     chunk = render(chunks.warmup_start(start, chunks.DEFAULT_WARMUP))
     values = [psnr(chunk[t], whole[t]) for t in range(start, end)]
     assert min(values) >= 40.0, values
     # ... which the warm-up achieves: without it the first frame is far off.
-    cold = render(start)
+    cold = render(start, start + 1)  # only its first frame is compared
     assert psnr(cold[start], whole[start]) < 35.0
 
 
