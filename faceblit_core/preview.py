@@ -21,6 +21,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import cv2
 import numpy as np
@@ -32,7 +33,11 @@ from faceblit_core.errors import ConfigError, InputError, UsageError
 from faceblit_core.face_styles import as_style, needs_ids
 from faceblit_core.setup import make_backend, progress_bar, resolve_device, set_threads
 from faceblit_core.style import StyleAsset, prepare_style
-from faceblit_core.stylizer import FrameStylizer
+
+if TYPE_CHECKING:
+    # Imported where the stylizers are made, not here: the stylizer loads torch (~2 s of CPU), and a
+    # preview refused for a bad value, input or output answers before that (as pipeline does).
+    from faceblit_core.stylizer import FrameStylizer
 
 __all__ = ["Preview", "preview", "preview_frames", "contact_sheet", "PREVIEW_WARMUP", "MAX_FRAMES"]
 
@@ -162,6 +167,8 @@ def preview(
         raise InputError(f"{input}: the number of frames is unknown (a stream?); a preview needs it to spread its frames")
     if output is not None:
         media.check_output(output, overwrite=overwrite, inputs=[input], image=True)
+    from faceblit_core.stylizer import FrameStylizer  # lazy: see the TYPE_CHECKING import at the top
+
     device = resolve_device(config.device)
     asset = style if isinstance(style, StyleAsset) else prepare_style(
         style, landmarks=style_landmarks, config=config, cache_dir=cache_dir, force=force_style)
