@@ -22,6 +22,14 @@ def shared_data() -> Path:
 
 
 @pytest.fixture(scope="session")
+def style_cache(tmp_path_factory) -> Path:
+    """One style cache folder for the session. Tests that only render with an exemplar share
+    its preparation (~1.5 s of CPU each; the same exemplar and options hit the cache, other
+    options make another entry). Tests of the cache itself keep their own folders."""
+    return tmp_path_factory.mktemp("style-cache")
+
+
+@pytest.fixture(scope="session")
 def samples_dir() -> Path:
     return REPO / "samples"
 

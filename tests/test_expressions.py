@@ -128,12 +128,12 @@ def _mouth_clip(shared_data: Path, folder: Path) -> tuple[Path, Path, np.ndarray
     return clip, lm, shots[1][1]
 
 
-def test_a_mouth_opening_after_300_frames_shows_open_in_the_output(shared_data, tmp_path):
+def test_a_mouth_opening_after_300_frames_shows_open_in_the_output(shared_data, style_cache, tmp_path):
     clip, lm, open_points = _mouth_clip(shared_data, tmp_path)
     out = tmp_path / "out.mp4"
     # The exemplar at half size (style_max_side): synthesis costs follow its face area.
     stylize_video(clip, STYLE, out, config=StylizeConfig(landmarks=str(lm), style_max_side=320),
-                  cache_dir=tmp_path / "cache", progress=False)
+                  cache_dir=style_cache, progress=False)
     dlib = get_backend("dlib")
     wanted = mouth_opening(open_points)
     assert wanted > 0.4                                           # the input's mouth is wide open

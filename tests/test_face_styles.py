@@ -216,9 +216,9 @@ def test_faces_not_selected_are_counted_apart_not_as_missing(tmp_path):
 
 # ------------------------------------------------------------------- the two-face clip
 @pytest.fixture(scope="module")
-def two_faces(shared_data, tmp_path_factory):
+def two_faces(shared_data, tmp_path_factory, style_cache):
     """Two real clips side by side (ffmpeg hstack, the product's ffmpeg): d10 left, d3 right,
-    each scaled to 256×256, 36 frames; and a style cache with both exemplars."""
+    each scaled to 256×256, 36 frames; and the style cache (the session's) for both exemplars."""
     from faceblit_core.media import find_ffmpeg
 
     d = tmp_path_factory.mktemp("two-faces")
@@ -229,7 +229,7 @@ def two_faces(shared_data, tmp_path_factory):
                     "-filter_complex", graph, "-map", "[v]", "-frames:v", str(FRAMES), "-an", "-c:v", "libx264", "-crf", "12",
                     "-preset", "veryfast", "-pix_fmt", "yuv420p", str(clip)], check=True, timeout=120)
     styles = [shared_data / "styles" / name for name in EXEMPLARS]
-    return {"clip": clip, "styles": styles, "cache": d / "cache", "dir": d}
+    return {"clip": clip, "styles": styles, "cache": style_cache, "dir": d}
 
 
 def _frames(path) -> list[np.ndarray]:

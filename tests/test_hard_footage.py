@@ -36,13 +36,13 @@ def workdir(tmp_path_factory):
     return tmp_path_factory.mktemp("hard")
 
 
-def _render(clip, shared_data, workdir, **options):
+def _render(clip, shared_data, workdir, cache, **options):
     """Write the made clip, stylize it, read both back: (input frames, output frames, summary, metrics)."""
     src = workdir / f"{clip.name}.mp4"
     out = workdir / f"{clip.name}-out{'-'.join(f'{k}{v}' for k, v in options.items())}.mp4"
     made_clips.write_clip(clip, src)
     style = shared_data / "styles" / STYLE
-    summary = stylize_video(src, style, out, config=StylizeConfig(**options), cache_dir=workdir / "cache", overwrite=True, progress=False)
+    summary = stylize_video(src, style, out, config=StylizeConfig(**options), cache_dir=cache, overwrite=True, progress=False)
     metrics = evaluation.evaluate_pair(src, out, style, n_patches=200)
     return made_clips.load_source(src, N), made_clips.load_source(out, N), summary, metrics
 
@@ -76,10 +76,10 @@ def _counts_add_up(summary):
 
 
 @pytest.mark.parametrize("axis", ["y", "x"])
-def test_face_sliding_out_and_back(source, shared_data, workdir, axis):
+def test_face_sliding_out_and_back(source, shared_data, workdir, style_cache, axis):
     frames, points = source
     clip = made_clips.slide_out(frames, points, axis=axis)
-    inp, out, summary, metrics = _render(clip, shared_data, workdir)
+    inp, out, summary, metrics = _render(clip, shared_data, workdir, style_cache)
     _counts_add_up(summary)
     # It went out: frames were faded or left unchanged, and the summary says why.
     assert summary.frames_unchanged > 0 and summary.frames_faded > 0
@@ -99,10 +99,10 @@ def test_face_sliding_out_and_back(source, shared_data, workdir, axis):
     _spike_goal(metrics)
 
 
-def test_head_turning_away_fades_and_returns(source, shared_data, workdir):
+def test_head_turning_away_fades_and_returns(source, shared_data, workdir, style_cache):
     frames, points = source
     clip = made_clips.turn(frames, points)
-    inp, out, summary, metrics = _render(clip, shared_data, workdir)
+    inp, out, summary, metrics = _render(clip, shared_data, workdir, style_cache)
     _counts_add_up(summary)
     assert summary.frames_faded > 0
     assert set(summary.fade_reasons) & {"turned", "unreliable_landmarks", "lost", "no_face"}
@@ -114,10 +114,10 @@ def test_head_turning_away_fades_and_returns(source, shared_data, workdir):
     _spike_goal(metrics)
 
 
-def test_hand_in_front_stays_in_front(source, shared_data, workdir):
+def test_hand_in_front_stays_in_front(source, shared_data, workdir, style_cache):
     frames, points = source
     clip = made_clips.occlude(frames, points)
-    inp, out, summary, metrics = _render(clip, shared_data, workdir, keep_occluders=True)
+    inp, out, summary, metrics = _render(clip, shared_data, workdir, style_cache, keep_occluders=True)
     _counts_add_up(summary)
     # Frames where the whole hand is over the inner face (its middle third of the crossing).
     errors, face = [], []
@@ -134,10 +134,10 @@ def test_hand_in_front_stays_in_front(source, shared_data, workdir):
     _spike_goal(metrics)
 
 
-def test_fast_shake_does_not_break_up(source, shared_data, workdir):
+def test_fast_shake_does_not_break_up(source, shared_data, workdir, style_cache):
     frames, _ = source
     clip = made_clips.shake(frames)
-    inp, out, summary, metrics = _render(clip, shared_data, workdir)
+    inp, out, summary, metrics = _render(clip, shared_data, workdir, style_cache)
     _counts_add_up(summary)
     assert metrics["warp_spike"] <= 3.0, metrics
     assert metrics["redetect_rate"] >= 0.95, metrics

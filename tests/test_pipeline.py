@@ -21,8 +21,8 @@ STYLE = REPO / "samples" / "exemplar.png"
 
 
 @pytest.fixture(scope="module")
-def cache(tmp_path_factory) -> Path:
-    return tmp_path_factory.mktemp("style-cache")
+def cache(style_cache) -> Path:
+    return style_cache  # the session's (conftest): the exemplar is prepared once for every module
 
 
 def _sha(path: Path) -> str:

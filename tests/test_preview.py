@@ -34,8 +34,8 @@ PSNR_FLOOR = 30.0
 
 
 @pytest.fixture(scope="module")
-def asset(tmp_path_factory):
-    return prepare_style(STYLE, config=CONFIG, cache_dir=tmp_path_factory.mktemp("preview-style-cache"))
+def asset(style_cache):
+    return prepare_style(STYLE, config=CONFIG, cache_dir=style_cache)
 
 
 @pytest.fixture(scope="module")
@@ -129,10 +129,10 @@ def test_cli_default_warmup_is_the_librarys():
     assert inspect.signature(_preview).parameters["warmup"].default.default == PREVIEW_WARMUP
 
 
-def test_cli_preview(asset, tmp_path):
+def test_cli_preview(asset, style_cache, tmp_path):
     """The thin command: one picture, one summary line; a bad value is one line, exit 2, nothing written."""
     env_cmd = [sys.executable, "-m", "cli.main", "preview", str(CLIP), "--style", str(STYLE), "--style-max-side", "320",
-               "--cache-dir", str(tmp_path / "cache")]
+               "--cache-dir", str(style_cache)]  # where ``asset`` is: the command's style is a cache hit
     sheet = tmp_path / "p.jpg"
     r = subprocess.run([*env_cmd, "--frames", "2", "--warmup", "0", "-o", str(sheet)], capture_output=True, text=True, cwd=REPO)
     assert r.returncode == 0, r.stderr
@@ -142,7 +142,7 @@ def test_cli_preview(asset, tmp_path):
     assert r.returncode == 5 and r.stderr.startswith("faceblit: error: ") and len(r.stderr.splitlines()) == 1
     r = subprocess.run([*env_cmd, "--keep", "teeth", "-o", str(tmp_path / "q.png")], capture_output=True, text=True, cwd=REPO)
     assert r.returncode == 2 and "--keep" in r.stderr and len(r.stderr.splitlines()) == 1
-    assert sorted(p.name for p in tmp_path.iterdir() if p.suffix != "") == ["p.jpg"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["p.jpg"]  # the cache is elsewhere: nothing but the picture
 
 
 def test_cli_preview_refuses_standard_input_and_exemplars_per_face(tmp_path):

@@ -31,8 +31,8 @@ CHUNKED = {"chunk_seconds": 1.0, "chunk_warmup": 10, "frames": (0, 50)}  # 2 chu
 
 
 @pytest.fixture(scope="module")
-def cache(tmp_path_factory) -> Path:
-    return tmp_path_factory.mktemp("style-cache")
+def cache(style_cache) -> Path:
+    return style_cache  # the session's (conftest): the exemplar is prepared once for every module
 
 
 @pytest.fixture(scope="module")

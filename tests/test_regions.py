@@ -30,8 +30,8 @@ SMALL = {"style_max_side": 320}
 
 
 @pytest.fixture(scope="module")
-def cache(tmp_path_factory) -> Path:
-    return tmp_path_factory.mktemp("regions-style-cache")
+def cache(style_cache) -> Path:
+    return style_cache  # the session's (conftest): the exemplar is prepared once for every module
 
 
 @pytest.fixture(scope="module")
@@ -148,12 +148,12 @@ def test_keep_shows_the_input_on_the_parts_and_the_stylized_face_elsewhere(asset
         assert np.abs(out - expected).max() <= 1.0                          # the feather: a blend of both
 
 
-def test_keep_mouth_on_d18_shows_the_inputs_open_mouth(shared_data, tmp_path):
+def test_keep_mouth_on_d18_shows_the_inputs_open_mouth(shared_data, cache):
     """d18 opens its mouth wide (frames ~115–125): with ``keep=mouth`` the output's mouth
     interior (the inner-lip polygon detected on the INPUT frame) is the input's, pixel for pixel."""
     d18 = shared_data / "videos" / "d18.mp4"
     style = shared_data / "styles" / "het_480x640.png"
-    asset = prepare_style(style, config=StylizeConfig(), cache_dir=tmp_path / "cache")
+    asset = prepare_style(style, config=StylizeConfig(), cache_dir=cache)
     clip = list(media.iter_frames(media.probe(d18), start=116, end=125))
     config = StylizeConfig(keep="mouth")
     stylizer = FrameStylizer(asset, config, fps=30.0, backend=make_backend(config, None, "cpu", video=True), device="cpu")
