@@ -359,7 +359,7 @@ def _preview(
     style: List[str] = typer.Option(..., "--style", "-s", metavar="IMAGE", help="The style exemplar: one painted portrait (png/jpg), for every face."),
     output: Optional[str] = typer.Option(None, "--output", "-o", metavar="FILE", help="The picture (png/jpg/...); default NAME-STYLE-preview.png next to the input."),
     frames: int = typer.Option(6, "--frames", "-n", metavar="N", help="How many frames, spread evenly over the clip."),
-    # The library's PREVIEW_WARMUP (not imported here: it would load torch at every start; a test keeps them equal).
+    # The library's PREVIEW_WARMUP (not imported here: it would load the media, chunk and style modules at every start; a test keeps them equal).
     warmup: int = typer.Option(10, "--warmup", metavar="N", help="Frames rendered and discarded before each shown frame, so it looks as in the full render."),
     style_landmarks: Optional[Path] = typer.Option(None, "--style-landmarks", metavar="FILE", help="68 landmarks of the exemplar; default NAME.lm.txt beside it, else detected."),
     fan_weights: Optional[Path] = typer.Option(None, "--fan-weights", metavar="FILE", help="Weights file of the 'fan' landmark backend."),
