@@ -277,9 +277,9 @@ def stylize_video(
             ))
         # A bad output path fails now, not after the style, the models and the first frames.
         media.check_output(out_path, overwrite=overwrite, inputs=[input], video=True)
+        span = _frame_span(info, frames, input)  # a --frames past the end is refused before torch is loaded
         # With Ray the chunks run on the cluster's machines: a GPU is looked for there (ray_engine.connect).
         device = resolve_device(config.device) if engine == "local" else config.device
-        span = _frame_span(info, frames, input)
         last = span.end if span.end is not None else (info.n_frames or None)
         if out_path != "-" and save_guides is None and last is not None and last > span.start:
             plan = chunks.plan_chunks(span.start, last, fps=float(info.fps), chunk_seconds=chunk_seconds)
