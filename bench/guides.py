@@ -4,7 +4,8 @@ Prints ``key=value`` lines: median milliseconds per call (cases interleaved run
 by run, so load on this shared machine hits them alike) and the positional
 guide's grid-interpolation error against per-pixel MLS. Budgets (2-core CPU):
 positional guide of a full frame ≤ 10 ms; appearance guide + histogram match
-≤ 5 ms; temporal guide ≤ 5 ms; face mask ≤ 5 ms.
+≤ 5 ms; temporal guide ≤ 5 ms; face mask ≤ 5 ms (also timed on a 1080p frame,
+and with ``hair_aware=False``, the whole-ellipse mask, for comparison).
 
 Data: ``../shared/data/images/target2.png`` as the frame, its face found by
 ``faceblit_core.faces.DlibBackend``; when that is unavailable, het's
@@ -55,6 +56,7 @@ def main() -> int:
         app_cdf,
         appearance_guide,
         face_mask,
+        face_mask_outline,
         match_histogram,
         mls_similarity,
         positional_guide,
@@ -83,6 +85,12 @@ def main() -> int:
     face = Region.around(target_lm, cfg.margin, (W, H))
     face_mask_full = face_mask(frame, target_lm, region=full, feather=cfg.mask_feather) > 0.5
     sigma = cfg.temporal_blur
+    # A 1080p frame (portrait 1080×1920): target2 scaled ×1.875, centre cropped; the
+    # face's mask region as the stylizer sizes it (outline + margin).
+    s1080, crop_x = 1920 / H, (round(W * 1920 / H) - 1080) // 2
+    frame1080 = np.ascontiguousarray(cv2.resize(frame, (round(W * s1080), 1920), interpolation=cv2.INTER_LINEAR)[:, crop_x : crop_x + 1080])
+    lm1080 = target_lm * s1080 - np.array([crop_x, 0.0])
+    face1080 = Region.around(face_mask_outline(lm1080), cfg.margin, (1080, 1920))
 
     cases = {
         "positional_full": lambda: positional_guide(target_lm, style_lm, region=full, alpha=cfg.mls_alpha, grid=cfg.mls_grid),
@@ -94,6 +102,10 @@ def main() -> int:
         "temporal_sigma2_full": lambda: temporal_guide(frame, sigma=2.0),
         "mask_full": lambda: face_mask(frame, target_lm, region=full, feather=cfg.mask_feather),
         "mask_face": lambda: face_mask(frame, target_lm, region=face, feather=cfg.mask_feather),
+        # hair_aware=False: the whole forehead ellipse (the exemplar's mask; the mask before issue 14).
+        "mask_face_geometric": lambda: face_mask(frame, target_lm, region=face, feather=cfg.mask_feather, hair_aware=False),
+        "mask_face_1080p": lambda: face_mask(frame1080, lm1080, region=face1080, feather=cfg.mask_feather),
+        "mask_face_1080p_geometric": lambda: face_mask(frame1080, lm1080, region=face1080, feather=cfg.mask_feather, hair_aware=False),
     }
     times: dict[str, list[float]] = {k: [] for k in cases}
     for fn in cases.values():  # warm-up (first-call allocations, OpenCV dispatch)
@@ -107,6 +119,7 @@ def main() -> int:
     print(f"frame={W}x{H}")
     print(f"target_landmarks={source}")
     print(f"face_region={face.width}x{face.height}")
+    print(f"face_region_1080p={face1080.width}x{face1080.height}")
     print(f"temporal_sigma_px={sigma}")
     for name, ts in times.items():
         print(f"{name}_ms={statistics.median(ts):.2f}")

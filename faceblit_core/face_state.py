@@ -93,8 +93,10 @@ class PreparedExemplar:
         sr = Region.around(face_mask_outline(style.landmarks), margin=pad, frame_size=(style.width, style.height))
         ys, xs = np.mgrid[sr.y0 : sr.y1, sr.x0 : sr.x1].astype(np.float32)
         source = None
+        # The exemplar's masks keep the whole forehead ellipse (hair_aware=False): a
+        # painting's colours are no skin test, and all of its face is texture to copy.
         if config.mouth_interior:
-            whole_face = face_mask(style.image, style.landmarks, region=Region.full(style.width, style.height), feather=config.mask_feather) > 0.5
+            whole_face = face_mask(style.image, style.landmarks, region=Region.full(style.width, style.height), feather=config.mask_feather, hair_aware=False) > 0.5
             source = interior_source(style.image, style.landmarks, whole_face)
         return cls(
             asset=style,
@@ -105,7 +107,7 @@ class PreparedExemplar:
             iod=inter_ocular(style.landmarks),
             region=sr,
             identity=np.ascontiguousarray(np.stack([xs, ys], axis=-1)),
-            face=face_mask(style.image, style.landmarks, region=sr, feather=config.mask_feather) > 0.5,
+            face=face_mask(style.image, style.landmarks, region=sr, feather=config.mask_feather, hair_aware=False) > 0.5,
             interior_source=source,
             synthesis_cache=SynthesisCache(),   # this clip's tables and seed maps of this style
         )

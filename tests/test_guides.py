@@ -418,7 +418,7 @@ def _face_axes(lm: np.ndarray):
     return brow, up, float(np.linalg.norm(brow - chin))
 
 
-def _check_face_mask(mask: np.ndarray, lm: np.ndarray, region: Region) -> None:
+def _check_face_mask(mask: np.ndarray, lm: np.ndarray, region: Region, *, forehead: bool = True) -> None:
     h, w = region.shape
     assert mask.shape == (h, w) and mask.dtype == np.float32
     assert mask.min() >= 0.0 and mask.max() <= 1.0
@@ -432,8 +432,9 @@ def _check_face_mask(mask: np.ndarray, lm: np.ndarray, region: Region) -> None:
     vals = [at(p) for p in inner]
     assert all(v is None or v > 0.99 for v in vals), vals
     brow, up, d = _face_axes(lm)
-    v = at(brow + 0.3 * d * up)
-    assert v is None or v > 0.5
+    if forehead:
+        v = at(brow + 0.3 * d * up)
+        assert v is None or v > 0.5
     # Far outside: twice the face size away from the centre along the eye line.
     ex = np.array([up[1], -up[0]])
     for side in (-1, 1):
@@ -443,16 +444,22 @@ def _check_face_mask(mask: np.ndarray, lm: np.ndarray, region: Region) -> None:
 
 @pytest.mark.parametrize("name", MASK_STYLES)
 def test_face_mask_on_real_faces(shared_data, name):
+    # Painted exemplars: their mask keeps the whole forehead (hair_aware=False, as
+    # PreparedExemplar and the evaluation use it); the hair-aware mask of the same
+    # pictures must still hold the hull and be region-independent.
     img = load_rgb(shared_data / "styles" / f"{name}.png")
     lm = load_lm(shared_data / "styles" / f"{name}.lm.txt")
     region = Region.full(img.shape[1], img.shape[0])
-    mask = face_mask(img, lm, region=region)
+    mask = face_mask(img, lm, region=region, hair_aware=False)
     _check_face_mask(mask, lm, region)
-    # The values do not depend on the region (feathering and skin included).
     sub = Region.around(face_mask_outline(lm), 0.1, (img.shape[1], img.shape[0]))
-    assert np.array_equal(face_mask(img, lm, region=sub), mask[sub.slice])
     odd = Region(sub.x0 + 37, sub.y0 + 51, sub.x1 - 13, sub.y1 - 29)
-    assert np.array_equal(face_mask(img, lm, region=odd), mask[odd.slice])
+    for hair_aware in (False, True):
+        # The values do not depend on the region (feathering and skin included).
+        full = face_mask(img, lm, region=region, hair_aware=hair_aware)
+        assert np.array_equal(face_mask(img, lm, region=sub, hair_aware=hair_aware), full[sub.slice])
+        assert np.array_equal(face_mask(img, lm, region=odd, hair_aware=hair_aware), full[odd.slice])
+    _check_face_mask(full, lm, region, forehead=False)
     full_hard = face_mask(img, lm, region=region, feather=0, skin_tol=0)
     # The outline bounds the hard mask (without the skin part).
     ys, xs = np.nonzero(full_hard)
@@ -464,13 +471,17 @@ def test_face_mask_feather_and_hard(shared_data):
     img = load_rgb(shared_data / "styles" / "het.png")
     lm = load_lm(shared_data / "styles" / "het.lm.txt")
     region = Region.around(lm, 0.5, (img.shape[1], img.shape[0]))
-    hard = face_mask(img, lm, region=region, feather=0)
-    assert set(np.unique(hard).tolist()) <= {0.0, 1.0}
-    soft = face_mask(img, lm, region=region, feather=20)
-    assert ((soft > 0) & (soft < 1)).mean() > 0.01
-    assert abs(float(soft.sum()) - float(hard.sum())) < 0.02 * float(hard.sum())
-    # The skin part only adds.
-    assert (face_mask(img, lm, region=region, feather=0, skin_tol=0) <= hard).all()
+    for hair_aware in (False, True):
+        hard = face_mask(img, lm, region=region, feather=0, hair_aware=hair_aware)
+        assert set(np.unique(hard).tolist()) <= {0.0, 1.0}
+        soft = face_mask(img, lm, region=region, feather=20, hair_aware=hair_aware)
+        assert ((soft > 0) & (soft < 1)).mean() > 0.01
+        assert abs(float(soft.sum()) - float(hard.sum())) < 0.02 * float(hard.sum())
+    geometric = face_mask(img, lm, region=region, feather=0, skin_tol=0)
+    # Without hair awareness the skin part only adds to the whole ellipse.
+    assert (geometric <= face_mask(img, lm, region=region, feather=0, hair_aware=False)).all()
+    # skin_tol=0 is the geometric mask whatever hair_aware says.
+    assert np.array_equal(face_mask(img, lm, region=region, feather=0, skin_tol=0, hair_aware=False), geometric)
 
 
 def test_face_mask_touching_the_border(shared_data):
@@ -486,20 +497,21 @@ def test_face_mask_touching_the_border(shared_data):
         frame[max(0, dy) : max(0, dy) + src.shape[0], max(0, dx) : max(0, dx) + src.shape[1]] = src
         region = Region.around(moved, 0.25, (W, H))
         assert not region.is_empty
-        mask = face_mask(frame, moved, region=region)
-        _check_face_mask(mask, moved, region)
-        assert mask.max() == 1.0
+        for hair_aware in (False, True):  # a painting: its forehead is checked without hair awareness
+            mask = face_mask(frame, moved, region=region, hair_aware=hair_aware)
+            _check_face_mask(mask, moved, region, forehead=not hair_aware)
+            assert mask.max() == 1.0
 
 
 def test_face_mask_rotated_face(shared_data):
     img = load_rgb(shared_data / "styles" / "frank.png")
     lm = load_lm(shared_data / "styles" / "frank.lm.txt")
     H, W = img.shape[:2]
-    ref = face_mask(img, lm, region=Region.full(W, H))
+    ref = face_mask(img, lm, region=Region.full(W, H), hair_aware=False)
     # 90° clockwise: pixel (x, y) → (H − 1 − y, x).
     rot = np.ascontiguousarray(np.rot90(img, k=-1))
     lm_rot = np.stack([H - 1 - lm[:, 1], lm[:, 0]], axis=1)
-    got = face_mask(rot, lm_rot, region=Region.full(H, W))
+    got = face_mask(rot, lm_rot, region=Region.full(H, W), hair_aware=False)
     _check_face_mask(got, lm_rot, Region.full(H, W))
     want = np.rot90(ref, k=-1)
     a, b = got > 0.5, want > 0.5
@@ -509,7 +521,7 @@ def test_face_mask_rotated_face(shared_data):
     m = cv2.getRotationMatrix2D((float(c[0]), float(c[1])), 35.0, 1.0)
     tilted = cv2.warpAffine(img, m, (W, H))
     lm_t = lm @ m[:, :2].T + m[:, 2]
-    _check_face_mask(face_mask(tilted, lm_t, region=Region.full(W, H)), lm_t, Region.full(W, H))
+    _check_face_mask(face_mask(tilted, lm_t, region=Region.full(W, H), hair_aware=False), lm_t, Region.full(W, H))
 
 
 def test_face_mask_checks_inputs(shared_data):
@@ -521,9 +533,141 @@ def test_face_mask_checks_inputs(shared_data):
         face_mask(img, lm[:60], region=Region(0, 0, 100, 100))
     with pytest.raises(ValueError):
         face_mask(img, lm, region=Region(0, 0, 100, 100), feather=-1)
+    with pytest.raises(ValueError):
+        face_mask(img, lm, region=Region(0, 0, 100, 100), hair_aware="yes")
     # Degenerate landmarks (all on one point) do not crash.
     out = face_mask(img, np.full((68, 2), 50.0), region=Region(0, 0, 100, 100))
     assert out.shape == (100, 100) and np.isfinite(out).all()
+
+
+# A drawn face (known answer for the hair-aware forehead): MEAN_SHAPE landmarks on a
+# skin-coloured head with a hairline near the forehead ellipse's top, shaded skin with
+# noise, a highlight and a mole on the forehead; optionally a fringe over the forehead.
+_SKIN = (224, 172, 140)
+_DARK_HAIR = (62, 42, 30)
+_BLONDE_HAIR = (226, 196, 128)  # golden: skin-like luma and hue, more yellow than skin
+
+
+def _drawn_face(fringe=None, *, seed: int = 0):
+    """(image (720, 640, 3) uint8, landmarks (68, 2), fringe mask (720, 640) bool)."""
+    from faceblit_core.faces.types import MEAN_SHAPE
+
+    H, W = 720, 640
+    lm = MEAN_SHAPE.astype(np.float64) * 300.0 + np.array([320.0, 330.0])
+    img = np.zeros((H, W, 3), np.float32)
+    img[:] = (90, 110, 140)  # grey-blue wall
+    head = np.zeros((H, W), np.uint8)
+    cv2.ellipse(head, (320, 270), (150, 250), 0.0, 0.0, 360.0, 1, -1)
+    shade = 0.82 + 0.18 * np.clip(np.arange(H, dtype=np.float32) / 300.0, 0, 1)  # forehead top a little darker
+    img[head > 0] = (np.array(_SKIN, np.float32)[None, None] * shade[:, None, None] * np.ones((H, W, 1), np.float32))[head > 0]
+    # Hair: the head above the hairline (y < 50) and at the sides of the head.
+    cap = np.zeros((H, W), np.uint8)
+    cv2.ellipse(cap, (320, 270), (156, 256), 0.0, 180.0, 360.0, 1, -1)
+    cap[50:] = 0
+    img[cap > 0] = _DARK_HAIR
+    cv2.circle(img, (300, 110), 16, (252, 240, 232), -1)  # highlight
+    cv2.circle(img, (350, 150), 4, (120, 80, 60), -1)  # mole
+    for a, b in ((36, 42), (42, 48)):
+        cv2.fillPoly(img, [np.rint(lm[a:b]).astype(np.int32)], (40, 30, 30))
+    for a, b in ((17, 22), (22, 27)):
+        cv2.polylines(img, [np.rint(lm[a:b]).astype(np.int32)], False, (70, 50, 40), 7)
+    cv2.fillPoly(img, [np.rint(lm[48:60]).astype(np.int32)], (180, 90, 90))
+    hair = np.zeros((H, W), np.uint8)
+    if fringe is not None:
+        # A fringe from the hairline down to ~0.2 brow-to-chin above the brows, its
+        # lower edge wavy.
+        xs = np.arange(150, 491)
+        bottom = 165 + 10 * np.sin(xs / 17.0)
+        poly = np.concatenate([np.stack([xs, bottom], 1), [[490, 0], [150, 0]]])
+        cv2.fillPoly(hair, [np.rint(poly).astype(np.int32)], 1)
+        hair &= head | cap
+        img[hair > 0] = fringe
+    rng = np.random.default_rng(seed)
+    img += rng.normal(0.0, 3.0, img.shape).astype(np.float32)
+    return np.clip(np.rint(img), 0, 255).astype(np.uint8), lm, hair > 0
+
+
+def _forehead_skin(lm: np.ndarray, hair: np.ndarray, shape) -> np.ndarray:
+    """The drawn forehead's bare skin inside the mask's ellipse, 10 px in from every edge (bool)."""
+    from faceblit_core.guides.mask import _FaceFrame
+
+    ff = _FaceFrame(lm)
+    ax, ay = ff.ellipse_axes()
+    ellipse = np.zeros(shape, np.uint8)
+    cv2.ellipse(ellipse, tuple(int(v) for v in np.rint(ff.brow)), (int(ax), int(ay)), 0.0, 180.0, 360.0, 1, -1)
+    skin = np.zeros(shape, np.uint8)
+    cv2.ellipse(skin, (320, 270), (150, 250), 0.0, 0.0, 360.0, 1, -1)
+    skin[:50] = 0
+    skin[hair] = 0
+    skin[int(lm[17:27, 1].max()) :] = 0  # above the brows only
+    kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (21, 21))
+    return cv2.erode(skin & ellipse, kernel) > 0
+
+
+def test_face_mask_bare_forehead_fully_covered():
+    img, lm, hair = _drawn_face()
+    H, W = img.shape[:2]
+    full = Region.full(W, H)
+    hard = face_mask(img, lm, region=full, feather=0)
+    bare = _forehead_skin(lm, hair, (H, W))
+    assert bare.sum() > 20000
+    # Every forehead pixel is in: the highlight and the mole leave no hole.
+    assert hard[bare].min() == 1.0
+    assert hard[110, 300] == 1.0 and hard[150, 350] == 1.0
+    # ... and no hole anywhere: the mask's holes (background components not touching
+    # the border) are none.
+    n, labels = cv2.connectedComponents((hard == 0).astype(np.uint8), connectivity=4)
+    border = np.unique(np.concatenate([labels[0], labels[-1], labels[:, 0], labels[:, -1]]))
+    assert set(range(1, n)) <= set(border.tolist())
+    # The hairline (y < 50) and the wall stay out.
+    assert hard[:40].max() == 0.0 and hard[:, :150].max() == 0.0 and hard[:, 495:].max() == 0.0
+    # Feathered: no seam between the hull and the forehead skin — the middle line is
+    # fully in from the nose up to 0.4 brow-to-chin above the brows.
+    soft = face_mask(img, lm, region=full, feather=20)
+    brow, up, d = _face_axes(lm)
+    y0, y1 = int(brow[1] - 0.4 * d), int(lm[30, 1])
+    assert soft[y0:y1, 318:323].min() == 1.0
+    # The same drawing without hair awareness covers the ellipse: as much forehead.
+    geometric = face_mask(img, lm, region=full, feather=0, hair_aware=False)
+    assert geometric[bare].min() == 1.0
+
+
+@pytest.mark.parametrize("colour", [_DARK_HAIR, _BLONDE_HAIR], ids=["dark", "blonde"])
+def test_face_mask_leaves_a_fringe_out(colour):
+    img, lm, hair = _drawn_face(colour)
+    H, W = img.shape[:2]
+    full = Region.full(W, H)
+    hard = face_mask(img, lm, region=full, feather=0)
+    kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (21, 21))
+    fringe = cv2.erode(hair.astype(np.uint8), kernel) > 0
+    assert fringe.sum() > 20000
+    # Known answer: the fringe (10 px in from its edge) is out, the bare skin below it in.
+    assert hard[fringe].max() == 0.0
+    bare = _forehead_skin(lm, hair, (H, W))
+    assert bare.sum() > 3000
+    assert hard[bare].min() == 1.0
+    # The fixed ellipse would have laid the exemplar's forehead over most of it.
+    geometric = face_mask(img, lm, region=full, feather=0, skin_tol=0)
+    assert geometric[fringe].mean() > 0.5
+    # The face below the brows is untouched by the fringe.
+    clean = face_mask(_drawn_face()[0], lm, region=full, feather=20)
+    soft = face_mask(img, lm, region=full, feather=20)
+    below = int(lm[17:27, 1].max()) + 15
+    assert np.array_equal(soft[below:], clean[below:])
+    # Region-independent, as the rest of the mask.
+    sub = Region(97, 31, 533, 611)
+    assert np.array_equal(face_mask(img, lm, region=sub), soft[sub.slice])
+
+
+def test_face_mask_hair_aware_turns_with_the_face():
+    img, lm, _ = _drawn_face(_DARK_HAIR)
+    H, W = img.shape[:2]
+    ref = face_mask(img, lm, region=Region.full(W, H))
+    rot = np.ascontiguousarray(np.rot90(img, k=-1))  # pixel (x, y) → (H − 1 − y, x)
+    lm_rot = np.stack([H - 1 - lm[:, 1], lm[:, 0]], axis=1)
+    got = face_mask(rot, lm_rot, region=Region.full(H, W))
+    a, b = got > 0.5, np.rot90(ref, k=-1) > 0.5
+    assert (a & b).sum() / (a | b).sum() > 0.97
 
 
 def test_mask_to_gray():

@@ -52,7 +52,7 @@ def evaluate_pair(
     One streaming pass over both files (memory stays a few frames). On every
     evaluated input frame, faces are detected on their own (``backend``, no
     tracking); their union mask (:func:`faceblit_core.guides.mask.face_mask`,
-    feather 20) weighs the warping error (pooled for ``warp_ratio``, per pair for
+    feather 20, the whole forehead: ``hair_aware=False``) weighs the warping error (pooled for ``warp_ratio``, per pair for
     ``warp_spike``) and selects the ``style_nn`` patches; the largest face is the
     reference of every landmark figure (``struct_nme``, ``expr_err``, ``drift``,
     ``redetect_rate``: one detection per output frame serves them all) and its
@@ -198,7 +198,10 @@ def evaluate_outputs(
             continue
         faces = backend.detect(inp)
         mask = np.zeros((in_info.height, in_info.width), np.float32)
-        masks = [face_mask(inp, face.points, region=full, feather=MASK_FEATHER) for face in faces]
+        # The whole forehead (hair_aware=False): the region measured does not depend on
+        # where the input's hair lies, and renders that leave a fringe unstylized are
+        # measured over the same pixels as those that paint it.
+        masks = [face_mask(inp, face.points, region=full, feather=MASK_FEATHER, hair_aware=False) for face in faces]
         for face_weight in masks:
             np.maximum(mask, face_weight, out=mask)
         warp.add(inp, mask, *outs)

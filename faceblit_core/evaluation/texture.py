@@ -103,7 +103,10 @@ def _nearest_sq(queries: np.ndarray, pool: np.ndarray) -> np.ndarray:
 
 
 def style_face_mask(style_image: np.ndarray, style_landmarks: np.ndarray, *, feather: int = MASK_FEATHER) -> np.ndarray:
-    """Face mask of a style exemplar from its landmarks (the pipeline's face mask, whole image).
+    """Face mask of a style exemplar from its landmarks (the pipeline's exemplar face mask, whole image).
+
+    The whole forehead ellipse is in (``hair_aware=False``): a painting's colours
+    are no skin test, and the style patches pooled should be the whole face's.
 
     Parameters
     ----------
@@ -130,7 +133,7 @@ def style_face_mask(style_image: np.ndarray, style_landmarks: np.ndarray, *, fea
     """
     check_array(style_image, "style image", shape=(None, None, 3), dtype=np.uint8)
     h, w = style_image.shape[:2]
-    return face_mask(style_image, np.asarray(style_landmarks, np.float32), region=Region.full(w, h), feather=feather)
+    return face_mask(style_image, np.asarray(style_landmarks, np.float32), region=Region.full(w, h), feather=feather, hair_aware=False)
 
 
 def _style_pool(style_image: np.ndarray, style_mask: np.ndarray, scale: float, patch: int) -> np.ndarray:
@@ -248,8 +251,9 @@ def face_sharpness(image: np.ndarray, points: np.ndarray, mask: np.ndarray | Non
     points : ndarray, shape (68, 2), float
         The face's landmarks, px (they set the scale).
     mask : ndarray, shape (H, W), float in [0, 1], optional
-        Its face mask; default the pipeline's mask of ``points``
-        (:func:`faceblit_core.guides.mask.face_mask`, feather ``MASK_FEATHER``).
+        Its face mask; default the face mask of ``points`` with the whole forehead
+        (:func:`faceblit_core.guides.mask.face_mask`, feather ``MASK_FEATHER``,
+        ``hair_aware=False``: the same region whether or not hair covers it).
 
     Returns
     -------
@@ -271,7 +275,7 @@ def face_sharpness(image: np.ndarray, points: np.ndarray, mask: np.ndarray | Non
     h, w = image.shape[:2]
     points = np.asarray(points, np.float32)
     check_array(points, "landmarks", shape=(68, 2))
-    mask = face_mask(image, points, region=Region.full(w, h), feather=MASK_FEATHER) if mask is None else _check_mask(mask, (h, w), 0)
+    mask = face_mask(image, points, region=Region.full(w, h), feather=MASK_FEATHER, hair_aware=False) if mask is None else _check_mask(mask, (h, w), 0)
     ys, xs = np.nonzero(mask >= MASK_THRESHOLD)
     if len(ys) == 0:
         return math.nan, 0

@@ -1,23 +1,49 @@
 """Soft face mask for compositing the stylized face over the frame (DESIGN §4.4).
 
-mask = feather( hull(jaw ∪ brows) ∪ forehead half-ellipse ∪ forehead skin ).
+mask = feather( hull(jaw ∪ brows) ∪ forehead skin )            (hair-aware, frames)
+mask = feather( hull(jaw ∪ brows) ∪ forehead ellipse ∪ skin )   (``hair_aware=False``)
 
 * Hull of the jaw line (iBUG 0–16) and the brows (17–26): the jaw polygon
-  closed across the brows, so the bottom of the forehead is in.
-* Forehead: an ellipse centred on the brows, as wide as the jaw (points
-  0 and 16), reaching 0.6 × the brow-to-chin distance above the brows, turned
-  with the eye line — it covers the forehead of tilted and rotated faces,
-  which FaceBlit's axis-aligned ellipse does not. Its lower half fills the
-  temples between the hull and the brow line.
-* Skin: pixels of a band above the brows (one jaw width wide, up to 1.0 ×
-  the brow-to-chin distance) whose chroma (YCrCb Cr, Cb) lies within
-  ``skin_tol`` of one of three skin samples taken on the cheeks and the nose
-  bridge, kept only where connected to the shapes above (a skin-coloured wall
-  next to the head stays out). Luma is not compared, so shading does not
-  matter, except for a floor (60 % of the sample's luma): dark brown hair has
-  skin-like chroma. This follows high foreheads and receding hairlines the
-  fixed ellipse misses; on the test photos it adds little and rarely strays.
+  closed across the brows. Always in: the landmarks place it.
+* Forehead ellipse: centred on the brows, as wide as the jaw (points 0 and 16),
+  reaching 0.6 × the brow-to-chin distance above the brows, turned with the eye
+  line (FaceBlit's ellipse is axis-aligned). Its upper half is the forehead, its
+  lower half the temples beside the hull. Laid in whole it puts the exemplar's
+  forehead over whatever covers the target's: a dark fringe became a grey oval,
+  blonde hair got the exemplar's hair painted on (issue 14).
+* Forehead skin (the target's frames): above the brows only what is this face's
+  skin is kept. The search area is the ellipse and a band above the brows (one
+  jaw width wide, up to 1.0 × the brow-to-chin distance, for high foreheads and
+  receding hairlines), on a grid of block means (at most 96 cells across, so the
+  cost does not grow with the face). Skin samples: median (Y, Cr, Cb) of patches
+  on both cheeks and the nose bridge, plus three just above the brows kept when
+  close to the cheeks' colour (2.5 × ``skin_tol`` in chroma, at least 0.75 × their
+  median luma): foreheads often differ from cheeks (blush, make-up, shine), and
+  a fringe down to the brows is refused. A cell is skin when, for some sample,
+  (chroma distance / ``skin_tol``)² + (darkness / 0.4)² ≤ 1, darkness = 1 − Y/Y_s
+  when darker than the sample (0 when lighter: highlights and skin tone do not
+  matter). Chroma alone cannot tell skin from brown or golden hair; hair is also
+  darker than the lit skin beside it, and a cell near both limits is out. Then
+  the skin map is cleaned: opened with a disc of 0.04 × the jaw width (specks,
+  a parting, lit strands cannot bridge to hair or walls), kept where 4-connected
+  to the hull, its holes filled (a highlight, a mole, a stray lock inside bare
+  skin stay in), up-sampled bilinearly and cut at one half (a smooth edge, not
+  grid steps), and joined to the exactly drawn hull without a gap. A bare
+  forehead is covered up to the hairline; a fringe, hair at the temples and
+  skin-coloured walls beyond the hair are left out.
+* ``hair_aware=False`` (exemplars, and the evaluation's measuring masks): the
+  whole ellipse, plus skin connected to it (the same test), as before issue 14 —
+  a painting's colours are no skin test, and the region measured must not
+  depend on where the input's hair lies. ``skin_tol=0``: hull ∪ ellipse only.
+  Without skin samples in the frame the ellipse is laid in.
 * Feathered with a ``feather`` × ``feather`` box blur (FaceBlit: 20).
+
+Temporal behaviour: the colour test runs per frame on block means; where the
+hair edge flickers the stylizer's flow-carried mask (``temporal_state.clamp_mask``,
+±0.25) smooths it.
+Limits: a golden fringe reaching the brows is taken for the forehead's colour
+(then the mask is as before); a painted or heavily lit forehead whose colour is
+far from the cheeks' is left out (the mask then stops at the brows).
 """
 
 from __future__ import annotations
@@ -37,8 +63,13 @@ _ONE = 1 << _SHIFT
 _FOREHEAD_HEIGHT = 0.6  # × brow-to-chin distance
 _BAND_HEIGHT = 1.0  # skin search band above the brows, × brow-to-chin distance
 _BAND_WIDTH = 1.0  # × jaw width
-_SKIN_GRID = 96  # skin test on a grid of at most this many cells across the band
-_MIN_REL_LUMA = 0.6  # skin must be at least this bright relative to the sample
+_SKIN_GRID = 96  # skin test on a grid of at most this many cells across the forehead box
+_MIN_REL_LUMA = 0.6  # at the sample's chroma, skin is at least this light relative to the sample
+_FOREHEAD_SAMPLE_LIFT = 0.1  # forehead samples: this × brow-to-chin distance above the brows
+_FOREHEAD_SAMPLE_TOL = 2.5  # × skin_tol: how far a forehead sample may be from the cheeks' colour
+_FOREHEAD_SAMPLE_LUMA = 0.75  # ... and at least this light relative to the cheeks' median luma
+_SQUARE = np.ones((3, 3), dtype=np.uint8)
+_OPEN_RADIUS = 0.04  # × jaw width: skin narrower than ~2× this is dropped above the brows
 
 
 class _FaceFrame:
@@ -76,21 +107,61 @@ def _fixed(points: np.ndarray) -> np.ndarray:
     return np.rint(np.clip(points, -1e6, 1e6) * _ONE).astype(np.int32)
 
 
-def _skin_samples(ycrcb_of, frame: np.ndarray, ff: _FaceFrame) -> list[np.ndarray]:
-    """Median (Y, Cr, Cb) of small patches on both cheeks and the nose bridge (frame coordinates)."""
-    p = ff.pts
-    centres = [0.5 * (p[2] + p[31]), 0.5 * (p[14] + p[35]), p[28]]
-    r = max(1, int(round(0.02 * ff.jaw_w)))
+def _ycrcb(rgb: np.ndarray) -> np.ndarray:
+    return cv2.cvtColor(np.ascontiguousarray(rgb), cv2.COLOR_RGB2YCrCb)
+
+
+def _patch_medians(frame: np.ndarray, centres: list[np.ndarray], r: int) -> list[np.ndarray]:
+    """Median (Y, Cr, Cb) of the (2r+1)² patch around each centre (frame px); patches mostly off the frame are skipped."""
     H, W = frame.shape[:2]
-    samples = []
+    out = []
     for c in centres:
         x, y = int(round(c[0])), int(round(c[1]))
         x0, x1, y0, y1 = max(x - r, 0), min(x + r + 1, W), max(y - r, 0), min(y + r + 1, H)
         if x1 - x0 < 1 or y1 - y0 < 1 or (x1 - x0) * (y1 - y0) < (r + 1) ** 2:
             continue  # sample (mostly) outside the frame
-        patch = ycrcb_of(frame[y0:y1, x0:x1])
-        samples.append(np.median(patch.reshape(-1, 3), axis=0))
-    return samples
+        out.append(np.median(_ycrcb(frame[y0:y1, x0:x1]).reshape(-1, 3), axis=0).astype(np.float32))
+    return out
+
+
+def _is_skin(ycc: np.ndarray, sample: np.ndarray, tol: float) -> np.ndarray:
+    """Skin test of YCrCb pixels ``(..., 3)`` float32 against skin samples (Y, Cr, Cb) ``(..., 3)``
+    (broadcast against each other) → bool ``(...)``.
+
+    Chroma alone does not tell brown or blonde hair (skin-like chroma) from skin,
+    and hair is darker than the lit skin it lies on: a pixel is skin when its
+    chroma distance (in ``tol``) and its darkness relative to the sample (in
+    1 − ``_MIN_REL_LUMA``; lighter counts as 0, so highlights and skin tone do not
+    matter) lie within the unit circle — a pixel near both limits (shaded hair of
+    skin-like hue) is out.
+    """
+    chroma = ((ycc[..., 1] - sample[..., 1]) ** 2 + (ycc[..., 2] - sample[..., 2]) ** 2) / np.float32(tol * tol)
+    dark = np.maximum(1.0 - ycc[..., 0] / np.maximum(sample[..., 0], 1.0), 0.0) / np.float32(1.0 - _MIN_REL_LUMA)
+    return chroma + dark * dark <= 1.0
+
+
+def _skin_samples(frame: np.ndarray, ff: _FaceFrame, tol: float) -> list[np.ndarray]:
+    """Skin colours (Y, Cr, Cb) of this face: the cheeks and nose bridge, and the forehead where it is skin.
+
+    Three patches on both cheeks and the nose bridge, then three just above the
+    brows (over each brow's middle, points 19 and 24, and between them), each
+    kept only if it passes :func:`_is_skin` against a cheek/nose sample at
+    ``_FOREHEAD_SAMPLE_TOL`` × ``tol`` and is at least ``_FOREHEAD_SAMPLE_LUMA`` × as
+    light as their median — the forehead's colour often differs from the
+    cheeks' (blush, make-up, shine), and a fringe down to the brows is left out.
+    """
+    p = ff.pts
+    r = max(1, int(round(0.02 * ff.jaw_w)))
+    face = _patch_medians(frame, [0.5 * (p[2] + p[31]), 0.5 * (p[14] + p[35]), p[28]], r)
+    lift = _FOREHEAD_SAMPLE_LIFT * ff.brow_chin * ff.up
+    forehead = _patch_medians(frame, [p[19] + lift, p[24] + lift, 0.5 * (p[21] + p[22]) + lift], r)
+    if not face:
+        return []
+    loose = _FOREHEAD_SAMPLE_TOL * tol
+    # Hair is darker than the skin beside it: a forehead sample must also be nearly as
+    # light as the face's typical (median) sample, not only as a shaded cheek.
+    floor = _FOREHEAD_SAMPLE_LUMA * float(np.median([f[0] for f in face]))
+    return face + [s for s in forehead if s[0] >= floor and any(bool(_is_skin(s, f, loose)) for f in face)]
 
 
 def face_mask(
@@ -100,8 +171,9 @@ def face_mask(
     region: Region,
     feather: int = 20,
     skin_tol: float = 8.0,
+    hair_aware: bool = True,
 ) -> np.ndarray:
-    """Soft mask of the face (jaw, forehead, forehead skin) on ``region``.
+    """Soft mask of the face (jaw and brows, the forehead's skin or ellipse) on ``region``.
 
     Parameters
     ----------
@@ -115,8 +187,14 @@ def face_mask(
         Box-blur size, frame px (``StylizeConfig.mask_feather``; FaceBlit: 20);
         0 or 1 gives a hard mask.
     skin_tol : float, keyword-only, ≥ 0
-        Largest (Cr, Cb) distance from a skin sample for a forehead pixel to count
-        as skin, 8-bit YCrCb units (8); 0 disables the skin part.
+        Largest (Cr, Cb) distance from a skin sample for a pixel above the brows
+        to count as skin (at the sample's luma or lighter), 8-bit YCrCb units (8);
+        0 disables the skin test: the whole forehead ellipse is laid in, hair or
+        not (FaceBlit's geometric mask).
+    hair_aware : bool, keyword-only
+        True (the target's frames): above the brows only the skin found by the
+        colour test, so hair over the forehead keeps the frame. False (exemplars,
+        measuring): the whole forehead ellipse, plus skin connected to it.
 
     Returns
     -------
@@ -124,16 +202,16 @@ def face_mask(
         ``(h, w) = region.shape``; 1 = face (fully stylized), 0 = keep the frame.
         The values do not depend on the region's placement (the shapes are drawn
         with the feathering's reach around it, the skin test runs on the whole
-        band): any region gives the same pixels as the full-frame mask. Where
-        the face runs off the frame the mask stays opaque up to the frame edge.
-        The forehead reaches above the landmarks' box: size the region with
+        forehead box): any region gives the same pixels as the full-frame mask.
+        Where the face runs off the frame the mask stays opaque up to the frame
+        edge. The forehead reaches above the landmarks' box: size the region with
         :func:`face_mask_outline` or the mask is cut at the region's top.
 
     Raises
     ------
     ValueError
         On wrong shapes/dtypes, non-finite landmarks, a region outside the
-        frame or a negative ``feather``/``skin_tol``.
+        frame, a negative ``feather``/``skin_tol`` or a non-bool ``hair_aware``.
 
     References
     ----------
@@ -149,6 +227,7 @@ def face_mask(
           and region.x1 <= W and region.y1 <= H, "region", f"a non-empty Region inside the {W}x{H} frame", region)
     check(isinstance(feather, (int, np.integer)) and feather >= 0, "feather", "an integer >= 0", feather)
     check(math.isfinite(skin_tol) and skin_tol >= 0, "skin_tol", "a finite value >= 0", skin_tol)
+    check(isinstance(hair_aware, (bool, np.bool_)), "hair_aware", "a bool", hair_aware)
 
     # Draw on the region grown by the feathering reach (clipped to the frame), blur,
     # then crop: the values then do not depend on where the region starts, and a
@@ -158,92 +237,130 @@ def face_mask(
                     min(region.x1 + reach, W), min(region.y1 + reach, H))
     ff = _FaceFrame(pts)
     mask = np.zeros(canvas.shape, dtype=np.uint8)
-    _draw_shapes(mask, ff, origin=canvas.origin, scale=1)
-    if skin_tol > 0:
-        _add_forehead_skin(mask, canvas, frame, ff, skin_tol)
+    _draw_hull(mask, ff, origin=canvas.origin, scale=1)
+    drawn = skin_tol > 0 and _add_forehead_skin(mask, canvas, frame, ff, skin_tol, hair_aware=hair_aware)
+    if not (drawn and hair_aware):
+        _draw_ellipse(mask, ff, origin=canvas.origin, scale=1)
     if feather > 1:
         mask = cv2.blur(mask, (int(feather), int(feather)), borderType=cv2.BORDER_REPLICATE)
     mask = mask[region.y0 - canvas.y0 : region.y1 - canvas.y0, region.x0 - canvas.x0 : region.x1 - canvas.x0]
     return mask.astype(np.float32) / np.float32(255.0)
 
 
-def _draw_shapes(img: np.ndarray, ff: _FaceFrame, *, origin: tuple[int, int], scale: int) -> None:
-    """Fill the jaw/brow hull and the forehead ellipse (255) into ``img``.
+def _to_img(p: np.ndarray, origin: tuple[int, int], scale: int) -> np.ndarray:
+    """Frame px → pixel coordinates of an image whose pixel (i, j) is the ``scale``×``scale``
+    block of frame pixels starting at ``origin + scale·(i, j)``."""
+    return (p - np.asarray(origin, dtype=np.float64)) / scale - 0.5 + 0.5 / scale
 
-    ``img`` pixel (i, j) is the ``scale``×``scale`` block of frame pixels
-    starting at ``origin + scale·(i, j)``.
-    """
-    def to_img(p: np.ndarray) -> np.ndarray:
-        return (p - np.asarray(origin, dtype=np.float64)) / scale - 0.5 + 0.5 / scale
 
-    hull = cv2.convexHull(_fixed(to_img(ff.pts[:27])).reshape(-1, 1, 2))
+def _draw_hull(img: np.ndarray, ff: _FaceFrame, *, origin: tuple[int, int], scale: int) -> None:
+    """Fill the convex hull of the jaw and brow landmarks (255) into ``img`` (see :func:`_to_img`)."""
+    hull = cv2.convexHull(_fixed(_to_img(ff.pts[:27], origin, scale)).reshape(-1, 1, 2))
     cv2.fillConvexPoly(img, hull, 255, lineType=cv2.LINE_8, shift=_SHIFT)
+
+
+def _draw_ellipse(img: np.ndarray, ff: _FaceFrame, *, origin: tuple[int, int], scale: int) -> None:
+    """Fill the forehead ellipse (255) into ``img`` (see :func:`_to_img`).
+
+    The whole ellipse: its upper half is the forehead, its lower half fills the
+    temples between the hull's jaw-to-brow edges and the brow line.
+    """
     ax, ay = ff.ellipse_axes()
-    cx, cy = _fixed(to_img(ff.brow))
-    # The whole ellipse: its upper half is the forehead, its lower half fills the
-    # temples between the hull's jaw-to-brow edges and the brow line.
+    cx, cy = _fixed(_to_img(ff.brow, origin, scale))
     axes = (int(round(min(ax / scale, 1e6) * _ONE)), int(round(min(ay / scale, 1e6) * _ONE)))
     cv2.ellipse(img, (int(cx), int(cy)), axes, ff.angle, 0.0, 360.0, 255, thickness=-1,
                 lineType=cv2.LINE_8, shift=_SHIFT)
 
 
-def _add_forehead_skin(mask: np.ndarray, canvas: Region, frame: np.ndarray, ff: _FaceFrame, tol: float) -> None:
-    """OR into ``mask`` (covering ``canvas``) the skin-coloured band pixels connected to the face shapes.
+def _forehead_box(ff: _FaceFrame, W: int, H: int) -> tuple[int, int, int, int]:
+    """Frame-px box (x0, y0, x1, y1) of the skin band and the forehead ellipse, clipped to the frame."""
+    ax, ay = ff.ellipse_axes()
+    t = np.linspace(0.0, 2.0 * math.pi, 33)[:-1]
+    arc = ff.brow + np.outer(np.cos(t) * ax, ff.ex) + np.outer(np.sin(t) * ay, ff.up)
+    pts = np.concatenate([ff.band(), arc])
+    # The arc's chords cut inside the true ellipse by at most a(1 − cos(π/32)) < 0.5 % of an axis: pad by 1 %.
+    pad = 0.01 * max(ax, ay) + 1.0
+    return (max(int(math.floor(pts[:, 0].min() - pad)), 0), max(int(math.floor(pts[:, 1].min() - pad)), 0),
+            min(int(math.ceil(pts[:, 0].max() + pad)) + 1, W), min(int(math.ceil(pts[:, 1].max() + pad)) + 1, H))
 
-    Works on the band's bounding box in the whole frame (so the result does not
-    depend on the canvas), downsampled to at most ~96 cells across by block
-    means: the mask is feathered by ~20 px anyway, and this keeps the cost
-    constant whatever the face size.
+
+def _add_forehead_skin(mask: np.ndarray, canvas: Region, frame: np.ndarray, ff: _FaceFrame, tol: float, *, hair_aware: bool) -> bool:
+    """OR into ``mask`` (covering ``canvas``) the forehead's skin: the skin-coloured part of
+    the forehead ellipse and the band above the brows, connected to the hull, holes filled.
+
+    Works on the forehead box in the whole frame (so the result does not depend on
+    the canvas), downsampled to at most ``_SKIN_GRID`` cells across by block means:
+    the mask is feathered by ~20 px anyway, and this keeps the cost constant
+    whatever the face size. Returns False (nothing drawn) when no skin sample lies
+    in the frame: the caller then lays in the fixed ellipse.
     """
-    def ycrcb_of(rgb: np.ndarray) -> np.ndarray:
-        return cv2.cvtColor(np.ascontiguousarray(rgb), cv2.COLOR_RGB2YCrCb)
-
-    samples = _skin_samples(ycrcb_of, frame, ff)
+    samples = _skin_samples(frame, ff, tol)
     if not samples:
-        return
+        return False
     H, W = frame.shape[:2]
-    band = ff.band()
-    bx0 = max(int(math.floor(band[:, 0].min())), 0)
-    by0 = max(int(math.floor(band[:, 1].min())), 0)
-    bx1 = min(int(math.ceil(band[:, 0].max())) + 1, W)
-    by1 = min(int(math.ceil(band[:, 1].max())) + 1, H)
+    bx0, by0, bx1, by1 = _forehead_box(ff, W, H)
     f = max(1, -(-max(bx1 - bx0, by1 - by0) // _SKIN_GRID))
-    # Whole f×f blocks, so block means and the nearest-neighbour up-sampling line up.
+    # Whole f×f blocks, so block means and the up-sampling line up.
     bw, bh = (bx1 - bx0) // f, (by1 - by0) // f
     if bw < 2 or bh < 2:
-        return
+        return True  # the forehead is (almost) entirely off the frame
     bx1, by1 = bx0 + bw * f, by0 + bh * f
-    hit = Region(bx0, by0, bx1, by1).intersect(canvas)
-    if hit.is_empty:
-        return
+    if Region(bx0, by0, bx1, by1).intersect(canvas).is_empty:
+        return True
     crop = frame[by0:by1, bx0:bx1]
     if f > 1:
         crop = cv2.resize(crop, (bw, bh), interpolation=cv2.INTER_AREA)
-    ycc = ycrcb_of(crop).astype(np.float32)
-    base8 = np.zeros((bh, bw), dtype=np.uint8)
-    _draw_shapes(base8, ff, origin=(bx0, by0), scale=f)
-    base = base8 > 0
-    in_band = np.zeros((bh, bw), dtype=np.uint8)
-    corners = (band - np.array([bx0, by0], dtype=np.float64)) / f - 0.5 + 0.5 / f
-    cv2.fillConvexPoly(in_band, _fixed(corners).reshape(-1, 1, 2), 1, lineType=cv2.LINE_8, shift=_SHIFT)
-    skin = np.zeros((bh, bw), dtype=bool)
-    for s in samples:
-        d = (ycc[..., 1] - s[1]) ** 2 + (ycc[..., 2] - s[2]) ** 2
-        # Chroma is unreliable in the dark (dark brown hair has skin-like chroma):
-        # also require some light, relative to the sample so skin tone does not matter.
-        skin |= (d <= tol * tol) & (ycc[..., 0] >= _MIN_REL_LUMA * s[0])
-    skin &= in_band.astype(bool)
-    n, labels = cv2.connectedComponents((skin | base).view(np.uint8), connectivity=4)
-    if n <= 1:
-        return
+    ycc = _ycrcb(crop).astype(np.float32)
+    skin = _is_skin(ycc[:, :, None, :], np.stack(samples), tol).any(axis=2)
+    hull = np.zeros((bh, bw), dtype=np.uint8)
+    _draw_hull(hull, ff, origin=(bx0, by0), scale=f)
+    where = np.zeros((bh, bw), dtype=np.uint8)
+    _draw_ellipse(where, ff, origin=(bx0, by0), scale=f)
+    corners = _to_img(ff.band(), (bx0, by0), f)
+    cv2.fillConvexPoly(where, _fixed(corners).reshape(-1, 1, 2), 255, lineType=cv2.LINE_8, shift=_SHIFT)
+    skin &= where > 0
+    # Opening with a disc of ~_OPEN_RADIUS × the jaw width drops specks and thin runs of
+    # skin colour (a parting, light strands, a lit edge of hair) so they cannot bridge
+    # the hull to skin-coloured hair or walls beyond.
+    r = max(1, int(round(_OPEN_RADIUS * ff.jaw_w / f)))
+    disc = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * r + 1, 2 * r + 1))
+    skin = cv2.morphologyEx(skin.view(np.uint8), cv2.MORPH_OPEN, disc).astype(bool)
+    if not hair_aware:  # the ellipse is laid in whole: skin only adds, connected to it
+        _draw_ellipse(hull, ff, origin=(bx0, by0), scale=f)
+    inside = hull > 0
+    n, labels = cv2.connectedComponents((skin | inside).view(np.uint8), connectivity=4)
     keep = np.zeros(n, dtype=bool)
-    keep[np.unique(labels[base])] = True
+    keep[np.unique(labels[inside])] = True
     keep[0] = False
-    grown = (keep[labels] & skin).view(np.uint8)
+    face = keep[labels]
+    # Fill holes (what no path of non-face cells joins to the box's border): a mole, a
+    # highlight, a shadow or a lock of hair inside bare skin stays in the face.
+    outside = np.pad((~face).view(np.uint8), 1, constant_values=1)
+    cv2.floodFill(outside, None, (0, 0), 2, flags=4)  # non-face cells reached from the border → 2
+    face |= outside[1:-1, 1:-1] == 1
+    # The hull (and ellipse) are drawn exactly at frame resolution by the caller; of
+    # their cells only those next to skin stay, so the up-sampled skin reaches into
+    # the exact shapes with no gap (a seam after feathering) between them.
+    face8 = face.view(np.uint8)
+    face = (face & ~inside) | (inside & (cv2.dilate(face8 & ~inside.view(np.uint8), _SQUARE) > 0))
+    ys, xs = np.nonzero(face)
+    if len(ys) == 0:
+        return True
+    # Up-sample bilinearly and cut at one half: a smooth edge at frame resolution
+    # instead of f×f steps; only the cells' bounding box, with one empty cell around
+    # it so the result equals the whole box's up-sampling.
+    i0, i1 = max(int(ys.min()) - 1, 0), min(int(ys.max()) + 2, bh)
+    j0, j1 = max(int(xs.min()) - 1, 0), min(int(xs.max()) + 2, bw)
+    soft = face[i0:i1, j0:j1].view(np.uint8) * np.uint8(255)
     if f > 1:
-        grown = cv2.resize(grown, (bw * f, bh * f), interpolation=cv2.INTER_NEAREST)
-    src = grown[hit.y0 - by0 : hit.y1 - by0, hit.x0 - bx0 : hit.x1 - bx0].astype(bool)
+        soft = cv2.resize(soft, ((j1 - j0) * f, (i1 - i0) * f), interpolation=cv2.INTER_LINEAR)
+    part = Region(bx0 + j0 * f, by0 + i0 * f, bx0 + j1 * f, by0 + i1 * f)
+    hit = part.intersect(canvas)
+    if hit.is_empty:
+        return True
+    src = soft[hit.y0 - part.y0 : hit.y1 - part.y0, hit.x0 - part.x0 : hit.x1 - part.x0] >= 128
     mask[hit.y0 - canvas.y0 : hit.y1 - canvas.y0, hit.x0 - canvas.x0 : hit.x1 - canvas.x0][src] = 255
+    return True
 
 
 def face_mask_outline(landmarks: np.ndarray) -> np.ndarray:
