@@ -9,6 +9,7 @@ import cv2
 import numpy as np
 import pytest
 
+from faceblit_core.faces.types import MEAN_SHAPE
 from faceblit_core.geometry import Region
 from faceblit_core.guides import (
     app_cdf,
@@ -26,6 +27,7 @@ from faceblit_core.guides import (
     stretch_contrast,
     temporal_guide,
 )
+from faceblit_core.guides.mask import _FaceFrame
 
 MASK_STYLES = ["het", "watercolorgirl", "frank", "oldman", "girl", "expressive"]
 
@@ -550,8 +552,6 @@ _BLONDE_HAIR = (226, 196, 128)  # golden: skin-like luma and hue, more yellow th
 
 def _drawn_face(fringe=None, *, seed: int = 0):
     """(image (720, 640, 3) uint8, landmarks (68, 2), fringe mask (720, 640) bool)."""
-    from faceblit_core.faces.types import MEAN_SHAPE
-
     H, W = 720, 640
     lm = MEAN_SHAPE.astype(np.float64) * 300.0 + np.array([320.0, 330.0])
     img = np.zeros((H, W, 3), np.float32)
@@ -589,8 +589,6 @@ def _drawn_face(fringe=None, *, seed: int = 0):
 
 def _forehead_skin(lm: np.ndarray, hair: np.ndarray, shape) -> np.ndarray:
     """The drawn forehead's bare skin inside the mask's ellipse, 10 px in from every edge (bool)."""
-    from faceblit_core.guides.mask import _FaceFrame
-
     ff = _FaceFrame(lm)
     ax, ay = ff.ellipse_axes()
     ellipse = np.zeros(shape, np.uint8)

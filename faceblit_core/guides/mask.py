@@ -291,8 +291,10 @@ def _add_forehead_skin(mask: np.ndarray, canvas: Region, frame: np.ndarray, ff: 
     Works on the forehead box in the whole frame (so the result does not depend on
     the canvas), downsampled to at most ``_SKIN_GRID`` cells across by block means:
     the mask is feathered by ~20 px anyway, and this keeps the cost constant
-    whatever the face size. Returns False (nothing drawn) when no skin sample lies
-    in the frame: the caller then lays in the fixed ellipse.
+    whatever the face size. With ``hair_aware`` False the ellipse counts as face
+    (skin connected to it is added; the caller draws the ellipse itself). Returns
+    False (nothing drawn) when no skin sample lies in the frame: the caller then
+    lays in the fixed ellipse.
     """
     samples = _skin_samples(frame, ff, tol)
     if not samples:
