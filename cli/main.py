@@ -216,7 +216,7 @@ def _stylize(
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress, no summary lines (errors still)."),
     as_json: bool = typer.Option(False, "--json", help="One JSON line per input on stdout (stderr when a video goes to stdout)."),
     chunk_seconds: Optional[float] = typer.Option(None, "--chunk-seconds", metavar="S", rich_help_panel="Long renders and Ray",
-                                                  help="Render a longer video as chunks of about S seconds in a work folder beside the output (.NAME.faceblit-work), resumable, joined at the end; 0 = one piece. Default: 10 (a clip up to 15 s stays one piece; chunks meet without seams); one piece with --style ID=S or --faces."),
+                                                  help="Render a longer video as chunks of about S seconds in a work folder beside the output (.NAME.faceblit-work), resumable, joined at the end; 0 = one piece. Default: 10 (a clip up to 15 s stays one piece; chunks meet without seams); one piece with --style ID=S or --faces. Every render has a key frame each S seconds of the clip (10 with 0), where chunks are cut."),
     chunk_warmup: Optional[int] = typer.Option(None, "--chunk-warmup", metavar="N", rich_help_panel="Long renders and Ray",
                                                help="Frames each chunk renders and discards before its first frame, so chunks meet without seams (default 120: the carried state's memory plus the landmark smoothing's settling)."),
     resume: bool = typer.Option(True, "--resume/--no-resume", rich_help_panel="Long renders and Ray",

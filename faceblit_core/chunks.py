@@ -2,12 +2,16 @@
 
 A video longer than one chunk (``--chunk-seconds``, 10 s by default) is rendered as
 segments ``[start, end)`` of about that length, each encoded to its own file in a
-work folder next to the output, ``.NAME.faceblit-work/``:
+work folder next to the output, ``.NAME.faceblit-work/``. Chunks are cut only on the
+key-frame grid (:func:`key_interval`: every ``chunk_seconds`` of the clip, counted from
+its frame 0) on which every render of the same options, one-piece ones included, has a
+forced, closed-GOP key frame; so a chunk is whole groups of pictures of the one-piece
+encode, and its encoder starts where the one-piece encoder also starts afresh.
 
 * ``manifest.json`` — what the chunks belong to (the *key*: input fingerprint,
   style key, every option that changes the output's pixels, the chunk plan) and
   which chunks are finished (frames, size, SHA-256 of the file);
-* ``chunk-NNNN.EXT`` — one encode per chunk (its own GOP, starting with a key frame);
+* ``chunk-NNNN.EXT`` — one encode per chunk (starting with a key frame);
 * ``lock`` — ``fcntl.flock``-ed for the whole run: a second run on the same output
   fails at once (exit 5) instead of writing into the same folder.
 
@@ -80,25 +84,53 @@ def work_dir_for(output: str | os.PathLike) -> Path:
     return out.parent / f".{out.name}{WORK_SUFFIX}"
 
 
-def plan_chunks(start: int, end: int, *, fps: float, chunk_seconds: float) -> list[tuple[int, int]]:
-    """Split frames ``[start, end)`` into chunks of about ``chunk_seconds``.
+def key_interval(fps: float, chunk_seconds: float) -> int:
+    """Frames between the forced key frames of every render with these options (the key-frame grid).
 
-    The range is cut into ``n = max(1, round(frames / (chunk_seconds · fps)))``
-    chunks of equal length (±1 frame), so no tail chunk is much shorter than the rest.
+    Key frames sit on the absolute frame indices ``0, G, 2G, …`` with
+    ``G = round(S · fps)``, ``S = chunk_seconds`` (or :data:`DEFAULT_CHUNK_SECONDS`
+    when it is 0: a one-piece render has the default chunks' grid), so a chunk's first
+    frame is a key frame in a one-piece render of the same clip too and both encoders
+    see the same groups of pictures (:func:`plan_chunks` cuts only on this grid).
+
+    Returns
+    -------
+    int
+        ``G`` ≥ 1, in frames.
+    """
+    seconds = chunk_seconds if chunk_seconds > 0 else DEFAULT_CHUNK_SECONDS
+    return max(1, round(seconds * fps))
+
+
+def plan_chunks(start: int, end: int, *, fps: float, chunk_seconds: float) -> list[tuple[int, int]]:
+    """Split frames ``[start, end)`` into chunks of about ``chunk_seconds``, cut on the key-frame grid.
+
+    Every cut is a multiple of :func:`key_interval` ``G`` (absolute frame index, also
+    for a ``--frames`` range), where every render with these options has a forced key
+    frame, so each chunk is a whole number of the one-piece encode's groups of
+    pictures. A first or last piece shorter than ``G / 2`` joins its neighbour, so
+    chunks are ``G / 2`` to ``1.5 G`` frames long (a range that holds one whole grid
+    interval and two short pieces is one chunk of up to ``2 G``), and a range from a
+    grid frame of fewer than ``1.5 G`` frames is one chunk.
 
     Returns
     -------
     list of (start, end)
         Half-open frame ranges, contiguous, covering ``[start, end)``; one chunk when
-        ``chunk_seconds <= 0`` or the range is no longer than one chunk.
+        ``chunk_seconds <= 0`` or the range is no longer than about one chunk.
     """
-    total = end - start
-    if total <= 0:
+    if end <= start:
         return []
-    size = chunk_seconds * fps
-    n = 1 if size <= 0 else max(1, round(total / size))
-    bounds = [start + (i * total) // n for i in range(n + 1)]
-    return [(bounds[i], bounds[i + 1]) for i in range(n)]
+    if chunk_seconds <= 0:
+        return [(start, end)]
+    grid = key_interval(fps, chunk_seconds)
+    cuts = list(range((start // grid + 1) * grid, end, grid))
+    if cuts and cuts[0] - start < grid / 2:
+        cuts.pop(0)
+    if cuts and end - cuts[-1] < grid / 2:
+        cuts.pop()
+    bounds = [start, *cuts, end]
+    return list(zip(bounds[:-1], bounds[1:]))
 
 
 def warmup_start(start: int, warmup: int) -> int:
@@ -322,6 +354,7 @@ def render_segment(
     start: int,
     end: int,
     warmup: int,
+    key_interval: int,
     config,
     side_by_side: bool = False,
     on_frame: Callable[[], None] | None = None,
@@ -342,6 +375,9 @@ def render_segment(
         The probed input.
     path : path
         The chunk file (written atomically by :class:`faceblit_core.media.VideoWriter`).
+    key_interval : int
+        The key-frame grid (:func:`key_interval`): key frames on the absolute frame
+        indices that a one-piece render of the same options has them on.
     on_frame : callable, optional
         Called after each written frame (progress).
 
@@ -362,7 +398,7 @@ def render_segment(
     stats = {"frames": 0, "frames_with_face": 0, "max_faces": 0}
     width = info.width * (2 if side_by_side else 1)
     with media.open_video_writer(path, width=width, height=info.height, fps=info.fps, codec=config.codec, crf=config.crf,
-                           preset=config.preset, overwrite=True) as writer:
+                           preset=config.preset, overwrite=True, key_frames=(key_interval, start)) as writer:
         reader = media.iter_frames(info, start=first, end=end)
         try:
             for index, frame in enumerate(reader, start=first):
@@ -452,7 +488,7 @@ def concat_chunks(chunk_files: list[Path], output: str | os.PathLike, *, list_fi
 
 
 # ------------------------------------------------------------------------- the job
-def render_key(input, info, asset, config, *, plan, warmup: int, side_by_side: bool, ext: str) -> dict:
+def render_key(input, info, asset, config, *, plan, key_interval: int, warmup: int, side_by_side: bool, ext: str) -> dict:
     """JSON-able identity of a chunked render: a work folder with another key is never reused."""
     return {
         "faceblit": __version__,
@@ -462,6 +498,7 @@ def render_key(input, info, asset, config, *, plan, warmup: int, side_by_side: b
         "fps": str(info.fps),
         "size": [info.width, info.height],
         "plan": [list(c) for c in plan],
+        "key_interval": int(key_interval),
         "warmup": int(warmup),
         "side_by_side": bool(side_by_side),
         "ext": ext,
@@ -475,6 +512,7 @@ def render_chunked(
     info,
     *,
     plan: list[tuple[int, int]],
+    key_interval: int,
     config,
     device: str,
     warmup: int,
@@ -512,7 +550,7 @@ def render_chunked(
     InputError, ProcessingError, EnvironmentProblem, Interrupted
         As a one-piece render; the work folder with its finished chunks stays for a rerun.
     """
-    key = render_key(input, info, asset, config, plan=plan, warmup=warmup, side_by_side=side_by_side, ext=Path(output).suffix.lower())
+    key = render_key(input, info, asset, config, plan=plan, key_interval=key_interval, warmup=warmup, side_by_side=side_by_side, ext=Path(output).suffix.lower())
     with WorkFolder.open(output, key, resume=resume) as wf:
         todo = [i for i, (s, e) in enumerate(plan) if not wf.is_done(i, s, e)]
         summary.resumed_chunks = len(plan) - len(todo)
@@ -527,7 +565,7 @@ def render_chunked(
                 from faceblit_core import ray_engine  # lazy: Ray is an optional extra
 
                 results = ray_engine.render_chunks(input, info, asset, config, device=device, plan=plan, todo=todo, warmup=warmup,
-                                                   side_by_side=side_by_side, ext=wf.ext, render=render_segment, address=ray_address,
+                                                   key_interval=key_interval, side_by_side=side_by_side, ext=wf.ext, render=render_segment, address=ray_address,
                                                    progress=bar)
                 for i, data, stats in results:
                     tmp = wf.chunk_path(i).with_suffix(".part")
@@ -539,7 +577,7 @@ def render_chunked(
             else:
                 for i in todo:
                     s, e = plan[i]
-                    stats = render_segment(info, make_stylizer(), wf.chunk_path(i), start=s, end=e, warmup=warmup, config=config,
+                    stats = render_segment(info, make_stylizer(), wf.chunk_path(i), start=s, end=e, warmup=warmup, key_interval=key_interval, config=config,
                                            side_by_side=side_by_side, on_frame=bar.update if bar.shown else None)
                     wf.record(i, finished_record(wf.chunk_path(i), s, e, stats))
                     _add(stage_ms, stats["stage_ms"])

@@ -207,7 +207,9 @@ def stylize_video(
         ``chunks.DEFAULT_CHUNK_SECONDS`` (10 s; a clip of up to 1.5 chunks stays one
         piece), or one piece when face ids are needed (``ID=STYLE``, ``faces``). Chunks meet without seams: each frame equals the one-piece render's
         (d6, losslessly encoded: ≥ 46.8 dB, 47.5 dB at the boundaries). Not with
-        ``output="-"`` or ``save_guides``.
+        ``output="-"`` or ``save_guides``. Every video render, chunked or not, puts a
+        key frame on each multiple of this length in frames (the clip's frame index;
+        10 s for 0), and chunks are cut only there (:func:`faceblit_core.chunks.key_interval`).
     chunk_warmup : int or None, keyword-only
         Frames each chunk renders (and discards) before its first one, so its state
         matches a one-piece render's; None = ``chunks.DEFAULT_WARMUP`` (every carried
@@ -287,7 +289,8 @@ def stylize_video(
                 if needs_ids(style, config):
                     raise UsageError("--style ID=STYLE and --faces other than all: not with chunks or --engine ray (each chunk would number the faces afresh); render in one piece")
                 return _named(given, _stylize_chunked(
-                    input, style, out_path, info, plan=plan, config=config, device=device, warmup=chunk_warmup, resume=resume,
+                    input, style, out_path, info, plan=plan, key_interval=chunks.key_interval(float(info.fps), chunk_seconds),
+                    config=config, device=device, warmup=chunk_warmup, resume=resume,
                     side_by_side=side_by_side, overwrite=overwrite, audio_span=span.audio, progress=progress, engine=engine,
                     ray_address=ray_address, style_landmarks=style_landmarks, fan_weights=fan_weights, cache_dir=cache_dir,
                     started=started, force_style=force_style))
@@ -300,7 +303,8 @@ def stylize_video(
         stylizer.start_at(span.start)
         summary = RunSummary(input=given, output=out_path, fps_in=float(info.fps), device=device)
         with signals_as_exceptions(to_stdout=out_path == "-"):
-            _write_video(stylizer, info, input, summary, span=span, config=config, side_by_side=side_by_side, overwrite=overwrite, progress=progress)
+            _write_video(stylizer, info, input, summary, span=span, config=config, side_by_side=side_by_side, overwrite=overwrite, progress=progress,
+                         key_interval=chunks.key_interval(float(info.fps), chunk_seconds))
         summary.seconds = time.perf_counter() - started
         summary.scene_cuts = stylizer.scene_cuts
         add_frame_counts(summary, stylizer)
@@ -354,10 +358,13 @@ def _frame_span(info, frames: tuple[int, int | None] | None, input) -> _FrameSpa
 
 
 def _write_video(stylizer: FrameStylizer, info, input, summary: RunSummary, *, span: _FrameSpan, config: StylizeConfig,
-                 side_by_side: bool, overwrite: bool, progress: bool | FrameProgress) -> None:
+                 side_by_side: bool, overwrite: bool, progress: bool | FrameProgress, key_interval: int) -> None:
     """Decode → stylize → encode the frames of ``span`` into ``summary.output``; counts into ``summary``.
 
     ``progress``: a bar of its own (True), or frames counted on a shared one (:class:`FrameProgress`).
+
+    Key frames on the grid of ``key_interval`` frames (absolute frame indices,
+    :func:`faceblit_core.chunks.key_interval`), as a chunked render of the same options has them.
 
     Raises
     ------
@@ -370,6 +377,7 @@ def _write_video(stylizer: FrameStylizer, info, input, summary: RunSummary, *, s
         with media.open_video_writer(
             summary.output, width=info.width * (2 if side_by_side else 1), height=info.height, fps=info.fps, audio_from=audio_from,
             audio_span=span.audio, codec=config.codec, crf=config.crf, preset=config.preset, overwrite=overwrite, inputs=[input],
+            key_frames=(key_interval, span.start),
         ) as writer:
             render_started = time.perf_counter()
             # Made inside the writer's block: a signal arriving while they start
@@ -408,7 +416,7 @@ def _stylize_frames(stylizer: FrameStylizer, frames: Iterable[np.ndarray], write
         sink.finish()
 
 
-def _stylize_chunked(input, style, out_path, info, *, plan, config, device, warmup, resume, side_by_side, overwrite, audio_span,
+def _stylize_chunked(input, style, out_path, info, *, plan, key_interval, config, device, warmup, resume, side_by_side, overwrite, audio_span,
                      progress, engine, ray_address, style_landmarks, fan_weights, cache_dir, started, force_style=False) -> RunSummary:
     """The chunked, resumable render of :func:`stylize_video` (:func:`faceblit_core.chunks.render_chunked`)."""
     if engine == "ray":
@@ -429,7 +437,7 @@ def _stylize_chunked(input, style, out_path, info, *, plan, config, device, warm
 
     with signals_as_exceptions():
         render_started = time.perf_counter()
-        chunks.render_chunked(input, asset, out_path, info, plan=plan, config=config, device=device, warmup=warmup, resume=resume,
+        chunks.render_chunked(input, asset, out_path, info, plan=plan, key_interval=key_interval, config=config, device=device, warmup=warmup, resume=resume,
                               side_by_side=side_by_side, overwrite=overwrite, audio_span=audio_span, progress=progress,
                               make_stylizer=make_stylizer, engine=engine, ray_address=ray_address, summary=summary)
     summary.render_seconds = time.perf_counter() - render_started

@@ -136,7 +136,7 @@ def shutdown() -> None:
         ray.shutdown()
 
 
-def render_chunks(input, info, asset, config, *, device: str, plan, todo, warmup: int, side_by_side: bool, ext: str,
+def render_chunks(input, info, asset, config, *, device: str, plan, todo, warmup: int, key_interval: int, side_by_side: bool, ext: str,
                   render: Callable, address: str | None = None,
                   progress: FrameProgress | None = None) -> Iterator[tuple[int, bytes, dict]]:
     """Run chunks ``todo`` of ``plan`` as Ray tasks; yield ``(index, encoded bytes, stats)`` as each finishes.
@@ -167,7 +167,7 @@ def render_chunks(input, info, asset, config, *, device: str, plan, todo, warmup
     counter = _frame_counter(progress) if progress is not None and progress.shown else None
     render_id = uuid.uuid4().hex
     pending = {task.remote(input_ref, Path(str(input)).suffix, asset_ref, config, device, plan[i][0], plan[i][1], warmup,
-                           side_by_side, ext, render,
+                           key_interval, side_by_side, ext, render,
                            (counter, render_id, i, PROGRESS_INTERVAL) if counter is not None else None): i for i in todo}
     counted: dict[int, int] = {}  # frames of each chunk counted on the bar so far
 
@@ -288,7 +288,7 @@ def remove_stale_chunk_folders(folder: str | None = None) -> list[str]:
     return removed
 
 
-def _render_chunk_task(input_bytes, suffix, asset, config, device, start, end, warmup, side_by_side, ext, render_segment, report):
+def _render_chunk_task(input_bytes, suffix, asset, config, device, start, end, warmup, key_interval, side_by_side, ext, render_segment, report):
     """One chunk, in a Ray worker: the input to a temporary file, render, return the encoded bytes.
 
     ``report``: None, or ``(FrameCounter actor, render id, chunk index, interval s)`` to
@@ -308,7 +308,8 @@ def _render_chunk_task(input_bytes, suffix, asset, config, device, start, end, w
             warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
             stylizer = FrameStylizer(asset, config, fps=float(info.fps), backend=backend, device=device)
         out = Path(tmp) / f"chunk{ext}"
-        stats = render_segment(info, stylizer, out, start=start, end=end, warmup=warmup, config=config, side_by_side=side_by_side,
+        stats = render_segment(info, stylizer, out, start=start, end=end, warmup=warmup, key_interval=key_interval, config=config,
+                               side_by_side=side_by_side,
                                on_frame=_reporter(*report) if report is not None else None)
         stats["device"] = device
         return out.read_bytes(), stats

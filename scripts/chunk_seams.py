@@ -6,6 +6,9 @@ Prints ``key=value`` lines:
   chunked render against the one-piece render (decoded frames, so both encodes'
   losses are included; ``inf`` = identical); ``boundary`` = the first frame of each
   chunk but the first and the frame before it;
+* with ``--reference LOSSLESS.mp4`` (a one-piece render with ``--crf 0``): each render's
+  per-frame PSNR against it (``ref_one_piece_*``, ``ref_chunked_*``: what the encoder
+  lost, for scale);
 * ``warp_boundary``, ``warp_median``, ``warp_boundary_ratio`` — the chunked output's
   warping error (faceblit_core.evaluation.warp_errors, RGB in [0, 1], over the face)
   of each frame pair (t−1, t): at the chunk boundaries vs the median of all other pairs;
@@ -14,8 +17,12 @@ Prints ``key=value`` lines:
   the chunks the rerun rendered, and whether its decoded frames equal the uninterrupted
   chunked render's.
 
+The one-piece render is written to standard output with the same ``--chunk-seconds``
+(a render to stdout is never chunked), so both have the same key-frame grid.
+
 Usage: ``python scripts/chunk_seams.py IN.mp4 --style S.png [--chunk-seconds 10]
-[--chunk-warmup 120] [--frames A:B] [--kill-at 0.7] [--out DIR] [stylize options…]``.
+[--chunk-warmup 120] [--frames A:B] [--reference LOSSLESS.mp4] [--kill-at 0.7] [--out DIR]
+[stylize options…]``.
 """
 
 from __future__ import annotations
@@ -51,9 +58,10 @@ def _frames(path: Path) -> list[np.ndarray]:
     return list(media.iter_frames(media.probe(path)))
 
 
-def _run(cmd: list[str]) -> float:
+def _run(cmd: list[str], stdout_to: Path | None = None) -> float:
     t = time.perf_counter()
-    subprocess.run(cmd, cwd=REPO, check=True, stdout=subprocess.DEVNULL)
+    with open(stdout_to, "wb") if stdout_to is not None else open(os.devnull, "wb") as sink:
+        subprocess.run(cmd, cwd=REPO, check=True, stdout=sink)
     return time.perf_counter() - t
 
 
@@ -65,6 +73,7 @@ def main() -> None:
     ap.add_argument("--chunk-warmup", type=int, default=chunks.DEFAULT_WARMUP)
     ap.add_argument("--frames", default=None)
     ap.add_argument("--kill-at", type=float, default=None)
+    ap.add_argument("--reference", default=None, help="a lossless (--crf 0) one-piece render of the same options")
     ap.add_argument("--out", default="out/chunk_seams")
     a, extra = ap.parse_known_args()  # the rest goes to faceblit stylize (tunables)
     out = Path(a.out)
@@ -72,7 +81,8 @@ def main() -> None:
     common = [a.input, "--style", a.style, "-q", "-y", *extra] + (["--frames", a.frames] if a.frames else [])
     chunking = ["--chunk-seconds", str(a.chunk_seconds), "--chunk-warmup", str(a.chunk_warmup)]
     whole, chunked = out / "whole.mp4", out / "chunked.mp4"
-    print(f"time_one_piece_s={_run(_cli(common + ['-o', str(whole), '--chunk-seconds', '0'])):.1f}", flush=True)
+    one_piece = common + ["-o", "-", "--chunk-seconds", str(a.chunk_seconds)]
+    print(f"time_one_piece_s={_run(_cli(one_piece), stdout_to=whole):.1f}", flush=True)
     print(f"time_chunked_s={_run(_cli(common + ['-o', str(chunked)] + chunking)):.1f}", flush=True)
 
     info = media.probe(a.input)
@@ -87,8 +97,15 @@ def main() -> None:
     values = np.array([psnr(x, y) for x, y in zip(one, two)])
     at_seams = [values[i] for s in seams for i in (s - 1, s)]
     print(f"psnr_min={values.min():.2f} psnr_median={np.median(values):.2f} psnr_boundary_min={min(at_seams) if at_seams else float('inf'):.2f}")
-    per_seam = " ".join(f"{s}:{values[s]:.2f}" for s in seams)
+    per_seam = " ".join(f"{s}:{values[s - 1]:.2f}/{values[s]:.2f}" for s in seams)
     print(f"psnr_at_boundaries={per_seam.replace(' ', ',')}")
+    if a.reference:
+        ref = _frames(Path(a.reference))
+        assert len(ref) == len(src), (len(ref), len(src))
+        for name, frames in (("one_piece", one), ("chunked", two)):
+            v = np.array([psnr(x, y) for x, y in zip(frames, ref)])
+            print(f"ref_{name}_min={v.min():.2f} ref_{name}_median={np.median(v):.2f} "
+                  f"ref_{name}_at_boundaries={','.join(f'{s}:{v[s - 1]:.2f}/{v[s]:.2f}' for s in seams)}")
 
     backend = get_backend("dlib", cnn_fallback=False)
     masks = []

@@ -55,6 +55,15 @@ def _frames(path: Path) -> np.ndarray:
     return np.stack(list(media.iter_frames(media.probe(path))))
 
 
+def _key_frames(path: Path) -> list[int]:
+    """Indices of the key frames of a video (decoded by the product's ffmpeg, ``showinfo``)."""
+    log = subprocess.run([media.find_ffmpeg(), "-hide_banner", "-nostats", "-i", str(path), "-map", "0:v:0", "-vf", "showinfo", "-f", "null", "-"],
+                         capture_output=True, text=True, check=True).stderr
+    flags = [int(key) for key in re.findall(r"\bn:\s*\d+\s.*?\biskey:(\d)", log)]
+    assert flags, log[-500:]
+    return [i for i, key in enumerate(flags) if key]
+
+
 def _crash_in_concat(monkeypatch) -> None:
     """Make the join fail: the render stops with every chunk finished in the work folder."""
 
@@ -64,17 +73,52 @@ def _crash_in_concat(monkeypatch) -> None:
     monkeypatch.setattr(chunks, "concat_chunks", fail)
 
 
-def test_plan_covers_the_range_in_near_equal_chunks():
-    plan = chunks.plan_chunks(0, 1008, fps=29.97, chunk_seconds=10)
-    assert len(plan) == 3 and plan[0][0] == 0 and plan[-1][1] == 1008
-    assert all(a[1] == b[0] for a, b in zip(plan, plan[1:]))
-    assert max(e - s for s, e in plan) - min(e - s for s, e in plan) <= 1
+def test_plan_cuts_only_on_the_key_frame_grid():
+    # d6: 1008 frames at 30 fps, 10-s chunks: the grid is every 300 frames; the last 108 join the third chunk.
+    assert chunks.key_interval(30, 10) == 300 and chunks.key_interval(29.97, 0) == 300  # 0 (one piece): the default grid
+    assert chunks.plan_chunks(0, 1008, fps=30, chunk_seconds=10) == [(0, 300), (300, 600), (600, 1008)]
+    assert chunks.plan_chunks(0, 1050, fps=30, chunk_seconds=10) == [(0, 300), (300, 600), (600, 900), (900, 1050)]
+    # A range (--frames) is cut on the same absolute grid; a head shorter than half a chunk joins the next one.
+    assert chunks.plan_chunks(290, 1008, fps=30, chunk_seconds=10) == [(290, 600), (600, 1008)]
+    assert chunks.plan_chunks(140, 460, fps=30, chunk_seconds=10) == [(140, 300), (300, 460)]
+    for start, end, seconds in [(0, 75, 1), (10, 75, 1), (0, 449, 10), (7, 1000, 2.5), (123, 9999, 3)]:
+        plan = chunks.plan_chunks(start, end, fps=25, chunk_seconds=seconds)
+        grid = chunks.key_interval(25, seconds)
+        assert plan[0][0] == start and plan[-1][1] == end and all(a[1] == b[0] for a, b in zip(plan, plan[1:]))
+        assert all(s % grid == 0 for s, _ in plan[1:])
+        assert len(plan) == 1 or all(grid / 2 <= e - s < 1.5 * grid for s, e in plan)
     assert chunks.plan_chunks(5, 30, fps=25, chunk_seconds=10) == [(5, 30)]
     assert chunks.plan_chunks(0, 100, fps=25, chunk_seconds=0) == [(0, 100)]
     # Every schedule counts absolute frames: the warm-up needs no rounding to a detection frame.
     assert chunks.warmup_start(336, 30) == 306 and chunks.warmup_start(20, 30) == 0
     assert chunks.warmup_start(0, 30) == 0 and chunks.warmup_start(50, 0) == 50
     assert chunks.DEFAULT_WARMUP >= temporal_state.MEMORY_FRAMES
+
+
+def test_the_writer_puts_key_frames_on_the_absolute_grid(tmp_path):
+    # 60 frames that start at frame 10 of a clip, grid 25: key frames at clip frames 25 and 50
+    # (and the first one), whatever the content; at most 25 frames apart.
+    rng = np.random.default_rng(0)
+    base = rng.integers(0, 256, (48, 64, 3), dtype=np.uint8)
+    out = tmp_path / "grid.mp4"
+    with media.open_video_writer(out, width=64, height=48, fps=25, key_frames=(25, 10)) as writer:
+        for i in range(60):
+            writer.write(np.roll(base, i, axis=1))
+    assert _key_frames(out) == [0, 15, 40]
+
+
+def test_chunked_and_one_piece_renders_have_the_same_key_frames(reference, tmp_path, cache, capfdbinary):
+    # The sample clip, 1-s chunks (25 frames): every chunk starts on a key frame of the one-piece
+    # render of the same options (here written to stdout, which renders in one piece).
+    assert _key_frames(reference) == [0, 25, 50]
+    stylize_video(CLIP, STYLE, "-", cache_dir=cache, progress=False, chunk_seconds=1.0)
+    whole = tmp_path / "whole.mp4"
+    whole.write_bytes(capfdbinary.readouterr().out)
+    assert _key_frames(whole) == [0, 25, 50]
+    # A range starting off the grid: the grid stays on the clip's frame indices (frames 25 and 50).
+    part = tmp_path / "part.mp4"
+    summary = stylize_video(CLIP, STYLE, part, cache_dir=cache, progress=False, frames=(10, 75), **CHUNKED)
+    assert summary.chunks == 3 and _key_frames(part) == [0, 15, 40]
 
 
 def test_chunked_render_joins_frames_and_audio_and_leaves_no_work_folder(reference_run, tmp_path, cache):

@@ -87,6 +87,14 @@ class VideoWriter:
     audio_span : (start, duration) in seconds, keyword-only
         Copy only this span of the audio (``duration`` None = to the end), for
         renders of a range of frames.
+    key_frames : (interval, first) in frames, keyword-only
+        The key-frame grid: a key frame (an IDR frame, closing the group of pictures)
+        at every frame whose *absolute* index ``first + n`` (``n`` = frames written
+        before it) is a multiple of ``interval``, and at most ``interval`` frames
+        between key frames (``-force_key_frames expr:…``, ``-g``). A render cut into
+        chunks on this grid (:func:`faceblit_core.chunks.plan_chunks`) has the same
+        groups of pictures as one encode of the whole clip. None: the encoder's own
+        placement (x264: at most 250 frames apart, and at scene cuts).
 
     Raises
     ------
@@ -129,6 +137,7 @@ class VideoWriter:
         overwrite: bool = False,
         inputs: Sequence[str | os.PathLike[str]] = (),
         audio_span: tuple[float, float | None] | None = None,
+        key_frames: tuple[int, int] | None = None,
     ) -> None:
         check(isinstance(width, (int, np.integer)) and width >= 1, "width", "an integer >= 1", width)
         check(isinstance(height, (int, np.integer)) and height >= 1, "height", "an integer >= 1", height)
@@ -139,6 +148,9 @@ class VideoWriter:
         check(rate > 0, "fps", "a positive frame rate", fps)
         self.width, self.height, self.fps = int(width), int(height), rate
         self.audio_span = audio_span
+        if key_frames is not None:
+            check(len(key_frames) == 2 and key_frames[0] >= 1 and key_frames[1] >= 0, "key_frames", "(interval >= 1, first >= 0)", key_frames)
+        self.key_frames = key_frames
         self.out_width, self.out_height = self.width + self.width % 2, self.height + self.height % 2
         self.to_stdout = os.fspath(path) == "-"
         self.path = Path(os.fspath(path))
@@ -204,6 +216,15 @@ class VideoWriter:
             # (b:v 0 = constant quality; cpu-used 4 trades a little size for speed).
             kw.update(vcodec="libvpx-vp9", **{"b:v": 0, "row-mt": 1, "cpu-used": 4})
             del kw["preset"]
+        if self.key_frames is not None:
+            interval, first = (int(k) for k in self.key_frames)
+            # n counts the frames given to the encoder; first + n is the clip's frame index.
+            kw["force_key_frames"] = f"expr:eq(mod(n+{first},{interval}),0)"
+            kw["g"] = interval
+            if kw["vcodec"] in _NOT_IN_WEBM:
+                # A forced key frame is an IDR frame (x265 would make it an open-GOP CRA):
+                # no picture on either side refers across it, so chunks cut there decode alone.
+                kw["forced-idr"] = 1
         if audio is not None and audio.has_audio and audio.audio_stream is not None:
             span = {}
             if self.audio_span is not None:
