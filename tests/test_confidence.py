@@ -83,7 +83,7 @@ def test_fit_error_lag_and_shape_jump(frontal):
 
 
 def test_scores_and_reason(frontal):
-    e = confidence.Evidence(yaw=40.0, roll=0.0, outside=0.0, fit=0.0, iod=100.0)
+    e = confidence.Evidence(yaw=45.0, roll=0.0, outside=0.0, fit=0.0, iod=100.0)
     s, why = confidence.target_strength(e)
     assert s == pytest.approx(0.5) and why == "turned"
     e = confidence.Evidence(yaw=0.0, roll=0.0, outside=0.6, fit=0.0, iod=100.0)
