@@ -283,13 +283,15 @@ def stylize_video(
         # With Ray the chunks run on the cluster's machines: a GPU is looked for there (ray_engine.connect).
         device = resolve_device(config.device) if engine == "local" else config.device
         last = span.end if span.end is not None else (info.n_frames or None)
+        # One key-frame grid for a chunked and a one-piece render of the same options.
+        key_interval = chunks.key_interval(float(info.fps), chunk_seconds)
         if out_path != "-" and save_guides is None and last is not None and last > span.start:
             plan = chunks.plan_chunks(span.start, last, fps=float(info.fps), chunk_seconds=chunk_seconds)
             if len(plan) > 1 or engine == "ray":
                 if needs_ids(style, config):
                     raise UsageError("--style ID=STYLE and --faces other than all: not with chunks or --engine ray (each chunk would number the faces afresh); render in one piece")
                 return _named(given, _stylize_chunked(
-                    input, style, out_path, info, plan=plan, key_interval=chunks.key_interval(float(info.fps), chunk_seconds),
+                    input, style, out_path, info, plan=plan, key_interval=key_interval,
                     config=config, device=device, warmup=chunk_warmup, resume=resume,
                     side_by_side=side_by_side, overwrite=overwrite, audio_span=span.audio, progress=progress, engine=engine,
                     ray_address=ray_address, style_landmarks=style_landmarks, fan_weights=fan_weights, cache_dir=cache_dir,
@@ -304,7 +306,7 @@ def stylize_video(
         summary = RunSummary(input=given, output=out_path, fps_in=float(info.fps), device=device)
         with signals_as_exceptions(to_stdout=out_path == "-"):
             _write_video(stylizer, info, input, summary, span=span, config=config, side_by_side=side_by_side, overwrite=overwrite, progress=progress,
-                         key_interval=chunks.key_interval(float(info.fps), chunk_seconds))
+                         key_interval=key_interval)
         summary.seconds = time.perf_counter() - started
         summary.scene_cuts = stylizer.scene_cuts
         add_frame_counts(summary, stylizer)
