@@ -556,7 +556,7 @@ class FrameStylizer:
         t = time.perf_counter()
         crop = frame[region.y0 : region.y1, region.x0 : region.x1]
         local = face.points - np.array([region.x0, region.y0], dtype=np.float32)
-        paint_mouth_interior(stylized, crop, local, self.interior_source, face=mask > 0.5, origin=(region.x0, region.y0))
+        paint_mouth_interior(stylized, crop, local, self.interior_source, face=mask > 0.5)
         self._tick("interior", t)
 
     def _styleblit_and_vote(self, g_pos: np.ndarray, g_app: np.ndarray, g_temp: np.ndarray | None, *, origin: tuple[int, int], track: FaceTrack | None = None) -> np.ndarray:

@@ -14,8 +14,11 @@ from faceblit_core.faces import Face, get_backend, load_landmarks, save_frame_la
 from faceblit_core.guides.segmentation import (
     EYE,
     LIPS,
+    LIPS_RAMP,
+    MIN_OPENING,
     MOUTH_INTERIOR,
     OTHER,
+    _lab,
     interior_source,
     mouth_opening,
     paint_mouth_interior,
@@ -64,38 +67,65 @@ def test_segmentation_guide_classes_follow_the_landmarks():
         segmentation_guide(points[:60], image.shape[:2])
 
 
-def test_mouth_interior_is_painted_dark_with_exemplar_texture_only_when_open():
+def _opened_target(image, points, drop: float):
+    """The exemplar with its mouth closed, then its lower lip and jaw moved down ``drop`` px, pink
+    lips and a dark opening drawn in."""
+    opened = points.copy()
+    opened[[65, 66, 67]] = opened[[63, 62, 61]]
+    opened[[65, 66, 67], 1] += drop
+    opened[[55, 56, 57, 58, 59, 7, 8, 9], 1] += drop
+    target = image.copy()
+    cv2.fillPoly(target, [np.rint(opened[48:60]).astype(np.int32)], (205, 95, 110))   # pink lips
+    cv2.fillPoly(target, [np.rint(opened[60:68]).astype(np.int32)], (25, 10, 12))     # a dark opening
+    return opened, target
+
+
+def test_open_mouth_is_painted_dark_inside_with_exemplar_lips_only_when_open():
     image, points = _style()
     face = np.zeros(image.shape[:2], bool)
     face[100:500, 100:400] = True
     source = interior_source(image, points, face)
-    # A target: the exemplar itself with an open, dark mouth drawn in, and a "stylized"
-    # region that shows skin where the mouth is (what a stretched closed mouth gives).
-    opened = points.copy()
-    opened[[65, 66, 67], 1] += 24
-    opened[[55, 56, 57, 58, 59, 7, 8, 9], 1] += 24
-    target = image.copy()
-    cv2.fillPoly(target, [np.rint(opened[60:68]).astype(np.int32)], (25, 10, 12))
+    # A target: the exemplar itself with an open, dark mouth and pink lips drawn in, and a
+    # "stylized" region that shows skin where the mouth is (what a stretched closed mouth gives).
+    opened, target = _opened_target(image, points, 24)
     skin = np.median(image[face], axis=0).astype(np.uint8)
     stylized = np.broadcast_to(skin, image.shape).copy()
     before = stylized.copy()
     paint_mouth_interior(stylized, target, opened, source, face=face)
-    inside = segmentation_guide(opened, image.shape[:2]) == MOUTH_INTERIOR
-    inner = cv2.erode(inside.astype(np.uint8), np.ones((5, 5), np.uint8)).astype(bool)
+    seg = segmentation_guide(opened, image.shape[:2])
+    inner = cv2.erode((seg == MOUTH_INTERIOR).astype(np.uint8), np.ones((5, 5), np.uint8)).astype(bool)
     luma = cv2.cvtColor(stylized, cv2.COLOR_RGB2GRAY).astype(float)
     skin_luma = float(cv2.cvtColor(before, cv2.COLOR_RGB2GRAY)[0, 0])
     assert luma[inner].mean() < 0.5 * skin_luma                  # a dark opening, not skin
-    ring = cv2.dilate(inside.astype(np.uint8), np.ones((7, 7), np.uint8)).astype(bool)
+    mouth = (seg == MOUTH_INTERIOR) | (seg == LIPS)
+    ring = cv2.dilate(mouth.astype(np.uint8), np.ones((7, 7), np.uint8)).astype(bool)
     np.testing.assert_array_equal(stylized[~ring], before[~ring])  # nothing outside the mouth changes
     # The target's interior is flat: the grain painted over it is the exemplar's texture.
     assert luma[inner].std() > 1.0
+    # The lips are painted in the exemplar's lip colour (L*a*b*), not the target's pink nor the skin.
+    lips = cv2.erode((seg == LIPS).astype(np.uint8), np.ones((3, 3), np.uint8)).astype(bool)
+    painted = _lab(stylized[lips][:, None, :]).reshape(-1, 3).mean(0)
+    assert np.linalg.norm(painted - source.lips_mean) < 0.5 * np.linalg.norm(_lab(target[lips][:, None, :]).reshape(-1, 3).mean(0) - source.lips_mean)
+    assert np.linalg.norm(painted - source.lips_mean) < 0.5 * np.linalg.norm(_lab(before[lips][:, None, :]).reshape(-1, 3).mean(0) - source.lips_mean)
+    # A mouth just opening takes the lips over gradually; its interior is still painted whole.
+    iod = np.linalg.norm(points[36:42].mean(0) - points[42:48].mean(0))
+    slightly, target2 = _opened_target(image, points, (MIN_OPENING + 0.3 * LIPS_RAMP) * iod)
+    weight = (mouth_opening(slightly) - MIN_OPENING) / LIPS_RAMP
+    assert 0.0 < weight < 0.5
+    partial = before.copy()
+    paint_mouth_interior(partial, target2, slightly, source, face=face)
+    lips2 = cv2.erode((segmentation_guide(slightly, image.shape[:2]) == LIPS).astype(np.uint8), np.ones((3, 3), np.uint8)).astype(bool)
+    moved = np.abs(partial[lips2].astype(float) - before[lips2]).mean()
+    full = before.copy()
+    paint_mouth_interior(full, target2, opened, source, face=face)   # the same picture read as wide open
+    assert 0 < moved < 0.6 * np.abs(full[lips2].astype(float) - before[lips2]).mean()
     # A closed mouth is left alone.
     closed = points.copy()
     closed[[65, 66, 67]] = closed[[63, 62, 61]]
     again = before.copy()
     paint_mouth_interior(again, image, closed, source, face=face)
     np.testing.assert_array_equal(again, before)
-    assert mouth_opening(closed) < 0.04 < mouth_opening(opened)
+    assert mouth_opening(closed) < MIN_OPENING < mouth_opening(opened)
 
 
 # ------------------------------------------------------------------ end to end
