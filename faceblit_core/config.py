@@ -79,7 +79,7 @@ class StylizeConfig:
     landmarks: str = _f("dlib", doc="landmark backend name (see faceblit_core.faces.BACKENDS) or a per-frame JSON file")
     max_faces: int = _f(8, 1, 64, doc="at most this many faces per frame (largest first)")
     detect_every: int = _f(10, 1, 10000, doc="re-run the full face detector every N frames while tracking")
-    smooth_min_cutoff: float = _f(0.2, 0.0, 100.0, doc="One Euro filter min cutoff of the landmarks' face shape (head pose: 20 Hz), Hz (lower = steadier, more lag); 0 disables smoothing")
+    smooth_min_cutoff: float = _f(0.2, 0.0, 100.0, doc="One Euro filter min cutoff of the landmarks' face shape (head pose: 10 Hz, after following the head's optical-flow motion), Hz (lower = steadier, more lag); 0 disables smoothing")
     landmark_bound: float = _f(0.04, 0.0, 10.0, doc="smoothed eye and mouth landmarks stay within this distance of each frame's raw fit, fraction of the inter-ocular distance (jitter below it is smoothed, a fast expression change is followed at once); 10 = no bound")
     smooth_beta: float = _f(0.2, 0.0, 100.0, doc="One Euro filter speed coefficient beta, Hz per inter-ocular distance per second (higher = less lag on fast motion)")
     fade_frames: int = _f(6, 0, 120, doc="a face whose evidence is poor (head turned past the exemplar, half out of the frame, jumping landmarks, tiny) fades toward the original over this many frames and back in when it returns (faceblit_core.faces.confidence); 0 = always stylize fully")

@@ -1,11 +1,13 @@
 """Landmarks over time: the face tracker and its One Euro smoothing (DESIGN §3).
 
 :class:`FaceTracker` turns per-frame fits into stable, smoothed tracks: it
-detects once, then fits the predictor in the box of the previous points,
-re-detects every ``detect_every`` frames or when a fit degrades, keeps ids by
-box overlap, smooths the points with One Euro filters (:class:`OneEuroFilter`,
-applied to face shape and head pose separately by :class:`LandmarkSmoother`)
-and resets at scene cuts.
+detects once, then fits the predictor in the box of the previous points moved
+by their optical flow to where the face is now, re-detects every
+``detect_every`` frames or when a fit degrades, keeps ids by box overlap,
+smooths the points with One Euro filters (:class:`OneEuroFilter`, applied to
+face shape and head pose separately by :class:`LandmarkSmoother`; the pose
+filter is first moved by the measured head motion, so it smooths noise, not
+motion) and resets at scene cuts.
 """
 
 from __future__ import annotations
@@ -80,6 +82,20 @@ class OneEuroFilter:
         self._dx: np.ndarray | None = None
         self._t: float | None = None
 
+    def shift(self, x: np.ndarray) -> None:
+        """Replace the filtered value by a prediction of it (known motion since the last
+        sample); the speed estimate is kept. Does nothing before the first sample.
+
+        Parameters
+        ----------
+        x : ndarray, the samples' shape, float
+            The predicted filtered value.
+        """
+        if self._x is not None:
+            x = np.asarray(x, dtype=np.float64)
+            check(x.shape == self._x.shape, "sample shape", self._x.shape, x.shape)
+            self._x = x.copy()
+
     @staticmethod
     def _alpha(cutoff: np.ndarray | float, dt: float) -> np.ndarray | float:
         tau = 1.0 / (2.0 * math.pi * cutoff)
@@ -145,6 +161,11 @@ class LandmarkSmoother:
     is ~2.3x at a mean lag of 0.027 inter-ocular distances, while this split gives
     3.1x at the same lag (min_cutoff 0.2 Hz, beta 0.2, pose 20 Hz; bench/landmarks.py).
 
+    When the head's motion since the last sample is known (:meth:`move`, the tracker's
+    optical flow), the pose filter starts from the smoothed pose moved by it, so a fast
+    head costs no lag and the pose can be smoothed harder (:class:`FaceTracker` uses
+    10 Hz: target2's pose as steady as at 20 Hz without the motion).
+
     Parameters
     ----------
     min_cutoff : float, keyword-only
@@ -152,7 +173,7 @@ class LandmarkSmoother:
     beta : float, keyword-only
         Speed coefficient of both filters (≥ 0).
     pose_min_cutoff : float, keyword-only
-        Pose filter minimum cutoff, Hz (> 0). Default 20.
+        Pose filter minimum cutoff, Hz (> 0). Default 20 (for use without :meth:`move`).
     d_cutoff : float, keyword-only
         Speed-estimate cutoff, Hz. Default 1.
 
@@ -172,6 +193,22 @@ class LandmarkSmoother:
         """Forget the history (a track restarts)."""
         self.shape_filter.reset()
         self.pose_filter.reset()
+
+    def move(self, a: float, b: float, tx: float, ty: float) -> None:
+        """Move the smoothed head pose by a measured motion ``z ↦ (a + i·b)·z + t``, frame px.
+
+        Called before the next sample with the head's motion since the last one (the
+        tracker measures it by optical flow, :func:`_predict_points`): the pose filter
+        then smooths only what the motion does not explain (the fit's noise), so a fast
+        head is followed without lag while a still one stays as steady. The shape,
+        in the head's own frame, does not move.
+        """
+        x = self.pose_filter._x
+        if x is None:
+            return
+        z = complex(a, b) * complex(x[2], x[3])
+        t = complex(a, b) * complex(x[0], x[1]) + complex(tx, ty)
+        self.pose_filter.shift(np.array([t.real, t.imag, z.real, z.imag]))
 
     def __call__(self, points: np.ndarray, t: float) -> np.ndarray:
         """Smooth one frame's landmarks.
@@ -251,6 +288,21 @@ def _apply_similarity(points: np.ndarray, a: float, b: float, tx: float, ty: flo
 _MAX_SIDE_RATIO = 1.10
 _MAX_SHIFT = 0.08
 _MAX_OUTSIDE = 0.25
+#: Motion prediction (:func:`_predict_points`): the previous and the current frame are
+#: resampled around the face so its box side is ``_FLOW_SIDE`` px, in a window of
+#: ``_FLOW_REACH`` box sides each way of its centre (the farthest a face can move between
+#: two tracked frames and still be followed); pyramidal Lucas–Kanade tracks the inner
+#: landmarks there, points whose forward–backward error exceeds ``_FLOW_FB`` resampled px
+#: are dropped, and a similarity is fitted to the rest by RANSAC (inlier threshold
+#: ``_FLOW_RANSAC`` px) when at least ``_FLOW_MIN_POINTS`` remain.
+_FLOW_SIDE = 160
+_FLOW_REACH = 1.0
+_FLOW_FB = 1.0
+_FLOW_RANSAC = 1.5
+_FLOW_MIN_POINTS = 8
+#: Brows, nose, eyes and mouth (iBUG 17–67): textured and inside the face; the jaw line
+#: (0–16) lies on the face's edge, where the background moves differently.
+_FLOW_POINTS = slice(17, 68)
 #: Detection/track boxes overlapping at least this much are the same face.
 _MATCH_IOU = 0.3
 #: A confirmed track whose box overlaps its detection less than this is re-anchored on it.
@@ -268,6 +320,9 @@ class _Track:
     last_box: np.ndarray  # (4,) float32, the box of the last fit
     ok: bool = True
     misses: int = 0
+    #: The head's motion since the last frame, ``(a, b, tx, ty)`` of ``z ↦ (a + i·b)·z + t``
+    #: frame px, measured by optical flow; None when not measured.
+    motion: tuple[float, float, float, float] | None = None
 
     @property
     def box(self) -> np.ndarray:
@@ -277,6 +332,89 @@ class _Track:
 def _thumbnail(frame: np.ndarray) -> np.ndarray:
     gray = cv2.cvtColor(cv2.resize(frame, (64, 64), interpolation=cv2.INTER_AREA), cv2.COLOR_RGB2GRAY)
     return gray.astype(np.int16)
+
+
+def _predict_points(prev_gray: np.ndarray, gray: np.ndarray, points: np.ndarray) -> np.ndarray | None:
+    """Where a face's points are now, by the optical flow of its inner landmarks (None if unsure).
+
+    The shape predictor refines a face from the box it is given but does not find it
+    when the box is far off (a cascade of regression trees moves its start shape only
+    so far): fitted in the previous frame's box while the head moves by a quarter of
+    its size per frame, it returns a deformed face half on the background, close
+    enough to that box that the degraded-fit test passes, and the next frame starts
+    from it again (d12.mp4, frames 51–56: 50–65 px off, NME 0.5–0.8 against a fresh
+    detection). So the box is carried forward first: both frames are resampled around
+    the face (box side :data:`_FLOW_SIDE` px, so the reach does not depend on the face's
+    size), the inner landmarks are tracked by pyramidal Lucas–Kanade with a
+    forward–backward check, and the similarity (translation, scale, in-plane rotation)
+    that RANSAC fits to the surviving points moves all 68 points.
+
+    Parameters
+    ----------
+    prev_gray, gray : ndarray, shape (H, W), uint8
+        The frame the points were fitted on, and the current frame.
+    points : ndarray, shape (68, 2), float
+        The face's points on ``prev_gray``, frame px.
+
+    Returns
+    -------
+    ndarray, shape (68, 2), float32, or None
+        The points moved by the fitted similarity, frame px; None when fewer than
+        :data:`_FLOW_MIN_POINTS` points were tracked reliably (the caller keeps the
+        previous box).
+
+    References
+    ----------
+    Bouguet 2000, "Pyramidal implementation of the Lucas Kanade feature tracker"
+    (cv2.calcOpticalFlowPyrLK); Kalal, Mikolajczyk & Matas 2010, "Forward-Backward
+    Error: Automatic Detection of Tracking Failures", ICPR; Fischler & Bolles 1981
+    (RANSAC, cv2.estimateAffinePartial2D).
+    """
+    box = box_from_points(points)
+    side = float(box[2] - box[0])
+    if not (side > 1.0 and np.isfinite(points).all()):
+        return None
+    h, w = gray.shape
+    cx, cy = float(box[0] + box[2]) / 2, float(box[1] + box[3]) / 2
+    reach = (0.5 + _FLOW_REACH) * side
+    x0, y0 = max(0, int(cx - reach)), max(0, int(cy - reach))
+    x1, y1 = min(w, int(math.ceil(cx + reach))), min(h, int(math.ceil(cy + reach)))
+    if x1 - x0 < 16 or y1 - y0 < 16:
+        return None
+    s = _FLOW_SIDE / side
+    size = (max(16, int(round((x1 - x0) * s))), max(16, int(round((y1 - y0) * s))))
+    interp = cv2.INTER_AREA if s < 1 else cv2.INTER_LINEAR
+    a = cv2.resize(prev_gray[y0:y1, x0:x1], size, interpolation=interp)
+    b = cv2.resize(gray[y0:y1, x0:x1], size, interpolation=interp)
+    sx, sy = size[0] / (x1 - x0), size[1] / (y1 - y0)
+    scale = np.array([sx, sy], dtype=np.float32)
+    origin = np.array([x0, y0], dtype=np.float32)
+    p0 = ((np.asarray(points, dtype=np.float32)[_FLOW_POINTS] - origin) * scale).reshape(-1, 1, 2)
+    # A 21-px window over 4 pyramid levels follows ~10·2⁴ = 160 resampled px: one box side (_FLOW_REACH).
+    lk = dict(winSize=(21, 21), maxLevel=4, criteria=(cv2.TERM_CRITERIA_EPS | cv2.TERM_CRITERIA_COUNT, 20, 0.03))
+    p1, st1, _ = cv2.calcOpticalFlowPyrLK(a, b, p0, None, **lk)
+    back, st2, _ = cv2.calcOpticalFlowPyrLK(b, a, p1, None, **lk)
+    good = (st1.ravel() == 1) & (st2.ravel() == 1) & (np.linalg.norm((back - p0).reshape(-1, 2), axis=1) < _FLOW_FB)
+    if int(good.sum()) < _FLOW_MIN_POINTS:
+        return None
+    m, inliers = cv2.estimateAffinePartial2D(p0[good], p1[good], method=cv2.RANSAC, ransacReprojThreshold=_FLOW_RANSAC)
+    if m is None or int(inliers.sum()) < _FLOW_MIN_POINTS:
+        return None
+    q = (np.asarray(points, dtype=np.float32) - origin) * scale
+    q = q @ m[:, :2].T.astype(np.float32) + m[:, 2].astype(np.float32)
+    return (q / scale + origin).astype(np.float32)
+
+
+def _motion(before: np.ndarray, after: np.ndarray) -> tuple[float, float, float, float] | None:
+    """The similarity ``z ↦ (a + i·b)·z + t`` taking the head pose of ``before`` to that of ``after``
+    (both (68, 2) px; :func:`similarity_to_points`), or None when ``before`` is degenerate."""
+    a0, b0, tx0, ty0 = similarity_to_points(before)
+    a1, b1, tx1, ty1 = similarity_to_points(after)
+    if not a0 * a0 + b0 * b0 > 1e-12:
+        return None
+    z = complex(a1, b1) / complex(a0, b0)
+    t = complex(tx1, ty1) - z * complex(tx0, ty0)
+    return z.real, z.imag, t.real, t.imag
 
 
 def _fit_degraded(box: np.ndarray, points: np.ndarray, size: tuple[int, int]) -> bool:
@@ -300,8 +438,10 @@ class FaceTracker:
     """Landmarks of every face in a video, tracked with stable ids and smoothed over time.
 
     Per frame: scene-cut test; each track is re-fitted in the box of its previous
-    (unsmoothed) points (:func:`box_from_points`) instead of running the detector;
-    full detection runs on the first frame, on every frame whose absolute index
+    (unsmoothed) points (:func:`box_from_points`) instead of running the detector,
+    after moving them by the optical flow of their inner landmarks from the last
+    tracked frame (:func:`_predict_points`; without it the predictor, fitted where
+    a fast head was, returns a deformed face half on the background); full detection runs on the first frame, on every frame whose absolute index
     (:meth:`start_at`) is a multiple of ``detect_every``, after a scene cut, and as
     soon as a fit degrades (its box grows/shrinks by more than 10 %, moves by more
     than 8 % of its side, or a quarter of the points leave the frame). Detections are matched to tracks greedily by box IoU (≥ 0.3) so ids stay
@@ -334,7 +474,8 @@ class FaceTracker:
     fps : float, keyword-only
         Frame rate, for the filter's timestamps (frame index / fps).
     pose_min_cutoff : float, keyword-only
-        One Euro minimum cutoff of the head-pose filter, Hz (default 20).
+        One Euro minimum cutoff of the head-pose filter, Hz (default 10; the filter is
+        moved by the optical flow's head motion first, :meth:`LandmarkSmoother.move`).
     d_cutoff : float, keyword-only
         One Euro speed cutoff, Hz (default 1).
 
@@ -369,7 +510,7 @@ class FaceTracker:
         beta: float = 0.2,
         scene_cut: float = 40.0,
         fps: float = 30.0,
-        pose_min_cutoff: float = 20.0,
+        pose_min_cutoff: float = 10.0,
         d_cutoff: float = 1.0,
     ) -> None:
         check(int(detect_every) == detect_every and detect_every >= 1, "detect_every", "an integer >= 1", detect_every)
@@ -399,6 +540,7 @@ class FaceTracker:
         self._last_detect = -(10**9)
         self._lost: list[tuple[int, np.ndarray, int]] = []  # (id, last box, search until frame)
         self._thumb: np.ndarray | None = None
+        self._gray: np.ndarray | None = None  # the last tracked frame, gray, for motion prediction
         self.scene_cut_detected = False
         self.last_raw: list[Face] = []
         self.detections = 0
@@ -461,6 +603,7 @@ class FaceTracker:
                 self._tracks = []
                 self._lost = []
                 self._last_detect = -(10**9)
+                self._gray = None
             self._thumb = thumb
 
         if isinstance(self.backend, FrameLandmarksBackend):
@@ -468,9 +611,18 @@ class FaceTracker:
             self.last_raw = [f.copy() for f in faces]
             return faces
 
-        # 1. Track: refit every face in the box of its previous unsmoothed points
-        #    (one batched call where the backend offers it, e.g. FAN on a GPU).
-        boxes = [tr.box for tr in self._tracks]
+        # 1. Track: refit every face in the box of its previous unsmoothed points, moved
+        #    by their optical flow to where the face is now (one batched call where the
+        #    backend offers it, e.g. FAN on a GPU).
+        gray = cv2.cvtColor(frame, cv2.COLOR_RGB2GRAY)
+        prev_gray, self._gray = self._gray, gray
+        boxes = []
+        for tr in self._tracks:
+            moved = None
+            if prev_gray is not None and prev_gray.shape == gray.shape:
+                moved = _predict_points(prev_gray, gray, tr.raw)
+            tr.motion = None if moved is None else _motion(tr.raw, moved)
+            boxes.append(box_from_points(moved) if moved is not None else tr.box)
         fit_many = getattr(self.backend, "fit_many", None)
         if fit_many is not None and len(boxes) > 1:
             fits = fit_many(frame, boxes)
@@ -499,6 +651,8 @@ class FaceTracker:
         for tr in sorted(self._tracks, key=lambda tr: tr.id):
             pts = tr.raw.astype(np.float64)
             if tr.filter is not None:
+                if tr.motion is not None:
+                    tr.filter.move(*tr.motion)
                 pts = tr.filter(pts, t)
             out.append(Face(points=pts, box=box_from_points(pts), score=tr.score, id=tr.id))
             raw.append(Face(points=tr.raw, box=tr.box, score=tr.score, id=tr.id))
