@@ -11,7 +11,8 @@ Prints ``key=value`` lines (one figure each). Needs ../shared/data (or
             decoder runs alongside, so these include its share of the 2 cores).
 ``speed``   the first 120 frames of target2.mp4 (768x1024) decoded first, then
             tracked: median ms of tracked frames, of detection frames, the mean,
-            and the predictor fit and scene-cut thumbnail alone.
+            and the predictor fit, the optical-flow motion prediction and the
+            scene-cut thumbnail alone.
 ``jitter``  target2.mp4 tracked twice, smoothing off (``min_cutoff=0``) and on
             (config defaults): :func:`landmark_jitter` of both, their ratio, and the
             mean NME between the smoothed points and that run's raw fits (lag).
@@ -34,6 +35,7 @@ import sys
 import time
 from pathlib import Path
 
+import cv2
 import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
@@ -43,7 +45,7 @@ from faceblit_core import faces as F  # noqa: E402
 from faceblit_core.config import StylizeConfig  # noqa: E402
 from faceblit_core.evaluation import landmark_jitter, nme  # noqa: E402
 from faceblit_core.faces.backends.dlib import _dlib_model, _from_rect  # noqa: E402
-from faceblit_core.faces.tracking import _thumbnail  # noqa: E402
+from faceblit_core.faces.tracking import _predict_points, _thumbnail  # noqa: E402
 from faceblit_core.faces.types import MEAN_SHAPE  # noqa: E402
 
 DATA = Path(os.environ.get("FACEBLIT_SHARED_DATA", REPO.parent / "shared" / "data"))
@@ -201,6 +203,14 @@ def bench_speed() -> None:
         backend.fit(frame, box)
         fit[i] = (time.perf_counter() - t) * 1000
     out("predictor_fit_ms_median", statistics.median(fit))
+    # the box carried forward by optical flow (gray conversion included: it runs once a frame)
+    points = tracker.last_raw[0].points
+    predict = []
+    for before, frame in zip(frames, frames[1:]):
+        t = time.perf_counter()
+        _predict_points(cv2.cvtColor(before, cv2.COLOR_RGB2GRAY), cv2.cvtColor(frame, cv2.COLOR_RGB2GRAY), points)
+        predict.append((time.perf_counter() - t) * 1000)
+    out("motion_predict_ms_median", statistics.median(predict))
     thumb = []
     for frame in frames:
         t = time.perf_counter()
@@ -210,8 +220,6 @@ def bench_speed() -> None:
 
 
 def bench_cnn() -> None:
-    import cv2
-
     image = read_rgb(DATA / "styles" / "malevich.png")
     small = cv2.resize(image, (384, 512), interpolation=cv2.INTER_AREA)
     cnn = _dlib_model("cnn")
