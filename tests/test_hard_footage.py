@@ -109,7 +109,13 @@ def test_head_turning_away_fades_and_returns(source, shared_data, workdir, style
     face_box = np.r_[points[:27].min(axis=0), points[:27].max(axis=0)]
     peak = np.abs(inp[20].astype(np.float32) - out[20]).mean()
     start = np.abs(inp[3].astype(np.float32) - out[3]).mean()
-    assert peak < 0.25 * start  # at 80° (cylinder) it is (nearly) the original frame
+    # At 80° (cylinder) it is (nearly) the original frame. How deep the fade is at this
+    # frame hangs on the raw fit's yaw over frames 18-22, where the detector finds no face
+    # at all and the yaw read sits on the 'turned' ramp (40-50°): 54° with the box carried
+    # from the last frame (peak 0.22 of start), 46° with the box moved by optical flow
+    # (0.26; on frames 15-17 its yaw matches a fresh detection's within 1°, the stale
+    # box's reads 4-7° more).
+    assert peak < 0.3 * start
     assert all(_stylized(inp[t], out[t], face_box) > 10 for t in range(N - 3, N))
     _spike_goal(metrics)
 

@@ -213,9 +213,10 @@ def test_background_mode_keeps_letterbox_bars_dark_and_unsmeared(tmp_path, cache
     stylize_video(clip, STYLE, out, config=StylizeConfig(background=True), cache_dir=cache, progress=False)
     src, res = _frame(clip, 3).astype(int), _frame(out, 3).astype(int)
     # Stylized, the bars read the exemplar's border rows: bright streaks (mean ~150 before the fix).
-    # The 4 rows next to the picture are left out: the encoder's deblocking and 4:2:0 chroma
-    # carry the picture's texture a few rows into the bar.
-    for rows in (slice(0, bar - 4), slice(-(bar - 4), None)):
+    # The macroblock row next to the picture (16 rows) is left out: the encoder's deblocking,
+    # 4:2:0 chroma and motion-compensated prediction carry the picture's texture into it
+    # (measured: up to 11 on a bar of 0-2, 8 rows from the picture, as the face moves).
+    for rows in (slice(0, bar - 16), slice(-(bar - 16), None)):
         assert res[rows].max() <= src[rows].max() + 8, "bar repainted"
         assert res[rows].std() < 3, "bar not uniform"
     # ... and the picture itself is still repainted.
