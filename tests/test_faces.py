@@ -552,9 +552,11 @@ def test_smoothing_steadies_target2_without_lag(shared_data: Path, dlib_backend)
         raw.append(tracker.last_raw[0].points)
     smoothed, raw = np.stack(smoothed), np.stack(raw)
     # The raw fits are what the tracker outputs with smoothing off (they never depend on
-    # the smoothed points). Measured: 3.13x less jitter, mean lag 0.027.
-    assert landmark_jitter(raw) / landmark_jitter(smoothed) >= 3.0
-    assert np.mean([nme(s, r) for s, r in zip(smoothed, raw)]) <= 0.03
+    # the smoothed points). Measured with the defaults (1 Hz, beta 2): 2.29x less jitter,
+    # mean lag 0.009 (round 1's 0.2 Hz, beta 0.2: 3.21x at a lag of 0.027, which the
+    # output paid for in faithfulness and, judged against the input's motion, steadiness).
+    assert landmark_jitter(raw) / landmark_jitter(smoothed) >= 2.0
+    assert np.mean([nme(s, r) for s, r in zip(smoothed, raw)]) <= 0.012
 
 
 def test_tracker_follows_a_fast_moving_face(shared_data: Path, dlib_backend) -> None:

@@ -114,8 +114,9 @@ def test_head_turning_away_fades_and_returns(source, shared_data, workdir, style
     # at all and the yaw read sits on the 'turned' ramp (40-50°): 54° with the box carried
     # from the last frame (peak 0.22 of start), 46° with the box moved by optical flow
     # (0.26; on frames 15-17 its yaw matches a fresh detection's within 1°, the stale
-    # box's reads 4-7° more).
-    assert peak < 0.3 * start
+    # box's reads 4-7° more); 0.32 with today's lighter smoothing (1 Hz: the raw fits'
+    # yaw comes through sooner). Deepest at frames 20-21, back above 0.9 by frame 27.
+    assert peak < 0.35 * start
     assert all(_stylized(inp[t], out[t], face_box) > 10 for t in range(N - 3, N))
     _spike_goal(metrics)
 

@@ -160,6 +160,12 @@ class LandmarkSmoother:
     the 136 frame coordinates cannot cut jitter 3x without lag — measured, its best
     is ~2.3x at a mean lag of 0.027 inter-ocular distances, while this split gives
     3.1x at the same lag (min_cutoff 0.2 Hz, beta 0.2, pose 20 Hz; bench/landmarks.py).
+    Those were round 1's defaults; the defaults now smooth less (1 Hz, beta 2: 2.3x less
+    jitter, lag 0.009), because what the output shows is judged against the input's own
+    motion: a painted face that trails the real one is unsteady there too (issue 14,
+    default options otherwise, with :meth:`move`: target2 × het warp_ratio 2.66 → 2.56,
+    struct_nme 0.032 → 0.030; d12 × het expr_err 0.065 → 0.055, its long laugh no longer
+    drawn half closed).
 
     When the head's motion since the last sample is known (:meth:`move`, the tracker's
     optical flow), the pose filter starts from the smoothed pose moved by it, so a fast
@@ -506,8 +512,8 @@ class FaceTracker:
         *,
         detect_every: int = 10,
         max_faces: int = 8,
-        min_cutoff: float = 0.2,
-        beta: float = 0.2,
+        min_cutoff: float = 1.0,
+        beta: float = 2.0,
         scene_cut: float = 40.0,
         fps: float = 30.0,
         pose_min_cutoff: float = 10.0,
