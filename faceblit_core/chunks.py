@@ -84,6 +84,40 @@ def work_dir_for(output: str | os.PathLike) -> Path:
     return out.parent / f".{out.name}{WORK_SUFFIX}"
 
 
+def discard_work_folder(output: str | os.PathLike) -> bool:
+    """Remove the work folder an earlier chunked run left for ``output`` (killed, or since
+    rendered in one piece), unless a run holds its lock.
+
+    Called once a one-piece render has written ``output``: the chunks of an earlier
+    run with other options can never be resumed into it, and left behind they are a
+    hidden folder of stale video next to the user's file.
+
+    Returns
+    -------
+    bool
+        True when a folder was removed; False when there was none or a run holds it.
+    """
+    path = work_dir_for(output)
+    if not path.is_dir():
+        return False
+    try:
+        fd = os.open(path / "lock", os.O_RDWR)
+    except FileNotFoundError:
+        fd = None  # a folder without its lock file: no run can be holding it
+    except OSError:
+        return False
+    try:
+        if fd is not None:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        shutil.rmtree(path, ignore_errors=True)
+        return True
+    except BlockingIOError:
+        return False  # another run is rendering this output in chunks: its folder stays
+    finally:
+        if fd is not None:
+            os.close(fd)
+
+
 def key_interval(fps: float, chunk_seconds: float) -> int:
     """Frames between the forced key frames of every render with these options (the key-frame grid).
 

@@ -307,6 +307,8 @@ def stylize_video(
         with signals_as_exceptions(to_stdout=out_path == "-"):
             _write_video(stylizer, info, input, summary, span=span, config=config, side_by_side=side_by_side, overwrite=overwrite, progress=progress,
                          key_interval=key_interval)
+        if out_path != "-":
+            chunks.discard_work_folder(out_path)
         summary.seconds = time.perf_counter() - started
         summary.scene_cuts = stylizer.scene_cuts
         add_frame_counts(summary, stylizer)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fcntl
 import io
 import json
 import os
@@ -155,6 +156,30 @@ def test_resume_reuses_finished_chunks_and_gives_the_same_frames(reference, tmp_
     assert (summary.chunks, summary.resumed_chunks, summary.frames) == (3, 2, 75)
     assert np.array_equal(_frames(out), _frames(reference))
     assert not work.exists()
+
+
+def test_a_one_piece_render_removes_an_earlier_runs_work_folder(tmp_path, cache, monkeypatch):
+    # A chunked render crashes before the join (its chunks stay in the work folder); the
+    # same output is then rendered in one piece: the stale folder goes with it.
+    out = tmp_path / "o.mp4"
+    _crash_in_concat(monkeypatch)
+    with pytest.raises(RuntimeError):
+        stylize_video(CLIP, STYLE, out, cache_dir=cache, progress=False, **CHUNKED)
+    monkeypatch.undo()
+    work = chunks.work_dir_for(out)
+    assert any(work.glob("chunk-*"))
+    stylize_video(CLIP, STYLE, out, cache_dir=cache, progress=False, frames=(0, 5), chunk_seconds=0)
+    assert out.exists() and not work.exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["o.mp4"]
+    # A folder another run holds (locked) is left alone.
+    work.mkdir()
+    fd = os.open(work / "lock", os.O_RDWR | os.O_CREAT)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        assert not chunks.discard_work_folder(out) and work.is_dir()
+    finally:
+        os.close(fd)
+    assert chunks.discard_work_folder(out) and not work.exists()
 
 
 @pytest.mark.parametrize("change", ["option", "style", "input"])
