@@ -354,6 +354,11 @@ def _with_tunables(func, names: tuple[str, ...] | None = None, panel: str | None
 
 
 # -------------------------------------------------------------------------------- preview
+#: Tunables preview has no use for: it encodes nothing (codec, crf, preset), and it paints
+#: every face with the one exemplar (faces: a start mid-clip numbers the faces afresh).
+_NOT_FOR_PREVIEW = ("codec", "crf", "preset", "faces")
+
+
 def _preview(
     input: str = typer.Argument(..., metavar="INPUT", help="Input video."),
     style: List[str] = typer.Option(..., "--style", "-s", metavar="IMAGE", help="The style exemplar: one painted portrait (png/jpg), for every face."),
@@ -407,7 +412,10 @@ def _register_stylize() -> None:
         # After stylize (the help lists commands in this order); like it, on first use: the
         # --landmarks help names the backends, which imports the faces package (OpenCV, dlib).
         app.command("faces", cls=_Command, no_args_is_help=True)(_with_tunables(_faces, _FACE_TUNABLES, "Face options (as for stylize)"))
-        app.command("preview", cls=_Command, no_args_is_help=True)(_with_tunables(_preview))
+        from faceblit_core.config import StylizeConfig
+
+        shown = tuple(f.name for f in fields(StylizeConfig) if f.name not in _NOT_FOR_PREVIEW)
+        app.command("preview", cls=_Command, no_args_is_help=True)(_with_tunables(_preview, shown))
         _registered = True
 
 

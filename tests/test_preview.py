@@ -142,6 +142,10 @@ def test_cli_preview(asset, style_cache, tmp_path):
     assert r.returncode == 5 and r.stderr.startswith("faceblit: error: ") and len(r.stderr.splitlines()) == 1
     r = subprocess.run([*env_cmd, "--keep", "teeth", "-o", str(tmp_path / "q.png")], capture_output=True, text=True, cwd=REPO)
     assert r.returncode == 2 and "--keep" in r.stderr and len(r.stderr.splitlines()) == 1
+    # Options it has no use for are not offered (nothing is encoded; one exemplar for every face).
+    for flag in ("--crf", "--codec", "--preset", "--faces"):
+        r = subprocess.run([*env_cmd, flag, "1", "-o", str(tmp_path / "q.png")], capture_output=True, text=True, cwd=REPO)
+        assert r.returncode == 2 and "No such option" in r.stderr and "Traceback" not in r.stderr, (flag, r.stderr)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["p.jpg"]  # the cache is elsewhere: nothing but the picture
 
 
