@@ -39,6 +39,22 @@ def test_version_imports_nothing_heavy():
     assert out.splitlines()[1] == "['typer']"  # typer is light; torch, OpenCV and dlib are not loaded
 
 
+def test_standard_output_on_a_terminal_is_refused_before_torch_is_loaded(tmp_path):
+    """``-o -`` with stdout a terminal: refused as the other outputs are, before the style and torch."""
+    master, slave = pty.openpty()
+    report = tmp_path / "report.txt"
+    code = (f"import sys; sys.argv=['faceblit','stylize',{str(CLIP)!r},'-o','-','--style',{str(STYLE)!r}]; from cli.main import main\n"
+            "try:\n    main()\nexcept SystemExit as e:\n"
+            f"    open({str(report)!r}, 'w').write(str(e.code) + ' ' + str('torch' in sys.modules))")
+    try:
+        r = subprocess.run([sys.executable, "-c", code], stdout=slave, stderr=subprocess.PIPE, text=True, cwd=REPO, timeout=120)
+    finally:
+        os.close(slave)
+        os.close(master)
+    assert report.read_text().split() == ["5", "False"], r.stderr
+    assert "stdout is a terminal" in r.stderr and len(r.stderr.splitlines()) == 1, r.stderr
+
+
 def test_a_refused_run_does_not_load_torch(tmp_path):
     """A bad input or output is refused before torch is loaded (~2 s of CPU at every start)."""
     for args, exit_code in (([str(tmp_path / "missing.mp4"), "-o", str(tmp_path / "o.mp4")], "3"),

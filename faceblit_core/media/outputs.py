@@ -40,6 +40,18 @@ def _same_file(a: Path, b: Path) -> bool:
     return os.path.realpath(a) == os.path.realpath(b)
 
 
+def check_stdout() -> None:
+    """Refuse standard output when it is a terminal (video bytes would fill the screen).
+
+    Raises
+    ------
+    OutputError
+        ``sys.stdout`` is a terminal.
+    """
+    if sys.stdout is not None and sys.stdout.isatty():
+        raise OutputError("-: stdout is a terminal; redirect it to a file or a pipe")
+
+
 def check_output(
     path: str | os.PathLike[str],
     *,
@@ -57,7 +69,7 @@ def check_output(
     Parameters
     ----------
     path : str or PathLike
-        Output file (``"-"`` passes).
+        Output file (``"-"``: standard output, refused only when it is a terminal).
     overwrite : bool, keyword-only
         An existing ``path`` may be replaced.
     inputs : sequence of paths, keyword-only
@@ -75,7 +87,7 @@ def check_output(
     Raises
     ------
     OutputError
-        Folder missing, not a folder or not writable, ``path`` is a directory, is
+        ``"-"`` and stdout is a terminal; folder missing, not a folder or not writable, ``path`` is a directory, is
         one of ``inputs``, exists without ``overwrite``, or has no video (``video``)
         or image (``image``) extension.
     """
@@ -83,6 +95,7 @@ def check_output(
     p = Path(name)
     folder = p.parent if str(p.parent) else Path(".")
     if name == "-":
+        check_stdout()
         return folder
     if p.is_dir():
         raise OutputError(f"{name}: is a directory; give a file name")

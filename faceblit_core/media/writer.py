@@ -28,7 +28,7 @@ from faceblit_core.errors import EnvironmentProblem, OutputError, ProcessingErro
 from faceblit_core.media.formats import _AUDIO_COPY_OK, _NOT_IN_WEBM, _check_image_extension, _check_video_extension
 from faceblit_core.media.ffmpeg import _SWS_FLAGS, _ffmpeg_args, _ffmpeg_reason, _ffmpeg_url, _kill, _popen, _read_log, _set_pipe_size, find_ffmpeg
 from faceblit_core.media.probing import MediaInfo, _one_line, probe
-from faceblit_core.media.outputs import _AtomicOutput, _output_oserror, atomic_output
+from faceblit_core.media.outputs import _AtomicOutput, _output_oserror, atomic_output, check_stdout
 
 
 # --------------------------------------------------------------------------------------
@@ -174,8 +174,7 @@ class VideoWriter:
             protect.append(os.fspath(audio_info.path))
 
         if self.to_stdout:
-            if sys.stdout is not None and sys.stdout.isatty():
-                raise OutputError("-: stdout is a terminal; redirect it to a file or a pipe")
+            check_stdout()
         else:
             self._atomic = _AtomicOutput(self.path, overwrite=overwrite, inputs=protect)
 
@@ -435,8 +434,7 @@ def write_image(
     if not ok:
         raise ProcessingError(f"{os.fspath(path)}: OpenCV could not encode the image as {ext}")
     if to_stdout:
-        if sys.stdout.isatty():
-            raise OutputError("-: stdout is a terminal; redirect it to a file or a pipe")
+        check_stdout()
         try:
             sys.stdout.flush()
             sys.stdout.buffer.write(buf.tobytes())
