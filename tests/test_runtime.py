@@ -21,6 +21,17 @@ from faceblit_core._runtime import (
 from faceblit_core.errors import Interrupted
 
 
+@pytest.fixture(autouse=True)
+def _python_sigint_handler():
+    """SIGINT as Python sets it up in a foreground process: Python installs its
+    KeyboardInterrupt handler only when SIGINT is not ignored at start-up, and a job
+    started with ``&`` from a non-interactive shell (``make test &``) inherits it ignored."""
+    before = signal.getsignal(signal.SIGINT)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, before)
+
+
 def _ctrl_c() -> None:
     """Send SIGINT to this process; Python runs its handler before the next bytecode."""
     os.kill(os.getpid(), signal.SIGINT)
