@@ -35,6 +35,12 @@ _MODEL_FILES = {
 }
 _dlib_cache: dict[str, Any] = {}
 _dlib_lock = threading.Lock()
+#: Held around every call into a dlib model. The models are loaded once per process and
+#: shared by every backend, and dlib's HOG detector is not thread-safe: two threads
+#: preparing exemplars at once crashed the process (segmentation fault in
+#: ``fhog_object_detector.run``, 5 of 6 tries). The calls release the GIL, so without
+#: this lock they really ran at the same time.
+_dlib_calls = threading.Lock()
 #: Smallest image side (px) the CNN detector is run on. Its smallest face is ~40 px,
 #: so nothing can be found below that, and dlib aborts (and may corrupt its heap)
 #: when its filters do not fit the image (below ~10 px), e.g. on a 2x2 video.
@@ -223,13 +229,16 @@ class DlibBackend:
         """
         frame = check_frame(frame)
         small, sx, sy = self._downscale(frame)
-        rects, scores, _ = self._hog.run(small, 0, 0.0)
-        if not rects and self.upsample_fallback:
-            rects, scores, _ = self._hog.run(small, 1, 0.0)
+        with _dlib_calls:
+            rects, scores, _ = self._hog.run(small, 0, 0.0)
+            if not rects and self.upsample_fallback:
+                rects, scores, _ = self._hog.run(small, 1, 0.0)
         if rects:
             return [_from_rect(r, sx, sy) for r in rects], [float(s) for s in scores], False
         if self.cnn_fallback and min(small.shape[:2]) >= _CNN_MIN_SIDE:
-            dets = _dlib_model("cnn")(small, 0)
+            cnn = _dlib_model("cnn")
+            with _dlib_calls:
+                dets = cnn(small, 0)
             return [_cnn_to_hog(_from_rect(d.rect, sx, sy)) for d in dets], [float(d.confidence) for d in dets], True
         return [], [], False
 
@@ -306,7 +315,8 @@ class DlibBackend:
         crop = frame[y0:y1, x0:x1]
         cw, ch = max(1, int(round((x1 - x0) * s))), max(1, int(round((y1 - y0) * s)))
         crop = cv2.resize(crop, (cw, ch), interpolation=cv2.INTER_AREA if s < 1 else cv2.INTER_LINEAR)
-        rects, scores, _ = self._hog.run(np.ascontiguousarray(crop), 0, -0.3)
+        with _dlib_calls:
+            rects, scores, _ = self._hog.run(np.ascontiguousarray(crop), 0, -0.3)
         faces = []
         for r, sc in zip(rects, scores):
             b = _from_rect(r, cw / (x1 - x0), ch / (y1 - y0)) + np.array([x0, y0, x0, y0], dtype=np.float32)
@@ -317,7 +327,8 @@ class DlibBackend:
 
     # -- landmarks ---------------------------------------------------------------------------
     def _fit_once(self, frame: np.ndarray, box: np.ndarray) -> np.ndarray:
-        shape = self._predictor(frame, _to_rect(box))
+        with _dlib_calls:
+            shape = self._predictor(frame, _to_rect(box))
         return np.array([(p.x, p.y) for p in shape.parts()], dtype=np.float32)
 
     def fit(self, frame: np.ndarray, box: np.ndarray) -> Face:
