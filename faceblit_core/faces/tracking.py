@@ -13,12 +13,13 @@ motion) and resets at scene cuts.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 import cv2
 import numpy as np
 
 from faceblit_core.checks import check
+from faceblit_core.config import StylizeConfig
 from faceblit_core.faces.backends.file import FrameLandmarksBackend
 from faceblit_core.faces.types import (
     MEAN_SHAPE,
@@ -309,6 +310,8 @@ _FLOW_MIN_POINTS = 8
 #: Brows, nose, eyes and mouth (iBUG 17–67): textured and inside the face; the jaw line
 #: (0–16) lies on the face's edge, where the background moves differently.
 _FLOW_POINTS = slice(17, 68)
+#: The tracker's defaults are the run's (StylizeConfig): one place to change them.
+_DEFAULTS = {f.name: f.default for f in fields(StylizeConfig)}
 #: Detection/track boxes overlapping at least this much are the same face.
 _MATCH_IOU = 0.3
 #: A confirmed track whose box overlaps its detection less than this is re-anchored on it.
@@ -466,7 +469,9 @@ class FaceTracker:
     backend : LandmarkBackend
         Landmark source; a :class:`FrameLandmarksBackend` is replayed unchanged.
     detect_every : int, keyword-only
-        Full re-detection period, frames (≥ 1), on absolute frame indices.
+        Full re-detection period, frames (≥ 1), on absolute frame indices. This and
+        ``max_faces``, ``min_cutoff``, ``beta``, ``scene_cut`` default to
+        :class:`~faceblit_core.config.StylizeConfig`'s (``smooth_min_cutoff``, ``smooth_beta``).
     max_faces : int, keyword-only
         At most this many faces per frame (≥ 1).
     min_cutoff : float, keyword-only
@@ -510,11 +515,11 @@ class FaceTracker:
         self,
         backend: LandmarkBackend,
         *,
-        detect_every: int = 10,
-        max_faces: int = 8,
-        min_cutoff: float = 1.0,
-        beta: float = 2.0,
-        scene_cut: float = 40.0,
+        detect_every: int = _DEFAULTS["detect_every"],
+        max_faces: int = _DEFAULTS["max_faces"],
+        min_cutoff: float = _DEFAULTS["smooth_min_cutoff"],
+        beta: float = _DEFAULTS["smooth_beta"],
+        scene_cut: float = _DEFAULTS["scene_cut"],
         fps: float = 30.0,
         pose_min_cutoff: float = 10.0,
         d_cutoff: float = 1.0,
