@@ -290,7 +290,7 @@ def paint_mouth_interior(
     Why the lips too: synthesized, an open mouth's lips are the exemplar's closed lips
     stretched around the opening, with its dark line between them drawn as a thick rim:
     the mouth reads smaller than it is (measured on d18 × het: dlib put the inner lips
-    10–14 px inside the input's; the mouth error of DESIGN §9 fell 0.049 → 0.037 once
+    10–14 px inside the input's; the mouth error of DESIGN §9 fell 0.049 → 0.042 once
     the lips came from the target). The interior is written whole (a soft 1 px edge); the
     lips are blended in with weight ``clip((opening − MIN_OPENING) / LIPS_RAMP, 0, 1)``
     (soft 2 px edge), so the pass takes a mouth over gradually as it opens.
@@ -333,19 +333,18 @@ def paint_mouth_interior(
     if opening < MIN_OPENING:
         return stylized
     pts = np.asarray(points, np.float64)
-    outer, inner = pts[_OUTER_LIP], pts[_INNER_LIP]
+    outer = pts[_OUTER_LIP]
     x0, y0 = np.floor(outer.min(0)).astype(int) - 3
     x1, y1 = np.ceil(outer.max(0)).astype(int) + 4
     x0, y0, x1, y1 = max(x0, 0), max(y0, 0), min(x1, w), min(y1, h)
     if x1 - x0 < 2 or y1 - y0 < 2:
         return stylized
-    inside = np.zeros((y1 - y0, x1 - x0), np.uint8)
-    lips = np.zeros_like(inside)
-    _fill(inside, inner - (x0, y0), 255)
-    _fill(lips, outer - (x0, y0), 255)
-    lips_only = (lips > 0) & (inside == 0)
-    if not inside.any() and not lips_only.any():
+    seg = segmentation_guide(pts, (y1 - y0, x1 - x0), origin=(x0, y0))
+    lips_only = seg == LIPS
+    if not lips_only.any() and not (seg == MOUTH_INTERIOR).any():
         return stylized
+    inside = np.where(seg == MOUTH_INTERIOR, 255, 0).astype(np.uint8)
+    lips = np.where(lips_only, 255, inside).astype(np.uint8)
     # Soft edges (~1 px inside, ~2 px at the lips' outline) so nothing is cut by a hard polygon.
     interior_alpha = cv2.blur(inside, (3, 3)).astype(np.float32) * np.float32(1.0 / 255.0)
     lips_weight = float(np.clip((opening - MIN_OPENING) / LIPS_RAMP, 0.0, 1.0))
