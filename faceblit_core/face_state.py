@@ -19,7 +19,7 @@ import torch
 from faceblit_core.config import StylizeConfig
 from faceblit_core.faces import inter_ocular
 from faceblit_core.geometry import Region
-from faceblit_core.guides import face_mask, face_mask_outline
+from faceblit_core.guides import face_mask_outline, whole_face_mask
 from faceblit_core.guides.segmentation import interior_source
 from faceblit_core.synthesis import Synthesis, SynthesisCache
 
@@ -93,10 +93,9 @@ class PreparedExemplar:
         sr = Region.around(face_mask_outline(style.landmarks), margin=pad, frame_size=(style.width, style.height))
         ys, xs = np.mgrid[sr.y0 : sr.y1, sr.x0 : sr.x1].astype(np.float32)
         source = None
-        # The exemplar's masks keep the whole forehead ellipse (hair_aware=False): a
-        # painting's colours are no skin test, and all of its face is texture to copy.
+        # A painting's mask: the whole forehead ellipse (all of its face is texture to copy).
+        whole_face = whole_face_mask(style.image, style.landmarks, feather=config.mask_feather) > 0.5
         if config.mouth_interior:
-            whole_face = face_mask(style.image, style.landmarks, region=Region.full(style.width, style.height), feather=config.mask_feather, hair_aware=False) > 0.5
             source = interior_source(style.image, style.landmarks, whole_face)
         return cls(
             asset=style,
@@ -107,7 +106,7 @@ class PreparedExemplar:
             iod=inter_ocular(style.landmarks),
             region=sr,
             identity=np.ascontiguousarray(np.stack([xs, ys], axis=-1)),
-            face=face_mask(style.image, style.landmarks, region=sr, feather=config.mask_feather, hair_aware=False) > 0.5,
+            face=np.ascontiguousarray(whole_face[sr.slice]),
             interior_source=source,
             synthesis_cache=SynthesisCache(),   # this clip's tables and seed maps of this style
         )

@@ -14,8 +14,7 @@ import numpy as np
 from faceblit_core.checks import check
 from faceblit_core.errors import InputError
 from faceblit_core.faces import detect_style_landmarks
-from faceblit_core.geometry import Region
-from faceblit_core.guides.mask import face_mask
+from faceblit_core.guides.mask import whole_face_mask
 from faceblit_core.media import iter_frames, probe, read_image
 from faceblit_core.style import resolve_landmarks
 from faceblit_core.evaluation.constants import MASK_FEATHER, NN_PATCH, NN_SAMPLES, NN_SCALE
@@ -51,8 +50,8 @@ def evaluate_pair(
 
     One streaming pass over both files (memory stays a few frames). On every
     evaluated input frame, faces are detected on their own (``backend``, no
-    tracking); their union mask (:func:`faceblit_core.guides.mask.face_mask`,
-    feather 20, the whole forehead: ``hair_aware=False``) weighs the warping error (pooled for ``warp_ratio``, per pair for
+    tracking); their union mask (:func:`faceblit_core.guides.mask.whole_face_mask`,
+    feather 20, the whole forehead) weighs the warping error (pooled for ``warp_ratio``, per pair for
     ``warp_spike``) and selects the ``style_nn`` patches; the largest face is the
     reference of every landmark figure (``struct_nme``, ``expr_err``, ``drift``,
     ``redetect_rate``: one detection per output frame serves them all) and its
@@ -183,7 +182,6 @@ def evaluate_outputs(
     n = len(outputs)
     backend = _default_backend() if backend is None else backend
     end = in_info.n_frames if max_frames is None else min(in_info.n_frames, int(max_frames))
-    full = Region.full(in_info.width, in_info.height)
     warp = _WarpAccumulator(n)
     nme_accs = [_NMEAccumulator() for _ in range(n)]
     expr_accs = [_ExprAccumulator() for _ in range(n)]
@@ -198,10 +196,8 @@ def evaluate_outputs(
             continue
         faces = backend.detect(inp)
         mask = np.zeros((in_info.height, in_info.width), np.float32)
-        # The whole forehead (hair_aware=False): the region measured does not depend on
-        # where the input's hair lies, and renders that leave a fringe unstylized are
-        # measured over the same pixels as those that paint it.
-        masks = [face_mask(inp, face.points, region=full, feather=MASK_FEATHER, hair_aware=False) for face in faces]
+        # The whole forehead: the region measured does not depend on where the input's hair lies.
+        masks = [whole_face_mask(inp, face.points, feather=MASK_FEATHER) for face in faces]
         for face_weight in masks:
             np.maximum(mask, face_weight, out=mask)
         warp.add(inp, mask, *outs)

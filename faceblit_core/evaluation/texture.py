@@ -15,8 +15,7 @@ import torch
 from faceblit_core.checks import check, check_array
 from faceblit_core.errors import StyleError
 from faceblit_core.faces import inter_ocular
-from faceblit_core.geometry import Region
-from faceblit_core.guides.mask import face_mask
+from faceblit_core.guides.mask import whole_face_mask
 from faceblit_core.evaluation.constants import MASK_FEATHER, MASK_THRESHOLD, NN_PATCH, NN_SAMPLES, NN_SCALE, SHARP_IOD
 from faceblit_core.evaluation.warping import _check_mask, _zip_exact
 
@@ -105,8 +104,8 @@ def _nearest_sq(queries: np.ndarray, pool: np.ndarray) -> np.ndarray:
 def style_face_mask(style_image: np.ndarray, style_landmarks: np.ndarray, *, feather: int = MASK_FEATHER) -> np.ndarray:
     """Face mask of a style exemplar from its landmarks (the pipeline's exemplar face mask, whole image).
 
-    The whole forehead ellipse is in (``hair_aware=False``): a painting's colours
-    are no skin test, and the style patches pooled should be the whole face's.
+    The whole forehead ellipse is in (:func:`~faceblit_core.guides.mask.whole_face_mask`):
+    the style patches pooled should be the whole face's.
 
     Parameters
     ----------
@@ -132,8 +131,7 @@ def style_face_mask(style_image: np.ndarray, style_landmarks: np.ndarray, *, fea
     Facial Videos", Proc. ACM CGIT 2021 (face mask). DESIGN §4.4.
     """
     check_array(style_image, "style image", shape=(None, None, 3), dtype=np.uint8)
-    h, w = style_image.shape[:2]
-    return face_mask(style_image, np.asarray(style_landmarks, np.float32), region=Region.full(w, h), feather=feather, hair_aware=False)
+    return whole_face_mask(style_image, style_landmarks, feather=feather)
 
 
 def _style_pool(style_image: np.ndarray, style_mask: np.ndarray, scale: float, patch: int) -> np.ndarray:
@@ -252,8 +250,8 @@ def face_sharpness(image: np.ndarray, points: np.ndarray, mask: np.ndarray | Non
         The face's landmarks, px (they set the scale).
     mask : ndarray, shape (H, W), float in [0, 1], optional
         Its face mask; default the face mask of ``points`` with the whole forehead
-        (:func:`faceblit_core.guides.mask.face_mask`, feather ``MASK_FEATHER``,
-        ``hair_aware=False``: the same region whether or not hair covers it).
+        (:func:`faceblit_core.guides.mask.whole_face_mask`, feather ``MASK_FEATHER``:
+        the same region whether or not hair covers it).
 
     Returns
     -------
@@ -275,7 +273,7 @@ def face_sharpness(image: np.ndarray, points: np.ndarray, mask: np.ndarray | Non
     h, w = image.shape[:2]
     points = np.asarray(points, np.float32)
     check_array(points, "landmarks", shape=(68, 2))
-    mask = face_mask(image, points, region=Region.full(w, h), feather=MASK_FEATHER, hair_aware=False) if mask is None else _check_mask(mask, (h, w), 0)
+    mask = whole_face_mask(image, points, feather=MASK_FEATHER) if mask is None else _check_mask(mask, (h, w), 0)
     ys, xs = np.nonzero(mask >= MASK_THRESHOLD)
     if len(ys) == 0:
         return math.nan, 0

@@ -7,7 +7,7 @@ of the frame.
 """
 
 from faceblit_core.guides.appearance import app_cdf, appearance_guide, match_histogram, stretch_contrast
-from faceblit_core.guides.mask import face_mask, face_mask_outline, mask_to_gray
+from faceblit_core.guides.mask import face_mask, face_mask_outline, mask_to_gray, whole_face_mask
 from faceblit_core.guides.positional import (
     background_anchors,
     fold_into_exemplar,
@@ -32,5 +32,6 @@ __all__ = [
     "temporal_guide",
     "face_mask",
     "face_mask_outline",
+    "whole_face_mask",
     "mask_to_gray",
 ]

@@ -56,7 +56,7 @@ import numpy as np
 from faceblit_core.checks import check, check_array
 from faceblit_core.geometry import Region
 
-__all__ = ["face_mask", "face_mask_outline", "mask_to_gray"]
+__all__ = ["face_mask", "whole_face_mask", "face_mask_outline", "mask_to_gray"]
 
 _SHIFT = 4  # sub-pixel bits for OpenCV's polygon/ellipse drawing
 _ONE = 1 << _SHIFT
@@ -245,6 +245,41 @@ def face_mask(
         mask = cv2.blur(mask, (int(feather), int(feather)), borderType=cv2.BORDER_REPLICATE)
     mask = mask[region.y0 - canvas.y0 : region.y1 - canvas.y0, region.x0 - canvas.x0 : region.x1 - canvas.x0]
     return mask.astype(np.float32) / np.float32(255.0)
+
+
+def whole_face_mask(image: np.ndarray, landmarks: np.ndarray, *, feather: int = 20, region: Region | None = None) -> np.ndarray:
+    """:func:`face_mask` with the whole forehead ellipse (``hair_aware=False``): the mask of a painting, and of what is measured.
+
+    One place for the choice every exemplar and every measurement makes: a painting's
+    colours are no skin test (all of its face is texture to copy), and a region
+    measured must not depend on where the input's hair lies (renders that leave a
+    fringe unstylized are measured over the same pixels as those that paint it).
+
+    Parameters
+    ----------
+    image : (H, W, 3) uint8 RGB
+        An exemplar or a frame.
+    landmarks : (68, 2) float array
+        Its iBUG landmarks, px.
+    feather : int, keyword-only, ≥ 0
+        Box-blur size, px (FaceBlit: 20).
+    region : Region, keyword-only, optional
+        Part of the image covered; default the whole image.
+
+    Returns
+    -------
+    (h, w) float32 in [0, 1]
+        As :func:`face_mask`.
+
+    Raises
+    ------
+    ValueError
+        As :func:`face_mask`.
+    """
+    check_array(image, "image", shape=(None, None, 3), dtype=np.uint8)
+    if region is None:
+        region = Region.full(image.shape[1], image.shape[0])
+    return face_mask(image, np.asarray(landmarks, np.float64), region=region, feather=feather, hair_aware=False)
 
 
 def _to_img(p: np.ndarray, origin: tuple[int, int], scale: int) -> np.ndarray:
