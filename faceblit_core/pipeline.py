@@ -18,6 +18,7 @@ Fišer et al. 2017, "Example-Based Synthesis of Stylized Facial Animations" (tem
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import time
 from dataclasses import dataclass
@@ -86,23 +87,20 @@ def load_style(style, *, config, style_landmarks, cache_dir, force_style=False) 
     return prepare_style(style, landmarks=style_landmarks, config=config, cache_dir=cache_dir, force=force_style)
 
 
-_probed: dict = {}
-
-
 def probe(path):
     """:func:`media.probe`, once per file version: the batch's early check and the run then share
     one probe (two ffmpeg runs and a decode of a still: ~0.3 s of a one-still run's start-up)."""
     try:
         st = os.stat(path)
-        key = (os.fspath(path), st.st_ino, st.st_size, st.st_mtime_ns)
     except (OSError, TypeError, ValueError):
         return media.probe(path)  # probe gives the one-line reason
-    info = _probed.get(key)
-    if info is None:
-        info = media.probe(path)
-        _probed.clear()  # one entry: a batch probes each input right before using it
-        _probed[key] = info
-    return info
+    return _probe_version(os.fspath(path), st.st_ino, st.st_size, st.st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=1)  # one entry: a batch probes each input right before using it
+def _probe_version(path: str, inode: int, size: int, mtime_ns: int) -> media.MediaInfo:
+    """:func:`media.probe` of ``path``; the other arguments are the cache key (a changed file is probed again)."""
+    return media.probe(path)
 
 
 def style_path(style) -> str:

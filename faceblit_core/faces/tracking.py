@@ -83,6 +83,11 @@ class OneEuroFilter:
         self._dx: np.ndarray | None = None
         self._t: float | None = None
 
+    @property
+    def value(self) -> np.ndarray | None:
+        """The filtered value (a copy, float64, the samples' shape); None before the first sample."""
+        return None if self._x is None else self._x.copy()
+
     def shift(self, x: np.ndarray) -> None:
         """Replace the filtered value by a prediction of it (known motion since the last
         sample); the speed estimate is kept. Does nothing before the first sample.
@@ -210,7 +215,7 @@ class LandmarkSmoother:
         head is followed without lag while a still one stays as steady. The shape,
         in the head's own frame, does not move.
         """
-        x = self.pose_filter._x
+        x = self.pose_filter.value
         if x is None:
             return
         z = complex(a, b) * complex(x[2], x[3])
