@@ -19,7 +19,7 @@ import torch
 from faceblit_core.config import StylizeConfig
 from faceblit_core.faces import inter_ocular
 from faceblit_core.geometry import Region
-from faceblit_core.guides import face_mask_outline, whole_face_mask
+from faceblit_core.guides import continue_face_outward, face_mask_outline, whole_face_mask
 from faceblit_core.guides.segmentation import interior_source
 from faceblit_core.synthesis import Synthesis, SynthesisCache
 
@@ -68,13 +68,14 @@ class PreparedExemplar:
     "Several faces"): ~170 MiB of peak RSS per exemplar — the lookup table (256³ int32,
     64 MiB, the memory-mapped cache entry on the CPU, a device copy on CUDA), StyleBlit's
     padded copy of it (66 MiB) and padded temporal guide (10.5 MiB) in the synthesis
-    cache, seed maps (~15–19 MiB), face-space arrays (~5 MiB), images (2 MiB).
+    cache, seed maps (~15–19 MiB), face-space arrays (~5 MiB), images (3 MiB).
     """
 
     asset: object
     app_t: torch.Tensor
     temp_t: torch.Tensor
     image_t: torch.Tensor
+    face_image_t: torch.Tensor
     lut_t: torch.Tensor
     iod: float
     region: Region
@@ -102,6 +103,9 @@ class PreparedExemplar:
             app_t=torch.from_numpy(np.ascontiguousarray(style.app)).to(dev),
             temp_t=torch.from_numpy(np.ascontiguousarray(style.temp)).to(dev),
             image_t=torch.from_numpy(np.ascontiguousarray(style.image)).to(dev),
+            # What faces copy: past its outline the face's own texture, not the painting's
+            # background (the feathered mask edge shows what lies there).
+            face_image_t=torch.from_numpy(continue_face_outward(style.image, whole_face_mask(style.image, style.landmarks, feather=0) > 0.5)).to(dev),
             lut_t=torch.from_numpy(np.ascontiguousarray(style.lut)).to(dev),
             iod=inter_ocular(style.landmarks),
             region=sr,

@@ -173,6 +173,7 @@ class FrameStylizer:
         set before each face is synthesized (each face id has its own exemplar)."""
         self.style, self.style_app_t, self.style_temp_t = exemplar.asset, exemplar.app_t, exemplar.temp_t
         self.style_image_t, self.lut_t, self.style_iod = exemplar.image_t, exemplar.lut_t, exemplar.iod
+        self.face_image_t = exemplar.face_image_t
         self.style_region, self.style_identity, self.style_face = exemplar.region, exemplar.identity, exemplar.face
         self.interior_source, self.synthesis_cache = exemplar.interior_source, exemplar.synthesis_cache
 
@@ -507,7 +508,9 @@ class FrameStylizer:
             scale = inter_ocular(face.points) / self.style_iod if face is not None and self.style_iod > 0 else W / style.width
             g_temp = temporal_guide(prev_crop, sigma=max(0.5, cfg.temporal_blur * scale))
         self._tick("guide_temp", t)
-        stylized = self._styleblit_and_vote(g_pos, g_app, g_temp, origin=(region.x0, region.y0))
+        # A face copies the exemplar's face continued past its outline; the background the painting itself.
+        image_t = self.face_image_t if mask is not None else self.style_image_t
+        stylized = self._styleblit_and_vote(g_pos, g_app, g_temp, image_t, origin=(region.x0, region.y0))
         if self.save_guides is not None:
             self._write_guides(face, {"pos": g_pos, "app": g_app, "temp": g_temp, "mask": mask, "stylized": stylized})
         return stylized
@@ -534,7 +537,7 @@ class FrameStylizer:
         if use_temp:
             g_temp = temporal_guide(warp.warp_to_face_space(self.prev_output, inverse), sigma=cfg.temporal_blur)
         self._tick("guide_temp", t)
-        stylized_face = self._styleblit_and_vote(self.style_identity, g_app, g_temp, origin=(sr.x0, sr.y0), track=track)
+        stylized_face = self._styleblit_and_vote(self.style_identity, g_app, g_temp, self.face_image_t, origin=(sr.x0, sr.y0), track=track)
         if self.save_guides is not None:
             self._write_guides(face, {"face_app": g_app, "face_temp": g_temp, "face_stylized": stylized_face})
         return stylized_face
@@ -559,8 +562,9 @@ class FrameStylizer:
         paint_mouth_interior(stylized, crop, local, self.interior_source, face=mask > 0.5)
         self._tick("interior", t)
 
-    def _styleblit_and_vote(self, g_pos: np.ndarray, g_app: np.ndarray, g_temp: np.ndarray | None, *, origin: tuple[int, int], track: FaceTrack | None = None) -> np.ndarray:
-        """StyleBlit NNF of one region, NNF denoising and colour voting → (h, w, 3) uint8 RGB.
+    def _styleblit_and_vote(self, g_pos: np.ndarray, g_app: np.ndarray, g_temp: np.ndarray | None, image_t: torch.Tensor, *,
+                            origin: tuple[int, int], track: FaceTrack | None = None) -> np.ndarray:
+        """StyleBlit NNF of one region, NNF denoising and colour voting of ``image_t``'s pixels → (h, w, 3) uint8 RGB.
 
         With ``track`` (face-space synthesis of a tracked face) last frame's result of
         that face is kept where it still fits and only the rest is recomputed.
@@ -581,7 +585,7 @@ class FrameStylizer:
             g_app,
             self.style_app_t,
             self.lut_t,
-            self.style_image_t,
+            image_t,
             radius=cfg.blend_radius,
             denoise=cfg.denoise_nnf,
             previous=previous,

@@ -12,6 +12,7 @@ import pytest
 from faceblit_core.faces.types import MEAN_SHAPE
 from faceblit_core.geometry import Region
 from faceblit_core.guides import (
+    continue_face_outward,
     app_cdf,
     appearance_guide,
     background_anchors,
@@ -713,3 +714,28 @@ def test_fold_into_exemplar_mirrors_positions_outside_and_keeps_those_inside():
     line = np.stack([np.linspace(-30, 30, 601, dtype=np.float32), np.zeros(601, np.float32)], axis=-1)[None]
     assert np.abs(np.diff(fold_into_exemplar(line, W, H)[0, :, 0])).max() <= 0.1 + 1e-5
 
+
+
+def test_continue_face_outward_mirrors_the_face_across_its_outline():
+    """Outside the face a pixel takes its mirror image across the outline (2b − p), the
+    nearest face pixel b where the mirror point leaves the face or the image."""
+    h, w = 40, 100
+    image = np.zeros((h, w, 3), np.uint8)
+    image[..., 0] = np.arange(w, dtype=np.uint8)[None, :] * 2          # columns told apart
+    image[..., 1] = np.arange(h, dtype=np.uint8)[:, None] * 3          # rows told apart
+    face = np.zeros((h, w), bool)
+    face[:, :50] = True                                                # a half-plane: x < 50
+    out = continue_face_outward(image, face)
+    np.testing.assert_array_equal(out[face], image[face])
+    for x in (50, 55, 90, 98):                                         # mirror of x across b = 49: 98 − x
+        np.testing.assert_array_equal(out[:, x], image[:, 98 - x])
+    np.testing.assert_array_equal(out[:, 99], image[:, 49])            # 98 − 99 < 0: the edge pixel
+    # A face too thin to mirror far pixels into: beyond twice its width they take the edge pixel.
+    thin = np.zeros((h, w), bool)
+    thin[:, :5] = True
+    out = continue_face_outward(image, thin)
+    np.testing.assert_array_equal(out[:, 6], image[:, 2])              # 2·4 − 6 = 2, inside
+    np.testing.assert_array_equal(out[:, 30], image[:, 4])             # 2·4 − 30 < 0: the edge pixel
+    assert image[0, 0, 0] == 0 and out is not image
+    with pytest.raises(ValueError, match="face"):
+        continue_face_outward(image, np.zeros((h, w), bool))

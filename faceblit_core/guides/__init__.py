@@ -7,7 +7,7 @@ of the frame.
 """
 
 from faceblit_core.guides.appearance import app_cdf, appearance_guide, match_histogram, stretch_contrast
-from faceblit_core.guides.mask import face_mask, face_mask_outline, mask_to_gray, whole_face_mask
+from faceblit_core.guides.mask import continue_face_outward, face_mask, face_mask_outline, mask_to_gray, whole_face_mask
 from faceblit_core.guides.positional import (
     background_anchors,
     fold_into_exemplar,
@@ -33,5 +33,6 @@ __all__ = [
     "face_mask",
     "face_mask_outline",
     "whole_face_mask",
+    "continue_face_outward",
     "mask_to_gray",
 ]

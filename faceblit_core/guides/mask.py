@@ -56,7 +56,7 @@ import numpy as np
 from faceblit_core.checks import check, check_array
 from faceblit_core.geometry import Region
 
-__all__ = ["face_mask", "whole_face_mask", "face_mask_outline", "mask_to_gray"]
+__all__ = ["face_mask", "whole_face_mask", "continue_face_outward", "face_mask_outline", "mask_to_gray"]
 
 _SHIFT = 4  # sub-pixel bits for OpenCV's polygon/ellipse drawing
 _ONE = 1 << _SHIFT
@@ -280,6 +280,52 @@ def whole_face_mask(image: np.ndarray, landmarks: np.ndarray, *, feather: int = 
     if region is None:
         region = Region.full(image.shape[1], image.shape[0])
     return face_mask(image, np.asarray(landmarks, np.float64), region=region, feather=feather, hair_aware=False)
+
+
+def continue_face_outward(image: np.ndarray, face: np.ndarray) -> np.ndarray:
+    """The exemplar with its face's texture continued past the face's outline, mirrored.
+
+    Every pixel outside ``face`` takes the colour of its mirror image across the
+    outline, ``2·b − p`` (``b`` the nearest face pixel; ``b`` itself where the mirror
+    point falls outside the face or the image): strokes go on as the painter's, not
+    as a smear of edge pixels. Why: the face mask is feathered across the face's
+    outline, and the synthesis copies what lies there in the exemplar — its
+    background, collar, ears — which showed as a pale halo in the painting's
+    background colour along the target's jaw and cheeks.
+
+    Parameters
+    ----------
+    image : (H, W, 3) uint8
+        The exemplar.
+    face : (H, W) bool
+        Its face (e.g. :func:`whole_face_mask` > 0.5); must not be empty.
+
+    Returns
+    -------
+    (H, W, 3) uint8
+        A new image, equal to ``image`` on ``face``.
+
+    Raises
+    ------
+    ValueError
+        Bad shapes, or an empty ``face``.
+    """
+    check_array(image, "image", shape=(None, None, 3), dtype=np.uint8)
+    check(face.shape == image.shape[:2] and bool(face.any()), "face", f"a non-empty {image.shape[:2]} mask", face.shape)
+    h, w = face.shape
+    outside = np.where(face, 0, 255).astype(np.uint8)
+    # Labels of DIST_LABEL_PIXEL number the zero (face) pixels in raster order from 1.
+    _, labels = cv2.distanceTransformWithLabels(outside, cv2.DIST_L2, cv2.DIST_MASK_5, labelType=cv2.DIST_LABEL_PIXEL)
+    fy, fx = np.nonzero(face)
+    ys, xs = np.nonzero(~face)
+    near = labels[ys, xs] - 1
+    by, bx = fy[near], fx[near]
+    my, mx = 2 * by - ys, 2 * bx - xs
+    ok = (my >= 0) & (my < h) & (mx >= 0) & (mx < w)
+    ok[ok] = face[my[ok], mx[ok]]
+    out = image.copy()
+    out[ys, xs] = np.where(ok[:, None], image[np.clip(my, 0, h - 1), np.clip(mx, 0, w - 1)], image[by, bx])
+    return out
 
 
 def _to_img(p: np.ndarray, origin: tuple[int, int], scale: int) -> np.ndarray:
