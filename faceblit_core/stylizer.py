@@ -224,6 +224,11 @@ class FrameStylizer:
             self.index += 1
             return self.prev_shown.copy(), list(self._last_faces)
         t = time.perf_counter()
+        # The tracker did not see the repeated frames skipped above: number this one by the
+        # ABSOLUTE index, or its re-detection cadence (and a per-frame landmark file) would
+        # fall behind by the repeats since the render started — a different count for a
+        # render started mid-clip than for the one-piece render.
+        self.tracker.start_at(self.index)
         faces = reanchor_faces(self.tracker.update(frame), self.tracker.last_raw, cfg.landmark_bound)
         t = self._tick("landmarks", t)
         if self.tracker.scene_cut_detected:

@@ -12,8 +12,13 @@ import pytest
 
 from faceblit_core import media
 from faceblit_core.config import StylizeConfig
+from faceblit_core.faces import Face, box_from_points, get_backend, save_frame_landmarks
+from faceblit_core.faces.listing import track_faces
 from faceblit_core.pipeline import parse_frame_range, stylize_image, stylize_video
 from faceblit_core.errors import ConfigError, OutputError
+from faceblit_core.setup import make_backend
+from faceblit_core.style import prepare_style
+from faceblit_core.stylizer import FrameStylizer
 
 REPO = Path(__file__).resolve().parents[1]
 CLIP = REPO / "samples" / "clip.mp4"
@@ -255,3 +260,30 @@ def test_background_mode_does_not_smear_the_frame_edges(tmp_path, cache):
     for name, (edge, inside) in strips.items():
         ratio = detail(*edge) / detail(*inside)
         assert ratio > 0.7, f"{name} edge smeared: {ratio:.2f} of the detail just inside"
+
+
+def test_a_repeated_input_frame_keeps_the_tracker_on_the_absolute_frame_index(tmp_path, cache):
+    """A repeated input frame is not tracked (it gets the previous output again); the frame after it
+    must still be tracked as frame t of the clip, not t − (repeats so far): a per-frame landmark file
+    is read at the wrong frame otherwise, and the re-detection cadence of a render started mid-clip
+    (a chunk, a preview frame) differs from the one-piece render's by the repeats before its start."""
+    first, second, third = media.iter_frames(media.probe(CLIP), end=3)
+    clip = [first, second, second, third]                  # frame 2 repeats frame 1
+    base = get_backend("dlib").detect(first)[0].points.astype(np.float64)
+    centre = base.mean(axis=0)
+    # Each frame of the file has its own face, growing frame by frame: frame k's is told from frame k-1's.
+    faces = [[Face(points=(p := centre + (base - centre) * (1 + 0.05 * k)), box=box_from_points(p), score=1.0, id=0)]
+             for k in range(len(clip))]
+    path = tmp_path / "clip.landmarks.json"
+    h, w = first.shape[:2]
+    save_frame_landmarks(path, faces, fps=25, size=(w, h))
+    config = StylizeConfig(style_max_side=320, landmarks=str(path))
+    stylizer = FrameStylizer(prepare_style(STYLE, config=config, cache_dir=cache), config, fps=25.0,
+                             backend=make_backend(config, None, "cpu", video=True), device="cpu")
+    shown = [stylizer(frame)[1] for frame in clip]
+    np.testing.assert_allclose(shown[2][0].points, shown[1][0].points)             # the repeat shows frame 1's face
+    np.testing.assert_allclose(shown[3][0].points, faces[3][0].points, atol=1e-3)  # frame 3 is the file's frame 3
+    # `faceblit faces` tracks the same frames as the stylizer: its largest face is frame 3's.
+    listing = track_faces(clip, make_backend(config, None, "cpu", video=True), config, fps=25.0, thumbnails=False)
+    box = faces[3][0].box
+    np.testing.assert_allclose(listing.faces[0].max_size, (box[2] - box[0], box[3] - box[1]), rtol=1e-3)

@@ -240,6 +240,7 @@ def track_faces(frames: Iterable[np.ndarray], backend: LandmarkBackend, config: 
         n += 1
         height, width = frame.shape[:2]
         if not skips_tracking(frame, previous, fade_frames=config.fade_frames):
+            tracker.start_at(index)  # by the absolute index, as the stylizer does (repeats are not tracked)
             faces = tracker.update(frame)
             previous = frame
             if tracker.scene_cut_detected:
