@@ -68,8 +68,10 @@ DEFAULT_CHUNK_SECONDS = 10.0
 #: Frames a chunk renders and discards before its first frame (``--chunk-warmup``):
 #: the carried state's memory (:data:`faceblit_core.temporal_state.MEMORY_FRAMES`, 60)
 #: plus the landmark smoothing's settling (measured when it was One Euro at 0.2 Hz: ~0.05 px
-#: left after 90 frames; at today's 1 Hz it settles ~5x sooner). Measured on d6 against the one-piece render, in memory, at the
-#: boundaries 336 and 672: 36.8/37.0 dB with 60, 41.0/44.2 dB with 90, 47.4/47.6 dB with 120.
+#: left after 90 frames; at today's 1 Hz it settles ~5x sooner) and the tracker's fits (each started from the box of
+#: the last one: on d6, started at frame 540, they meet the one-piece render's at frame 594). Measured on d6 against the
+#: one-piece render, in memory, at the boundaries 336 and 672: 36.8/37.0 dB with 60, 41.0/44.2 dB with 90, 47.4/47.6 dB
+#: with 120; at the default plan's boundary 600: 35.0 dB with 60, 39.4 dB with 90 (``scripts/memory_curve.py``).
 DEFAULT_WARMUP = 120
 #: Head and tail bytes hashed for the input's fingerprint (with size and mtime).
 FINGERPRINT_BYTES = 1 << 20

@@ -40,8 +40,9 @@ keyed to the ABSOLUTE frame index (never to the frame a render started on):
   so about 1/``MEMORY_FRAMES`` of the face is re-tested per frame and the NNF voting
   hides the single refreshed pixels.
 
-A render started ``MEMORY_FRAMES`` frames (plus the landmark smoothing's settling)
-before frame t then shows frame t as the one-piece render does.
+A render started ``MEMORY_FRAMES`` frames (plus the landmarks' settling: the One Euro
+smoothing, and the tracker's fits, each started from the box of the last one — up to ~55
+frames on d6) before frame t then shows frame t as the one-piece render does.
 
 References
 ----------
@@ -70,6 +71,9 @@ MASK_BOUND = 0.25
 #: rebuilt from the frames' own evidence (even). 2 s at 30 fps: long enough for the
 #: carried guide to smooth landmark jitter, short enough for a chunk's warm-up
 #: (``--chunk-warmup`` must be at least this, plus the landmark smoothing's settling).
+#: 30 and 20 were measured and not taken: a render started mid-clip meets the one-piece
+#: render sooner, but warp_ratio rises by 0.1–0.5 (30) and 0.3–0.8 (20) on d18, d12 and
+#: target2 (README, "Seams"; ``scripts/memory_curve.py``).
 MEMORY_FRAMES = 60
 
 
