@@ -18,7 +18,7 @@ from faceblit_core import faces as F
 from faceblit_core.errors import ConfigError, EnvironmentProblem, InputError, StyleError
 from faceblit_core.evaluation import landmark_jitter, nme
 from faceblit_core.faces.backends.dlib import _dlib_model, _from_rect
-from faceblit_core.faces.tracking import _apply_similarity, _invert_similarity
+from faceblit_core.faces.tracking import _GATE_SCALE, _GATE_SHIFT, _GATE_TURN, _apply_similarity, _gate_to_motion, _invert_similarity
 from faceblit_core.faces.types import MEAN_SHAPE
 
 STYLES = ("watercolorgirl", "laurinbust", "het", "frank", "girl", "expressive", "malevich", "woodenmask", "prisma", "oldman")
@@ -597,6 +597,38 @@ def test_tracker_follows_a_fast_moving_face(shared_data: Path, dlib_backend) -> 
     assert max(errors) < 0.05, np.round(errors, 3)
     # Followed by tracking, not by detecting again on every frame (4 = frames 0, 10, 20, 30).
     assert tracker.detections <= 8
+
+
+def test_a_fit_the_flow_contradicts_is_held_to_the_flows_pose() -> None:
+    """:func:`_gate_to_motion`: a fit within the tolerances passes unchanged; one that swelled,
+    turned or slid further (a motion-blurred frame, d12.mp4 48–52) is moved back to the
+    limit, its shape (expression) kept."""
+    predicted = (MEAN_SHAPE * 200.0 + 100.0).astype(np.float32)
+    c = predicted.mean(axis=0)
+    iod = F.inter_ocular(predicted)
+    rng = np.random.default_rng(3)
+    near = predicted + rng.normal(0, 0.2, predicted.shape).astype(np.float32)   # the fit's own noise
+    np.testing.assert_array_equal(_gate_to_motion(near, predicted), near)
+
+    def pose(points):
+        a, b, _, _ = F.similarity_to_points(points)
+        return math.hypot(a, b), math.atan2(b, a), points.mean(axis=0)
+
+    s0, r0, c0 = pose(predicted)
+    # Swollen by 20 %, turned 6°, slid 0.1 inter-ocular distances: each held to its limit.
+    th = math.radians(6.0)
+    rot = 1.2 * np.array([[math.cos(th), -math.sin(th)], [math.sin(th), math.cos(th)]])
+    wrong = (predicted - c) @ rot.T.astype(np.float32) + c + np.float32([0.1 * iod, 0.0])
+    held = _gate_to_motion(wrong, predicted)
+    s1, r1, c1 = pose(held)
+    assert math.log(s1 / s0) == pytest.approx(_GATE_SCALE, abs=1e-4)
+    assert r1 - r0 == pytest.approx(_GATE_TURN, abs=1e-4)
+    assert np.hypot(*(c1 - c0)) == pytest.approx(_GATE_SHIFT * iod, rel=1e-3)
+    # The shape is the fit's: the same points up to a similarity.
+    a, b, tx, ty = F.similarity_to_points(held)
+    a0, b0, tx0, ty0 = F.similarity_to_points(wrong)
+    np.testing.assert_allclose(_apply_similarity(held, *_invert_similarity(a, b, tx, ty)),
+                               _apply_similarity(wrong, *_invert_similarity(a0, b0, tx0, ty0)), atol=1e-3)
 
 
 def test_smoother_moved_with_the_head_does_not_lag() -> None:
