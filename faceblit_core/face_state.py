@@ -49,6 +49,9 @@ class FaceTrack:
         The frame region (frame px) of the chains' maps.
     index : int
         Absolute index of the frame ``synthesis`` is of (the kept NNF's refresh schedule).
+    occluders : ndarray or None
+        Last frame's occluder mask ``(h, w) float32`` on ``region`` (``keep_occluders``,
+        :func:`faceblit_core.occlusion.occluder_mask`), carried to the next frame.
     """
 
     continued: bool = False
@@ -56,6 +59,7 @@ class FaceTrack:
     chains: list = field(default_factory=lambda: [None, None])
     region: Region | None = None
     index: int = -1
+    occluders: np.ndarray | None = None
 
 
 @dataclass(eq=False)

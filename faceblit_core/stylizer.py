@@ -401,13 +401,21 @@ class FrameStylizer:
         Needs the face's optical flow and last frame's raw landmarks; call it before
         :meth:`_follow_flow`, which consumes the flow field.
         """
+        track = self.tracks[face.id]
         if flow is None or not self.config.keep_occluders or face.id not in self.prev_raw or face.id not in self.raw:
+            track.occluders = None   # nothing judged: nothing to carry on
             return None
         t = time.perf_counter()
         # The raw fits: the smoothed points lag a moving face, their motion is not the face's.
         now = self.raw[face.id]
         expected = occlusion.landmark_motion(now, self.prev_raw[face.id], region, grid=self.config.mls_grid)
-        found = occlusion.occluder_mask(flow.result(), expected, iod=max(1.0, inter_ocular(now)), within=occlusion.landmark_hull(now, region))
+        previous = None
+        if track.occluders is not None and track.region is not None:
+            # Last frame's occluders moved along the flow (a copy: the carry overwrites it).
+            previous = np.nan_to_num(warp.carry_maps(flow.result().copy(), region, track.region, [track.occluders])[0], nan=0.0)
+        found = occlusion.occluder_mask(flow.result(), expected, iod=max(1.0, inter_ocular(now)), within=occlusion.landmark_hull(now, region),
+                                        previous=previous)
+        track.occluders = found
         self._tick("occluders", t)
         return found
 

@@ -71,3 +71,31 @@ def test_a_failed_flow_flags_nothing():
         occlusion.occluder_mask(flow, expected[:-1], iod=40.0)
     with pytest.raises(ValueError):
         occlusion.occluder_mask(flow, expected, iod=0.0)
+
+
+def test_what_was_in_front_fades_instead_of_vanishing():
+    """``previous``: an occluder the cue misses on one frame (a failed judgement, or it moved
+    with the face) is still kept ``persist`` strong, then fades; one found again is kept whole."""
+    h, w = 120, 160
+    expected = np.zeros((h, w, 2), np.float32)
+    within = np.zeros((h, w), bool)
+    within[20:100, 30:130] = True
+    flow = expected.copy()
+    flow[40:80, 50:90] = (-8.0, 0.0)
+    seen = occlusion.occluder_mask(flow, expected, iod=60.0, within=within)
+    # Missed: the flow agrees with the landmarks everywhere this frame.
+    missed = occlusion.occluder_mask(expected, expected, iod=60.0, within=within, previous=seen)
+    np.testing.assert_allclose(missed, 0.5 * seen)
+    again = occlusion.occluder_mask(expected, expected, iod=60.0, within=within, previous=missed, persist=0.5)
+    np.testing.assert_allclose(again, 0.25 * seen)
+    # A failed judgement (most of the face disagrees) flags nothing new: the memory fades the same way.
+    failed = np.random.default_rng(0).normal(0, 20, (h, w, 2)).astype(np.float32)
+    np.testing.assert_allclose(occlusion.occluder_mask(failed, expected, iod=60.0, within=within, previous=seen), 0.5 * seen)
+    # Found again: whole, whatever the memory says.
+    assert occlusion.occluder_mask(flow, expected, iod=60.0, within=within, previous=missed)[45:75, 55:85].min() > 0.99
+    # No memory (persist 0): this frame alone.
+    np.testing.assert_array_equal(occlusion.occluder_mask(expected, expected, iod=60.0, within=within, previous=seen, persist=0.0), 0.0)
+    with pytest.raises(ValueError):
+        occlusion.occluder_mask(flow, expected, iod=60.0, previous=seen[:-1])
+    with pytest.raises(ValueError):
+        occlusion.occluder_mask(flow, expected, iod=60.0, persist=1.5)
