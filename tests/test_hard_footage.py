@@ -138,7 +138,10 @@ def test_hand_in_front_stays_in_front(source, shared_data, workdir, style_cache)
     # The hand is kept as in the input on most of those frames, the rest of the face is painted.
     assert np.median(errors) < 6.0, np.round(errors, 1)
     assert np.median(face) > 15.0, np.round(face, 1)
-    _spike_goal(metrics)
+    # No break-up: the hand is not painted over for a frame and shown again where the
+    # motion cue misses it (it fades from the occluder mask instead; 3.86 before, at the
+    # frame whose judgement failed).
+    assert metrics["warp_spike"] <= 3.0, metrics
 
 
 def test_fast_shake_does_not_break_up(source, shared_data, workdir, style_cache):
