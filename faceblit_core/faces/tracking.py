@@ -487,8 +487,9 @@ def _gate_to_motion(fit: np.ndarray, predicted: np.ndarray, *, scale: float = _G
     predicted = np.asarray(predicted, dtype=np.float32)
     iod = inter_ocular(predicted)
     held = _hold(fit, predicted, iod, scale, turn, shift)
-    eyes_held = _hold(held[36:48], predicted[36:48], iod, *eyes)
-    if eyes_held is not held[36:48]:
+    pair = held[36:48]
+    eyes_held = _hold(pair, predicted[36:48], iod, *eyes)
+    if eyes_held is not pair:
         held = held.copy() if held is fit else held
         held[36:48] = eyes_held
     return held
