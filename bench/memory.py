@@ -16,13 +16,14 @@ rendered a chunk (sampled every 0.1 s from /proc: the workers are named
 from __future__ import annotations
 
 import argparse
+import os
 import subprocess
 import sys
 import tempfile
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-DATA = REPO.parent / "shared" / "data"
+DATA = Path(os.environ.get("FACEBLIT_SHARED_DATA", REPO.parent / "shared" / "data"))
 
 CHILD = r"""
 import resource, sys

@@ -32,7 +32,7 @@ sys.path.insert(0, str(REPO))
 
 from faceblit_core import media, quality  # noqa: E402
 
-DEFAULT_CLIP = REPO.parent / "shared" / "data" / "videos" / "target2.mp4"
+DEFAULT_CLIP = Path(os.environ.get("FACEBLIT_SHARED_DATA", REPO.parent / "shared" / "data")) / "videos" / "target2.mp4"
 
 
 def cpu_seconds() -> float:
