@@ -247,7 +247,7 @@ def face_mask(
     return mask.astype(np.float32) / np.float32(255.0)
 
 
-def whole_face_mask(image: np.ndarray, landmarks: np.ndarray, *, feather: int = 20, region: Region | None = None) -> np.ndarray:
+def whole_face_mask(image: np.ndarray, landmarks: np.ndarray, *, feather: int = 20) -> np.ndarray:
     """:func:`face_mask` with the whole forehead ellipse (``hair_aware=False``): the mask of a painting, and of what is measured.
 
     One place for the choice every exemplar and every measurement makes: a painting's
@@ -263,13 +263,12 @@ def whole_face_mask(image: np.ndarray, landmarks: np.ndarray, *, feather: int = 
         Its iBUG landmarks, px.
     feather : int, keyword-only, ≥ 0
         Box-blur size, px (FaceBlit: 20).
-    region : Region, keyword-only, optional
-        Part of the image covered; default the whole image.
 
     Returns
     -------
-    (h, w) float32 in [0, 1]
-        As :func:`face_mask`.
+    (H, W) float32 in [0, 1]
+        As :func:`face_mask` on the whole image (a crop of it is the mask of that
+        region: :func:`face_mask` does not depend on the region's placement).
 
     Raises
     ------
@@ -277,9 +276,8 @@ def whole_face_mask(image: np.ndarray, landmarks: np.ndarray, *, feather: int = 
         As :func:`face_mask`.
     """
     check_array(image, "image", shape=(None, None, 3), dtype=np.uint8)
-    if region is None:
-        region = Region.full(image.shape[1], image.shape[0])
-    return face_mask(image, np.asarray(landmarks, np.float64), region=region, feather=feather, hair_aware=False)
+    h, w = image.shape[:2]
+    return face_mask(image, np.asarray(landmarks, np.float64), region=Region.full(w, h), feather=feather, hair_aware=False)
 
 
 def continue_face_outward(image: np.ndarray, face: np.ndarray) -> np.ndarray:
